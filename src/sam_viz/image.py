@@ -1,0 +1,128 @@
+"""Image intake: any 2-D microscopy or photo array to the RGB float image SAM expects.
+
+Accepted input (NumPy array or array-like):
+
+* shape ``(H, W)`` grayscale, ``(H, W, 1)``, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA
+  (alpha is dropped);
+* dtype bool, any integer (uint8, uint16, int32, ...) or float; NaN and inf are allowed.
+
+Contrast (``contrast="auto"``): bool and uint8 images are taken as they are (scaled to
+0..1), since photos are already in display range. Every other dtype is stretched so that the
+``percentiles`` (default 0.5 and 99.5, over all channels and finite pixels) map to 0 and 1,
+then clipped: a 16-bit microscopy image whose signal uses a tenth of the range comes out with
+full contrast, and a few hot pixels do not flatten it. ``"minmax"`` stretches the full finite
+range, ``"none"`` expects floats already in 0..1. NaN/inf pixels become 0. A constant image is
+valid and becomes all zeros.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import numpy as np
+
+Contrast = Literal["auto", "percentile", "minmax", "none"]
+ACCEPTED_SHAPES = "(H, W) grayscale, (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA"
+MIN_SIDE = 2
+
+
+def validate_image(image: object) -> np.ndarray:
+    """Check an image's shape and dtype and return it as an array (no copy when possible).
+
+    Raises:
+        TypeError: For a dtype that is not bool, integer or float.
+        ValueError: For a shape other than the accepted ones, or an image with no finite pixel.
+    """
+    array = np.asarray(image)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(
+            f"Image dtype {array.dtype} is not supported; give a bool, integer or float array."
+        )
+    if array.ndim == 3 and array.shape[-1] in (1, 3, 4):
+        pass
+    elif array.ndim != 2:
+        hint = ""
+        if array.ndim == 3 and array.shape[0] in (1, 3, 4):
+            hint = " Channels look first: move them last with np.moveaxis(image, 0, -1)."
+        elif array.ndim > 3 or array.ndim == 3:
+            hint = " For a stack, pass one 2-D plane (e.g. image[z])."
+        raise ValueError(
+            f"Image has shape {array.shape}; accepted shapes are {ACCEPTED_SHAPES}.{hint}"
+        )
+    if min(array.shape[:2]) < MIN_SIDE:
+        raise ValueError(
+            f"Image of shape {array.shape} is too small: both sides must be >= {MIN_SIDE} pixels."
+        )
+    if array.dtype.kind == "f" and not np.isfinite(array).any():
+        raise ValueError("Image has no finite pixel (all NaN or inf); nothing to segment.")
+    return array
+
+
+def to_rgb01(
+    image: object,
+    *,
+    contrast: Contrast = "auto",
+    percentiles: tuple[float, float] = (0.5, 99.5),
+) -> np.ndarray:
+    """Convert an accepted image to float32 RGB in 0..1 with the contrast rule above.
+
+    Args:
+        image: The image, in one of the accepted shapes and dtypes.
+        contrast: ``"auto"``, ``"percentile"``, ``"minmax"`` or ``"none"``.
+        percentiles: Low and high percentiles for the percentile stretch.
+
+    Returns:
+        Array of shape (H, W, 3), float32, values in [0, 1].
+
+    Raises:
+        ValueError / TypeError: As :func:`validate_image`, or for bad contrast settings.
+    """
+    array = validate_image(image)
+    low_pct, high_pct = percentiles
+    if not 0 <= low_pct < high_pct <= 100:
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}.")
+    if array.ndim == 3:
+        array = array[..., :3] if array.shape[-1] >= 3 else array[..., :1]
+
+    if contrast == "auto":
+        contrast = "none" if array.dtype in (np.bool_, np.uint8) else "percentile"
+    if contrast == "none":
+        if array.dtype == np.bool_:
+            scaled = array.astype(np.float32)
+        elif array.dtype.kind in "iu":
+            scaled = array.astype(np.float32) / float(np.iinfo(array.dtype).max)
+        else:
+            scaled = array.astype(np.float32)
+    elif contrast in ("percentile", "minmax"):
+        values = array.astype(np.float32)
+        finite = np.isfinite(values)
+        sample = values[finite] if not finite.all() else values
+        if contrast == "minmax":
+            low, high = float(sample.min()), float(sample.max())
+        else:
+            low, high = (float(v) for v in np.percentile(sample, [low_pct, high_pct]))
+        span = high - low
+        scaled = (values - low) / span if span > 0 else np.zeros_like(values)
+    else:
+        raise ValueError(
+            f"contrast must be 'auto', 'percentile', 'minmax' or 'none', got {contrast!r}."
+        )
+    scaled = np.nan_to_num(scaled, nan=0.0, posinf=1.0, neginf=0.0)
+    np.clip(scaled, 0.0, 1.0, out=scaled)
+    if scaled.ndim == 2:
+        scaled = scaled[..., None]
+    if scaled.shape[-1] == 1:
+        scaled = np.repeat(scaled, 3, axis=-1)
+    return np.ascontiguousarray(scaled, dtype=np.float32)
+
+
+def image_key(
+    image: object, *, contrast: str = "auto", percentiles: tuple[float, float] = (0.5, 99.5)
+) -> str:
+    """A content hash of an image and its contrast settings, used as the embedding cache key."""
+    array = np.ascontiguousarray(np.asarray(image))
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{array.shape}|{array.dtype.str}|{contrast}|{percentiles}".encode())
+    digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()

@@ -1,0 +1,181 @@
+"""Model variants as data: one frozen :class:`ModelSpec` per variant in :data:`MODELS`.
+
+The names are the ones users know from segment-anything (``vit_b``, ``vit_l``, ``vit_h``),
+MobileSAM (``mobile_sam``) and MedSAM (``lite_medsam``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+PromptKind = Literal["point", "box", "mask"]
+
+# SAM's ImageNet statistics on a 0..255 scale.
+_IMAGENET_MEAN = (123.675, 116.28, 103.53)
+_IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """SAM's ViT image encoder (windowed attention with a few global blocks)."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    global_attn_indexes: tuple[int, ...]
+    window_size: int = 14
+    patch_size: int = 16
+
+
+@dataclass(frozen=True)
+class TinyViTConfig:
+    """TinyViT image encoder as distilled by MobileSAM and LiteMedSAM."""
+
+    embed_dims: tuple[int, ...] = (64, 128, 160, 320)
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (2, 4, 5, 10)
+    window_sizes: tuple[int, ...] = (7, 7, 14, 7)
+    patch_embed_stride: int = 4
+    classifier_head_classes: int = 0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model variant: architecture, input handling and where its weights come from.
+
+    Attributes:
+        name: Registry key, e.g. ``"vit_b"``.
+        title: Human-readable name for menus.
+        encoder: Image encoder configuration (:class:`ViTConfig` or :class:`TinyViTConfig`).
+        image_size: Side of the square model input in pixels (1024 for SAM, 256 for LiteMedSAM).
+        pixel_mean: Per-channel mean subtracted from the 0..255 RGB input.
+        pixel_std: Per-channel std the input is divided by (0..255 scale).
+        url: Where the official checkpoint can be downloaded, or None.
+        sha256: SHA-256 of the official checkpoint file, or None where none is published.
+        filename: File name used in the download cache.
+        prompt_kinds: Prompt kinds the model was trained with.
+        embedded: True if the weights ship with an installed Python package.
+        license: Licence of the weights.
+    """
+
+    name: str
+    title: str
+    encoder: ViTConfig | TinyViTConfig
+    image_size: int
+    pixel_mean: tuple[float, float, float]
+    pixel_std: tuple[float, float, float]
+    url: str | None
+    sha256: str | None
+    filename: str
+    prompt_kinds: frozenset[PromptKind] = field(
+        default_factory=lambda: frozenset({"point", "box", "mask"})
+    )
+    embedded: bool = False
+    license: str = "Apache-2.0"
+
+    @property
+    def embedding_size(self) -> int:
+        """Side of the image embedding grid (64 for every released variant)."""
+        if isinstance(self.encoder, ViTConfig):
+            return self.image_size // self.encoder.patch_size
+        # TinyViT: the stem's stride, then two stride-2 patch mergings.
+        return self.image_size // (self.encoder.patch_embed_stride * 4)
+
+    @property
+    def low_res_size(self) -> int:
+        """Side of the decoder's low-resolution mask logits (4x the embedding)."""
+        return 4 * self.embedding_size
+
+    @property
+    def trained_with_points(self) -> bool:
+        """Whether single clicks are a prompt the model was trained to answer."""
+        return "point" in self.prompt_kinds
+
+
+_SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="vit_b",
+            title="SAM ViT-B",
+            encoder=ViTConfig(
+                embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)
+            ),
+            image_size=1024,
+            pixel_mean=_IMAGENET_MEAN,
+            pixel_std=_IMAGENET_STD,
+            url=_SAM_URL + "sam_vit_b_01ec64.pth",
+            sha256="ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+            filename="sam_vit_b_01ec64.pth",
+        ),
+        ModelSpec(
+            name="vit_l",
+            title="SAM ViT-L",
+            encoder=ViTConfig(
+                embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)
+            ),
+            image_size=1024,
+            pixel_mean=_IMAGENET_MEAN,
+            pixel_std=_IMAGENET_STD,
+            url=_SAM_URL + "sam_vit_l_0b3195.pth",
+            sha256="3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+            filename="sam_vit_l_0b3195.pth",
+        ),
+        ModelSpec(
+            name="vit_h",
+            title="SAM ViT-H",
+            encoder=ViTConfig(
+                embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)
+            ),
+            image_size=1024,
+            pixel_mean=_IMAGENET_MEAN,
+            pixel_std=_IMAGENET_STD,
+            url=_SAM_URL + "sam_vit_h_4b8939.pth",
+            sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+            filename="sam_vit_h_4b8939.pth",
+        ),
+        ModelSpec(
+            name="mobile_sam",
+            title="MobileSAM (TinyViT)",
+            encoder=TinyViTConfig(patch_embed_stride=4, classifier_head_classes=1000),
+            image_size=1024,
+            pixel_mean=_IMAGENET_MEAN,
+            pixel_std=_IMAGENET_STD,
+            url="https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
+            sha256="6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
+            filename="mobile_sam.pt",
+        ),
+        ModelSpec(
+            name="lite_medsam",
+            title="LiteMedSAM (TinyViT, embedded)",
+            encoder=TinyViTConfig(patch_embed_stride=1),
+            image_size=256,
+            # LiteMedSAM takes the image scaled to 0..1 with no mean/std normalisation.
+            pixel_mean=(0.0, 0.0, 0.0),
+            pixel_std=(255.0, 255.0, 255.0),
+            url=None,
+            sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
+            filename="lite_medsam.pth",
+            prompt_kinds=frozenset({"box", "mask"}),
+            embedded=True,
+        ),
+    )
+}
+
+DEFAULT_MODEL = "lite_medsam"
+
+
+def get_spec(name: str) -> ModelSpec:
+    """Return the registered variant called ``name``.
+
+    Raises:
+        ValueError: If no variant of that name is registered (the message lists them).
+    """
+    try:
+        return MODELS[name]
+    except KeyError:
+        known = ", ".join(MODELS)
+        raise ValueError(f"Unknown model {name!r}. Registered models: {known}.") from None
