@@ -1,0 +1,204 @@
+"""The state of an interactive segmentation, without any widget: prompts, candidates,
+the chosen candidate, committed objects and an exact undo history.
+
+:class:`~sam_viz.jupyter.widget.SamWidget` is a view of one :class:`Session`; tests and
+scripts can drive a session directly. Coordinates are ``(x, y)`` pixels of the original
+image; boxes are ``(x0, y0, x1, y1)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from sam_viz.objects import ObjectLabels
+from sam_viz.predictor import Prediction
+from sam_viz.prompts import NEGATIVE, POSITIVE
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """The prompts of the object being segmented, in original-image pixels.
+
+    Attributes:
+        points: ((x, y, label), ...) with label 1 positive and 0 negative.
+        box: (x0, y0, x1, y1) or None.
+    """
+
+    points: tuple[tuple[float, float, int], ...] = ()
+    box: tuple[float, float, float, float] | None = None
+
+    @property
+    def empty(self) -> bool:
+        """True when there is no point and no box."""
+        return not self.points and self.box is None
+
+    @property
+    def points_xy(self) -> np.ndarray:
+        """(N, 2) float (x, y) points."""
+        return np.array([p[:2] for p in self.points], dtype=np.float64).reshape(-1, 2)
+
+    @property
+    def point_labels(self) -> np.ndarray:
+        """(N,) int labels, 1 positive and 0 negative."""
+        return np.array([p[2] for p in self.points], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One undoable action: the prompts and selection before it, and whether it committed."""
+
+    prompts: PromptSet
+    selected: int | None
+    committed: bool = False
+
+
+# Answers a prompt set with candidates (the widget binds a predictor and an embedding).
+PredictFn = Callable[[PromptSet], Prediction]
+
+
+class Session:
+    """Prompts and candidates of the object being segmented, plus the committed objects.
+
+    Every action is undoable with :meth:`undo`, in order: adding a point or a box, a clear,
+    a commit (the label image goes back exactly). The prediction is recomputed on undo
+    rather than stored, so the history costs a few numbers per step.
+    """
+
+    def __init__(self, predict: PredictFn, labels: ObjectLabels) -> None:
+        """Args:
+        predict: Returns the candidates for a (non-empty) prompt set; raises ValueError
+            for an invalid one.
+        labels: The committed objects.
+        """
+        self._predict = predict
+        self.objects = labels
+        self.prompts = PromptSet()
+        self.prediction: Prediction | None = None
+        self.selected_index: int | None = None
+        self.objects_version = 0
+        self._history: list[_Step] = []
+
+    @property
+    def can_undo(self) -> bool:
+        """Whether there is an action to undo."""
+        return bool(self._history)
+
+    @property
+    def selected(self) -> str | None:
+        """Name of the chosen candidate, or None."""
+        if self.prediction is None or self.selected_index is None:
+            return None
+        return self.prediction.names[self.selected_index]
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """The chosen candidate mask (H, W) bool, or None."""
+        if self.prediction is None or self.selected_index is None:
+            return None
+        return self.prediction.masks[self.selected_index]
+
+    def add_point(self, x: float, y: float, positive: bool = True) -> Prediction:
+        """Add a point and predict; on an error nothing changes.
+
+        Raises:
+            ValueError: If the point is invalid (e.g. outside the image).
+        """
+        label = POSITIVE if positive else NEGATIVE
+        return self._apply(replace(self.prompts,
+                                   points=(*self.prompts.points, (float(x), float(y), label))))
+
+    def add_box(self, x0: float, y0: float, x1: float, y1: float) -> Prediction:
+        """Set the box (replacing the previous one) and predict; on an error nothing changes.
+
+        Raises:
+            ValueError: If the box is invalid (no area, outside the image).
+        """
+        return self._apply(replace(self.prompts, box=(float(x0), float(y0), float(x1), float(y1))))
+
+    def select(self, name_or_index: str | int) -> int:
+        """Choose candidate ``"subpart"``, ``"part"``, ``"whole"`` or index 0..K-1.
+
+        Returns:
+            The chosen index.
+
+        Raises:
+            ValueError: If there are no candidates or no such one.
+        """
+        prediction = self.prediction
+        if prediction is None:
+            raise ValueError("There are no candidates yet: add a box or a point first.")
+        count = len(prediction.names)
+        if isinstance(name_or_index, str):
+            if name_or_index not in prediction.names:
+                raise ValueError(f"No candidate {name_or_index!r}; choose one of "
+                                 f"{prediction.names} or an index 0..{count - 1}.")
+            index = prediction.names.index(name_or_index)
+        else:
+            index = int(name_or_index)
+            if not 0 <= index < count:
+                raise ValueError(f"Candidate index {name_or_index} is out of range 0..{count - 1}.")
+        self.selected_index = index
+        return index
+
+    def commit(self) -> int:
+        """Add the chosen candidate as a new object (keeping other objects' pixels) and
+        start a new object.
+
+        Returns:
+            The new object's label id.
+
+        Raises:
+            ValueError: If there is no candidate or it would add no pixel.
+        """
+        mask = self.mask
+        if mask is None:
+            raise ValueError("Nothing to commit: add a box or a point first.")
+        label = self.objects.commit(mask)
+        self._history.append(_Step(self.prompts, self.selected_index, committed=True))
+        self.objects_version += 1
+        self._set(PromptSet(), None, None)
+        return label
+
+    def undo(self) -> bool:
+        """Undo the last action exactly; returns False if there was none."""
+        if not self._history:
+            return False
+        step = self._history.pop()
+        if step.committed:
+            self.objects.undo()
+            self.objects_version += 1
+        prediction = None if step.prompts.empty else self._predict(step.prompts)
+        self._set(step.prompts, prediction, step.selected)
+        return True
+
+    def clear(self) -> bool:
+        """Remove the current object's prompts (undoable); returns False if there were none."""
+        if self.prompts.empty:
+            return False
+        self._history.append(_Step(self.prompts, self.selected_index))
+        self._set(PromptSet(), None, None)
+        return True
+
+    def last_step_committed(self) -> bool:
+        """Whether :meth:`undo` would undo a commit."""
+        return bool(self._history) and self._history[-1].committed
+
+    def _apply(self, new: PromptSet) -> Prediction:
+        prediction = self._predict(new)
+        self._history.append(_Step(self.prompts, self.selected_index))
+        self._set(new, prediction, None)
+        return prediction
+
+    def _set(self, prompts: PromptSet, prediction: Prediction | None,
+             selected: int | None) -> None:
+        self.prompts = prompts
+        self.prediction = prediction
+        if prediction is None:
+            self.selected_index = None
+        elif selected is not None and 0 <= selected < len(prediction.names):
+            self.selected_index = selected
+        else:
+            self.selected_index = prediction.best

@@ -1,0 +1,271 @@
+"""The SAM widget driven the way the page drives it: ipycanvas mouse messages, button
+clicks and client_ready events, with a spy on the predictor."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sam_viz.jupyter.display import overlay_rgba, with_alpha
+from sam_viz.jupyter.widget import CANDIDATE, IMAGE, OBJECTS, PROMPTS, SamWidget
+from sam_viz.render import CANDIDATE_COLORS, labels_to_rgba
+
+
+@pytest.fixture
+def widget(tiny_predictor, non_square_image):
+    """A widget on a 96 x 64 image (shown magnified 2x: canvas 192 x 128)."""
+    w = SamWidget(non_square_image, tiny_predictor, background=False)
+    yield w
+    w.close()
+
+
+def test_import_sam_viz_pulls_no_widget_library():
+    code = ("import sys, sam_viz, sam_viz.jupyter, sam_viz.jupyter.anatomy, "
+            "sam_viz.jupyter.session, sam_viz.jupyter.display; "
+            "print(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('ipywidgets', 'ipycanvas')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_canvas_geometry_and_lossless_image_layer(tiny_predictor, non_square_image, canvas_log):
+    widget = SamWidget(non_square_image, tiny_predictor, background=False)
+    assert (widget.canvas.height, widget.canvas.width) == (192, 128)
+    (picture,) = canvas_log.pictures(widget.canvas[IMAGE])
+    expected = np.repeat(np.repeat(non_square_image, 2, axis=0), 2, axis=1)
+    np.testing.assert_array_equal(picture, with_alpha(np.stack([expected] * 3, axis=-1)))
+    assert "ready" in widget.status.value.lower()
+
+
+def test_drag_predicts_on_mouse_up_only(widget, spy, mouse, canvas_log):
+    calls = spy(widget.predictor)
+    mouse.send(widget.canvas, "mouse_down", 20, 30)
+    for x, y in ((30, 40), (50, 70), (80, 140)):
+        mouse.send(widget.canvas, "mouse_move", x, y)
+    assert calls.count == 0, "mouse-move must never predict"
+    # The rubber band is drawn on the prompts layer only, dashed, once per move.
+    prompts = canvas_log.names(widget.canvas[PROMPTS])
+    assert prompts.count("strokeRect") == 3 and "setLineDash" in prompts
+    assert canvas_log.on(widget.canvas[CANDIDATE]) == []
+    assert canvas_log.on(widget.canvas[IMAGE]) == []
+
+    mouse.send(widget.canvas, "mouse_up", 90, 150)
+    assert calls.count == 1
+    # Canvas pixels (magnified 2x) become image pixels.
+    np.testing.assert_allclose(calls.calls[0]["box_xyxy"], (10, 15, 45, 75))
+    assert widget.prompts.box == (10, 15, 45, 75)
+    assert widget.candidates is not None and widget.candidates.masks.shape == (3, 96, 64)
+    assert widget.candidates.names == ("subpart", "part", "whole")
+    (overlay,) = canvas_log.pictures(widget.canvas[CANDIDATE])
+    np.testing.assert_array_equal(overlay, widget.candidate_rgba())
+
+
+def test_click_adds_points_with_the_mode_toggle(widget, spy, mouse):
+    calls = spy(widget.predictor)
+    mouse.click(widget.canvas, 40, 60)
+    widget.point_mode.value = 0
+    mouse.send(widget.canvas, "mouse_down", 100, 100)
+    mouse.send(widget.canvas, "mouse_up", 101, 101)  # within the click tolerance
+    assert calls.count == 2
+    np.testing.assert_allclose(calls.calls[-1]["points_xy"], [[20, 30], [50.5, 50.5]])
+    np.testing.assert_array_equal(calls.calls[-1]["point_labels"], [1, 0])
+    assert calls.calls[-1]["box_xyxy"] is None
+    assert [p[2] for p in widget.prompts.points] == [1, 0]
+
+
+def test_candidate_switch_redraws_the_overlay(widget, mouse, canvas_log):
+    mouse.drag(widget.canvas, (10, 10), (120, 180))
+    prediction = widget.candidates
+    assert widget.selected == prediction.names[prediction.best]
+    assert widget.candidate_buttons.value == prediction.best
+    labels = [label for label, _ in widget.candidate_buttons.options]
+    assert [label.split()[0] for label in labels] == ["subpart", "part", "whole"]
+    assert labels[0].endswith(f"{prediction.iou_scores[0]:.2f}")
+
+    best = prediction.best
+    for index in [*(i for i in (0, 1, 2) if i != best), best]:
+        canvas_log.clear()
+        widget.candidate_buttons.value = index  # what a click on a toggle button does
+        assert widget.selected == prediction.names[index]
+        (overlay,) = canvas_log.pictures(widget.canvas[CANDIDATE])
+        mask = prediction.masks[index]
+        color = CANDIDATE_COLORS[prediction.names[index]]
+        shown = np.repeat(np.repeat(mask, 2, axis=0), 2, axis=1)
+        np.testing.assert_array_equal(overlay, overlay_rgba(shown, color, 0.45))
+        assert canvas_log.on(widget.canvas[PROMPTS]) == []  # nothing else is redrawn
+    widget.select("subpart")
+    assert widget.candidate_buttons.value == 0
+    with pytest.raises(ValueError, match="No candidate 'huge'"):
+        widget.select("huge")
+
+
+def test_undo_commit_and_labels(widget, mouse, canvas_log):
+    mouse.drag(widget.canvas, (10, 10), (120, 180))
+    mouse.click(widget.canvas, 60, 90)
+    assert len(widget.prompts.points) == 1
+    first = widget.candidates
+    widget.select(2)
+    chosen = widget.mask.copy()
+    assert chosen.any(), "the random model gives a non-empty 'whole' here"
+
+    canvas_log.clear()
+    widget.commit_button.click()
+    assert widget.labels.dtype == np.uint32 and set(np.unique(widget.labels)) == {0, 1}
+    np.testing.assert_array_equal(widget.labels == 1, chosen)
+    assert widget.prompts.empty and widget.candidates is None
+    (objects,) = canvas_log.pictures(widget.canvas[OBJECTS])
+    shown = np.repeat(np.repeat(widget.labels, 2, axis=0), 2, axis=1)
+    np.testing.assert_array_equal(objects, labels_to_rgba(shown, alpha=0.45 * 0.8))
+    assert "1 object committed" in widget.objects_info.value
+
+    # A second object never overwrites the first.
+    widget.add_box(0, 0, 64, 96)
+    widget.select("whole")
+    second = widget.mask.copy()
+    assert widget.commit() == 2
+    np.testing.assert_array_equal(widget.labels == 1, chosen)
+    np.testing.assert_array_equal(widget.labels == 2, second & ~chosen)
+
+    # Undo walks back exactly: commit 2, box, commit 1 (prompts and choice come back), point.
+    widget.undo_button.click()
+    np.testing.assert_array_equal(widget.labels == 2, np.zeros_like(chosen))
+    assert widget.prompts.box == (0, 0, 64, 96)
+    widget.undo()
+    assert widget.prompts.empty
+    assert widget.undo() is True
+    assert not widget.labels.any()
+    assert widget.selected == "whole" and len(widget.prompts.points) == 1
+    np.testing.assert_array_equal(widget.candidates.masks, first.masks)
+    widget.undo()
+    assert widget.prompts.points == () and widget.prompts.box is not None
+    widget.clear_button.click()
+    assert widget.prompts.empty and widget.candidates is None
+    widget.undo()
+    assert widget.prompts.box is not None
+
+
+def test_reconnect_redraws_every_layer_from_python_state(widget, mouse, canvas_log):
+    mouse.drag(widget.canvas, (10, 10), (120, 180))
+    widget.select("whole")
+    widget.commit()
+    mouse.drag(widget.canvas, (20, 20), (100, 160))
+    mouse.click(widget.canvas, 50, 80)
+    manager = widget.canvas[PROMPTS]._canvas_manager
+
+    for layer in (IMAGE, OBJECTS, CANDIDATE, PROMPTS):
+        canvas = widget.canvas[layer]
+        canvas_log.clear()
+        manager._current_canvas = canvas  # Python thinks this canvas is still current ...
+        mouse.client_ready(canvas)
+        # ... but a new page has no current canvas: the batch must name it again.
+        assert canvas_log.switched_to(canvas)
+        assert canvas_log.messages == 1, "one batched message per layer"
+        drawn = canvas_log.on(canvas)
+        assert drawn and drawn[0].name == "clear"
+        others = {c.canvas for c in canvas_log.commands} - {f"IPY_MODEL_{canvas.model_id}"}
+        assert not others
+
+    def replay(layer):
+        canvas_log.clear()
+        mouse.client_ready(widget.canvas[layer])
+        return canvas_log.pictures(widget.canvas[layer])
+
+    np.testing.assert_array_equal(replay(IMAGE)[0], with_alpha(widget._display_rgb))
+    shown = np.repeat(np.repeat(widget.labels, 2, axis=0), 2, axis=1)
+    np.testing.assert_array_equal(replay(OBJECTS)[0], labels_to_rgba(shown, alpha=0.45 * 0.8))
+    np.testing.assert_array_equal(replay(CANDIDATE)[0], widget.candidate_rgba())
+    canvas_log.clear()
+    mouse.client_ready(widget.canvas[PROMPTS])
+    names = canvas_log.names(widget.canvas[PROMPTS])
+    assert names.count("strokeRect") == 2 and names.count("fillCircle") == 1
+
+
+def test_prompt_errors_go_to_the_status_line(widget, mouse, spy):
+    with pytest.raises(ValueError, match="outside the image"):
+        widget.add_point(500, 10)
+    assert "outside the image" in widget.status.value and "sam-viz-error" in widget.status.value
+    assert widget.prompts.empty and widget.undo_button.disabled
+
+    # From the page, nothing raises: the commit button with nothing to commit ...
+    widget.commit_button.click()
+    assert "Nothing to commit" in widget.status.value
+    # ... and a drag ending outside the canvas is clipped to the image.
+    calls = spy(widget.predictor)
+    mouse.send(widget.canvas, "mouse_down", 100, 150)
+    mouse.send(widget.canvas, "mouse_out", 140, 200)
+    np.testing.assert_allclose(calls.calls[-1]["box_xyxy"], (50, 75, 64, 96))
+    assert widget.prompts.box == (50, 75, 64, 96)
+    assert "sam-viz-error" not in widget.status.value
+
+
+def test_missing_weights_are_reported_in_the_widget(monkeypatch, non_square_image, mouse):
+    from sam_viz.checkpoints import CheckpointError
+    from sam_viz.predictor import Predictor
+
+    def no_weights(*args, **kwargs):
+        raise CheckpointError("The embedded model is not installed: pip install --no-deps x")
+
+    monkeypatch.setattr(Predictor, "from_pretrained", classmethod(no_weights))
+    widget = SamWidget(non_square_image, background=False)  # no exception here
+    assert "not installed" in widget.status.value and "sam-viz-error" in widget.status.value
+    assert not widget.ready
+    mouse.drag(widget.canvas, (10, 10), (100, 100))  # nothing raises from the page
+    assert "not installed" in widget.status.value
+    with pytest.raises(RuntimeError, match="not installed"):
+        widget.add_box(1, 1, 30, 30)
+
+
+def test_box_trained_model_guides_to_a_box(tiny_model, tiny_spec, non_square_image, mouse):
+    from sam_viz.predictor import Predictor
+
+    spec = dataclasses.replace(tiny_spec, prompt_kinds=frozenset({"box", "mask"}))
+    widget = SamWidget(non_square_image, Predictor(tiny_model, spec, device="cpu"),
+                       background=False)
+    assert "trained with boxes only" in widget.status.value
+    assert "drag a box" in widget.status.value.lower()
+    mouse.click(widget.canvas, 40, 40)
+    assert "sam-viz-warning" in widget.status.value and "point alone" in widget.status.value
+    mouse.drag(widget.canvas, (10, 10), (100, 100))
+    assert "sam-viz-warning" not in widget.status.value
+
+
+def test_large_image_is_shown_downscaled(tiny_predictor, spy, mouse):
+    image = np.random.default_rng(0).integers(0, 4000, (1500, 1000), dtype=np.uint16)
+    widget = SamWidget(image, tiny_predictor, background=False)
+    assert (widget.canvas.height, widget.canvas.width) == (640, 427)
+    calls = spy(tiny_predictor)
+    mouse.send(widget.canvas, "mouse_down", 42.7, 64)
+    mouse.send(widget.canvas, "mouse_up", 213.5, 320)
+    x0, y0, x1, y1 = calls.calls[0]["box_xyxy"]
+    np.testing.assert_allclose((x0, y0, x1, y1), (100, 150, 500, 750), rtol=1e-3)
+    assert widget.candidates.masks.shape == (3, 1500, 1000)
+
+
+def test_background_embedding(tiny_predictor, non_square_image):
+    widget = SamWidget(non_square_image, tiny_predictor)
+    widget.wait(timeout=60)
+    assert widget.ready and widget.progress.value == 1.0
+    assert widget.progress.layout.display == "none"
+    prediction = widget.add_box(5, 5, 40, 60)
+    assert prediction.masks.shape == (3, 96, 64)
+
+
+@pytest.mark.slow
+def test_real_model_box_on_a_coin(lite_predictor, coins, coins_reference, mouse):
+    from skimage.measure import regionprops
+
+    widget = SamWidget(coins, lite_predictor, background=False)
+    assert (widget.canvas.height, widget.canvas.width) == coins.shape  # shown 1:1
+    coin = max(regionprops(coins_reference), key=lambda r: r.area)
+    r0, c0, r1, c1 = coin.bbox
+    mouse.drag(widget.canvas, (c0 - 3, r0 - 3), (c1 + 3, r1 + 3))
+    reference = coins_reference == coin.label
+    mask = widget.mask
+    iou = (mask & reference).sum() / (mask | reference).sum()
+    assert iou >= 0.9, f"IoU {iou:.3f} of the shown candidate ({widget.selected})"
+    assert widget.commit() == 1
+    np.testing.assert_array_equal(widget.labels == 1, mask)
