@@ -1,0 +1,313 @@
+"""Small building blocks shared by the image encoders and the mask decoder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Upper bounds, in elements, for the temporaries of chunked computations. Large fresh
+# buffers are mapped from the OS on every call, and first-touching their pages can cost
+# more than the arithmetic; buffers of a few MiB are recycled by the C allocator and stay
+# in the last-level cache.
+CHUNK_ELEMENTS = 2**22  # MLP hidden activations (16 MiB in float32)
+MASK_CHUNK_ELEMENTS = 2**20  # additive attention masks (4 MiB in float32)
+BAND_ELEMENTS = 2**20  # widest intermediate of a band of convolution rows
+
+RowFn = Callable[[torch.Tensor, slice], torch.Tensor]
+
+
+def can_work_in_place(*tensors: torch.Tensor) -> bool:
+    """Whether in-place updates of these tensors cannot break autograd.
+
+    Args:
+        *tensors: Tensors about to be modified in place.
+
+    Returns:
+        True when gradients are off or none of the tensors takes part in autograd.
+    """
+    if not torch.is_grad_enabled():
+        return True
+    return not any(t.requires_grad for t in tensors)
+
+
+class LayerNorm2d(nn.Module):
+    """Layer normalisation over the channel axis of a BxCxHxW feature map.
+
+    Args:
+        num_channels: Number of channels C.
+        eps: Added to the variance for numerical stability.
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise each pixel's channel vector.
+
+        Args:
+            x: Feature map, BxCxHxW (any memory format; channels-last is fastest).
+
+        Returns:
+            The normalised map, BxCxHxW, in channels-last memory format.
+        """
+        channels = x.shape[1]
+        y = F.layer_norm(x.permute(0, 2, 3, 1), (channels,), self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
+
+
+class MLPBlock(nn.Module):
+    """Two linear layers with an activation between them (transformer feed-forward).
+
+    Args:
+        embedding_dim: Input and output width.
+        mlp_dim: Hidden width.
+        act: Activation class, instantiated once.
+    """
+
+    def __init__(self, embedding_dim: int, mlp_dim: int, act: type[nn.Module] = nn.GELU) -> None:
+        super().__init__()
+        self.lin1 = nn.Linear(embedding_dim, mlp_dim)
+        self.lin2 = nn.Linear(mlp_dim, embedding_dim)
+        self.act = act()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the block to the last axis.
+
+        Args:
+            x: Tokens, ...xC with C = ``embedding_dim``.
+
+        Returns:
+            Tokens of the same shape.
+        """
+        return chunked_over_tokens(lambda t: self.lin2(self.act(self.lin1(t))), x, self.lin1)
+
+
+def chunked_over_tokens(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, widest: nn.Linear
+) -> torch.Tensor:
+    """Apply a token-wise function to slices of the tokens to bound temporary sizes.
+
+    Without gradients, large inputs are processed in slices of whole tokens whose hidden
+    activations fit in :data:`CHUNK_ELEMENTS`; results are written into one output.
+
+    Args:
+        fn: Function mapping NxC_in tokens to NxC_out tokens, token by token.
+        x: Tokens, ...xC_in.
+        widest: The linear layer with the widest output inside ``fn`` (sets the slice size).
+
+    Returns:
+        ``fn`` applied to every token, ...xC_out.
+    """
+    flat = x.reshape(-1, x.shape[-1])
+    tokens = flat.shape[0]
+    per_chunk = max(1, CHUNK_ELEMENTS // widest.out_features)
+    if tokens <= per_chunk or torch.is_grad_enabled():
+        return fn(x)
+    chunks = -(-tokens // per_chunk)
+    per_chunk = -(-tokens // chunks)
+    first = fn(flat[:per_chunk])
+    out = first.new_empty((tokens, first.shape[-1]))
+    out[:per_chunk] = first
+    for start in range(per_chunk, tokens, per_chunk):
+        out[start : start + per_chunk] = fn(flat[start : start + per_chunk])
+    return out.view(*x.shape[:-1], first.shape[-1])
+
+
+def window_partition(
+    x: torch.Tensor, window_size: int, pad_value: torch.Tensor | None = None
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Cut a token grid into non-overlapping square windows, padding bottom and right.
+
+    Args:
+        x: Tokens on a grid, BxHxWxC.
+        window_size: Window side length.
+        pad_value: Vector (C,) written into padded positions; zeros if None.
+
+    Returns:
+        Windows, (B*nH*nW)x(window_size*window_size)xC in row-major window order, and the
+        padded grid size (Hp, Wp).
+    """
+    batch, height, width, channels = x.shape
+    pad_h = (window_size - height % window_size) % window_size
+    pad_w = (window_size - width % window_size) % window_size
+    padded_h, padded_w = height + pad_h, width + pad_w
+    if pad_h or pad_w:
+        padded = x.new_empty((batch, padded_h, padded_w, channels))
+        fill = 0.0 if pad_value is None else pad_value.to(x.dtype)
+        padded[:, :height, :width] = x
+        padded[:, height:] = fill
+        padded[:, :height, width:] = fill
+        x = padded
+    n_h, n_w = padded_h // window_size, padded_w // window_size
+    windows = (
+        x.view(batch, n_h, window_size, n_w, window_size, channels)
+        .transpose(2, 3)
+        .reshape(batch * n_h * n_w, window_size * window_size, channels)
+    )
+    return windows, (padded_h, padded_w)
+
+
+def window_unpartition(
+    windows: torch.Tensor, window_size: int, padded_hw: tuple[int, int], hw: tuple[int, int]
+) -> torch.Tensor:
+    """Reassemble windows from :func:`window_partition` into a grid and drop the padding.
+
+    Args:
+        windows: (B*nH*nW)x(window_size*window_size)xC.
+        window_size: Window side length.
+        padded_hw: Padded grid size (Hp, Wp).
+        hw: Original grid size (H, W).
+
+    Returns:
+        Tokens, BxHxWxC, contiguous.
+    """
+    padded_h, padded_w = padded_hw
+    height, width = hw
+    n_h, n_w = padded_h // window_size, padded_w // window_size
+    channels = windows.shape[-1]
+    batch = windows.shape[0] // (n_h * n_w)
+    x = (
+        windows.view(batch, n_h, n_w, window_size, window_size, channels)
+        .transpose(2, 3)
+        .reshape(batch, padded_h, padded_w, channels)
+    )
+    if padded_h > height or padded_w > width:
+        x = x[:, :height, :width].contiguous()
+    return x
+
+
+class Conv2d_BN(nn.Sequential):  # the checkpoints' class name
+    """Bias-free convolution followed by BatchNorm (children ``c`` and ``bn``).
+
+    In eval mode the BatchNorm is applied folded into the convolution; :meth:`fuse_` makes
+    that permanent (the ``bn`` child becomes an identity and ``c`` gains a bias), which
+    changes the state dict, so call it only after the checkpoint is loaded.
+
+    Args:
+        in_chans: Input channels.
+        out_chans: Output channels.
+        kernel_size: Square kernel size.
+        stride: Convolution stride.
+        padding: Zero padding on each side.
+        groups: Convolution groups (``in_chans`` for a depthwise convolution).
+    """
+
+    def __init__(
+        self,
+        in_chans: int,
+        out_chans: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        padding: int = 0,
+        groups: int = 1,
+    ) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(
+            in_chans, out_chans, kernel_size, stride, padding, groups=groups, bias=False
+        )
+        self.bn: nn.Module = nn.BatchNorm2d(out_chans)
+
+    @property
+    def is_fused(self) -> bool:
+        """Whether :meth:`fuse_` folded the BatchNorm into the convolution."""
+        return not isinstance(self.bn, nn.BatchNorm2d)
+
+    def folded_weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Convolution weight and bias equal to conv followed by eval-mode BatchNorm.
+
+        Returns:
+            Weight (out, in/groups, k, k) and bias (out,).
+        """
+        if self.is_fused:
+            return self.c.weight, self.c.bias
+        bn = self.bn
+        factor = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        weight = self.c.weight * factor[:, None, None, None]
+        bias = bn.bias - bn.running_mean * factor
+        return weight, bias
+
+    @torch.no_grad()
+    def fuse_(self) -> Conv2d_BN:
+        """Fold the BatchNorm into the convolution in place (for inference only).
+
+        Returns:
+            This module.
+        """
+        if self.is_fused:
+            return self
+        weight, bias = self.folded_weight_and_bias()
+        self.c.weight.copy_(weight)
+        self.c.bias = nn.Parameter(bias.detach().clone(), requires_grad=self.c.weight.requires_grad)
+        self.bn = nn.Identity()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve and normalise.
+
+        Args:
+            x: Feature map, BxCxHxW.
+
+        Returns:
+            Feature map, Bx(out_chans)xH'xW' (channels-last when the input is).
+        """
+        if self.training and not self.is_fused:
+            return self.bn(self.c(x))
+        weight, bias = self.folded_weight_and_bias()
+        conv = self.c
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def conv_in_row_bands(
+    x: torch.Tensor,
+    conv: Conv2d_BN,
+    before: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    after: RowFn | None = None,
+) -> torch.Tensor:
+    """Compute ``after(conv(before(x)))`` one band of output rows at a time.
+
+    ``before`` must act on each pixel independently (1x1 convolutions, activations); the
+    input rows each band needs, including the convolution's halo, go through it. Without
+    gradients the bands are sized by :data:`BAND_ELEMENTS`; the result is identical.
+
+    Args:
+        x: Feature map, BxCxHxW (channels-last memory is best).
+        conv: Convolution with square kernel, stride and padding.
+        before: Pixel-wise function applied before ``conv``; identity if None.
+        after: Function of (conv output rows, slice of those output rows); identity if None.
+
+    Returns:
+        The result for all rows, BxC'xH'xW', channels-last.
+    """
+    before = before or (lambda t: t)
+    after = after or (lambda t, _: t)
+    kernel, stride, pad = conv.c.kernel_size[0], conv.c.stride[0], conv.c.padding[0]
+    batch, _, height, width = x.shape
+    out_h = (height + 2 * pad - kernel) // stride + 1
+    widest = max(conv.c.in_channels, conv.c.out_channels) * width * stride
+    rows = max(1, BAND_ELEMENTS // widest)
+    if torch.is_grad_enabled() or out_h <= rows:
+        return after(conv(before(x)), slice(0, out_h))
+    context = -(-pad // stride)  # output rows computed before a band to cover its halo
+    out: torch.Tensor | None = None
+    for o0 in range(0, out_h, rows):
+        o1 = min(o0 + rows, out_h)
+        first = max(o0 - context, 0)
+        band = x[:, :, first * stride : min((o1 - 1) * stride - pad + kernel, height)]
+        y = conv(before(band))[:, :, o0 - first : o1 - first]
+        y = after(y, slice(o0, o1))
+        if out is None:
+            out = torch.empty(
+                (batch, y.shape[1], out_h, y.shape[3]),
+                dtype=y.dtype,
+                device=y.device,
+                memory_format=torch.channels_last,
+            )
+        out[:, :, o0:o1] = y
+    assert out is not None
+    return out
