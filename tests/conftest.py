@@ -1,0 +1,85 @@
+"""Shared fixtures: a tiny random-weight model for speed, the real embedded model where
+behaviour matters, and scikit-image's coins with a classical reference segmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sam_viz.build import build_sam
+from sam_viz.registry import ModelSpec, ViTConfig
+
+TINY_SPEC = ModelSpec(
+    name="tiny_test",
+    title="Tiny random ViT (tests only)",
+    encoder=ViTConfig(embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,), window_size=4),
+    image_size=128,
+    pixel_mean=(123.675, 116.28, 103.53),
+    pixel_std=(58.395, 57.12, 57.375),
+    url=None,
+    sha256=None,
+    filename="tiny_test.pth",
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_spec() -> ModelSpec:
+    return TINY_SPEC
+
+
+@pytest.fixture
+def tiny_model():
+    """A small ViT SAM with seeded random weights (fresh per test: tests may change it)."""
+    torch.manual_seed(0)
+    return build_sam(TINY_SPEC)
+
+
+@pytest.fixture
+def tiny_predictor(tiny_model):
+    from sam_viz.predictor import Predictor
+
+    return Predictor(tiny_model, TINY_SPEC, device="cpu")
+
+
+@pytest.fixture
+def non_square_image() -> np.ndarray:
+    """A 96 x 64 (rows x cols) grayscale image with a bright rectangle."""
+    image = np.zeros((96, 64), np.uint8)
+    image[30:70, 12:40] = 200
+    return image
+
+
+@pytest.fixture(scope="session")
+def lite_predictor():
+    """The real embedded default model (LiteMedSAM) on the CPU, shared by the session."""
+    from sam_viz.predictor import Predictor
+
+    return Predictor.from_pretrained(device="cpu", progress=False)
+
+
+@pytest.fixture(scope="session")
+def coins() -> np.ndarray:
+    import skimage.data
+
+    return skimage.data.coins()
+
+
+@pytest.fixture(scope="session")
+def coins_reference(coins) -> np.ndarray:
+    """Careful classical segmentation of the coins (scikit-image's tutorial): Sobel elevation
+    map, watershed from background/foreground markers, holes filled, small bits removed."""
+    from scipy import ndimage as ndi
+    from skimage.filters import sobel
+    from skimage.measure import label
+    from skimage.segmentation import watershed
+
+    elevation = sobel(coins)
+    markers = np.zeros_like(coins, dtype=np.int32)
+    markers[coins < 30] = 1
+    markers[coins > 150] = 2
+    foreground = ndi.binary_fill_holes(watershed(elevation, markers) == 2)
+    labels = label(foreground)
+    small = np.flatnonzero(np.bincount(labels.ravel()) < 100)
+    labels[np.isin(labels, small)] = 0
+    return label(labels > 0)
