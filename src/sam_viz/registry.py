@@ -55,6 +55,9 @@ class ModelSpec:
         sha256: SHA-256 of the official checkpoint file, or None where none is published.
         filename: File name used in the download cache.
         prompt_kinds: Prompt kinds the model was trained with.
+        multimask_trained: Whether its three ambiguity-aware output tokens were trained.
+            LiteMedSAM was trained with single-mask output only: its other tokens give
+            fragments, so its candidates are the single-mask output plus the two best of them.
         embedded: True if the weights ship with an installed Python package.
         license: Licence of the weights.
     """
@@ -71,6 +74,7 @@ class ModelSpec:
     prompt_kinds: frozenset[PromptKind] = field(
         default_factory=lambda: frozenset({"point", "box", "mask"})
     )
+    multimask_trained: bool = True
     embedded: bool = False
     license: str = "Apache-2.0"
 
@@ -160,6 +164,7 @@ MODELS: dict[str, ModelSpec] = {
             sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
             filename="lite_medsam.pth",
             prompt_kinds=frozenset({"box", "mask"}),
+            multimask_trained=False,
             embedded=True,
         ),
     )

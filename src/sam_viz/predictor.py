@@ -1,0 +1,423 @@
+"""The shared predictor: one object that both front ends (napari, Jupyter) drive.
+
+Typical use::
+
+    predictor = Predictor.from_pretrained()          # the embedded default, offline
+    predictor.set_image(image)                       # encoder runs once; cached
+    result = predictor.predict(box_xyxy=[10, 20, 80, 90])
+    result.masks            # (3, H, W) bool: subpart, part, whole (by area)
+    result.iou_scores       # (3,) predicted IoU of each
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sam_viz.cache import EmbeddingCache, ImageEmbedding
+from sam_viz.checkpoints import load_model
+from sam_viz.device import encoder_dtype, select_device
+from sam_viz.image import Contrast, image_key, to_rgb01, validate_image
+from sam_viz.modeling import Sam
+from sam_viz.prompts import (
+    CANDIDATE_NAMES,
+    MASK_PROMPT_LOGIT,
+    Prompts,
+    order_by_area,
+    validate_prompts,
+)
+from sam_viz.registry import ModelSpec
+from sam_viz.transforms import ImageFrame
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class Cancelled(Exception):
+    """Raised inside a long computation when its cancel event was set."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Candidate masks for one prompt set.
+
+    Attributes:
+        masks: (K, H, W) bool masks at the original image resolution, smallest first.
+        iou_scores: (K,) the model's predicted IoU for each mask.
+        low_res_logits: (K, L, L) float32 logits on the model's low-res grid; pass one back
+            as ``mask_input`` to refine a prediction.
+        names: K names; with three candidates ``("subpart", "part", "whole")`` by area.
+        token_indices: (K,) which of SAM's output tokens each mask came from (0 is the
+            single-mask output, 1-3 the ambiguity-aware ones).
+    """
+
+    masks: np.ndarray
+    iou_scores: np.ndarray
+    low_res_logits: np.ndarray
+    names: tuple[str, ...]
+    token_indices: np.ndarray
+
+    @property
+    def best(self) -> int:
+        """Index of the candidate with the highest predicted IoU."""
+        return int(np.argmax(self.iou_scores))
+
+    def mask(self, name: str) -> np.ndarray:
+        """The (H, W) mask called ``name`` (e.g. ``"whole"``)."""
+        if name not in self.names:
+            raise KeyError(f"No candidate {name!r}; candidates are {self.names}.")
+        return self.masks[self.names.index(name)]
+
+
+@dataclass(frozen=True)
+class BoxesPrediction:
+    """One mask per box, from one batched decoder call.
+
+    Attributes:
+        masks: (M, H, W) bool, one per box in the order given.
+        iou_scores: (M,) predicted IoU of each.
+        low_res_logits: (M, L, L) float32 logits.
+    """
+
+    masks: np.ndarray
+    iou_scores: np.ndarray
+    low_res_logits: np.ndarray
+
+
+def _encoder_blocks(encoder: torch.nn.Module) -> list[torch.nn.Module]:
+    """The encoder's transformer/conv blocks in order, for progress and cancellation."""
+    return [m for name, m in encoder.named_modules() if re.fullmatch(r"(.+\.)?blocks\.\d+", name)]
+
+
+class Predictor:
+    """Runs a SAM model on one image at a time: embed once, then answer prompts fast.
+
+    Thread model: :meth:`set_image` may run in a worker thread (it reports progress and can
+    be cancelled); :meth:`predict` is cheap and may run in another. Pass the
+    :class:`ImageEmbedding` returned by :meth:`set_image` to :meth:`predict` to pin the image
+    a prediction is for.
+    """
+
+    def __init__(
+        self,
+        model: Sam,
+        spec: ModelSpec,
+        *,
+        device: str | torch.device | None = None,
+        cache: EmbeddingCache | None = None,
+        model_key: str | None = None,
+        precision: str = "float32",
+    ) -> None:
+        """Args:
+        model: A loaded model (see :func:`sam_viz.checkpoints.load_model`).
+        spec: The variant it is.
+        device: ``"auto"``/None, ``"cpu"``, ``"cuda"``, ``"mps"``.
+        cache: Embedding cache to use; a private in-memory one by default.
+        model_key: Identifies the weights in cache keys; defaults to ``spec.name``.
+        precision: Image encoder precision: ``"float32"``, ``"bfloat16"`` or ``"auto"``
+            (bf16 only where the hardware computes it natively).
+        """
+        self.spec = spec
+        self.device = select_device(device)
+        self.encoder_dtype = encoder_dtype(precision, self.device)
+        self.model = model.to(self.device).eval()
+        prepare = getattr(self.model.image_encoder, "prepare_for_inference", None)
+        if callable(prepare):
+            prepare()
+        self.cache = cache if cache is not None else EmbeddingCache()
+        self.model_key = model_key or spec.name
+        self._embedding: ImageEmbedding | None = None
+        self._lock = threading.Lock()
+        with torch.inference_mode():
+            self._dense_pe = self.model.prompt_encoder.get_dense_pe()
+        mean = torch.tensor(spec.pixel_mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(spec.pixel_std, device=self.device).view(1, 3, 1, 1)
+        self._pixel_mean, self._pixel_std = mean, std
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str | None = None,
+        *,
+        model_name: str | None = None,
+        device: str | torch.device | None = None,
+        cache: EmbeddingCache | None = None,
+        precision: str = "float32",
+        progress: bool = True,
+    ) -> Predictor:
+        """Load a registered model (downloading it once if needed) or a checkpoint file.
+
+        Args:
+            source: A registry name, a checkpoint path, or None for the embedded default.
+            model_name: The variant of a checkpoint file, if it cannot be inferred.
+            device: See :class:`Predictor`.
+            cache: See :class:`Predictor`.
+            precision: See :class:`Predictor`.
+            progress: Show a download progress bar.
+        """
+        loaded = load_model(source, model_name=model_name, progress=progress)
+        stat = loaded.checkpoint.stat()
+        key = f"{loaded.spec.name}-{stat.st_size}-{int(stat.st_mtime)}"
+        return cls(
+            loaded.model,
+            loaded.spec,
+            device=device,
+            cache=cache,
+            model_key=key,
+            precision=precision,
+        )
+
+    # ----------------------------------------------------------------------------- image
+    @property
+    def embedding(self) -> ImageEmbedding | None:
+        """The embedding of the current image, or None before :meth:`set_image`."""
+        return self._embedding
+
+    def set_image(
+        self,
+        image: object,
+        *,
+        contrast: Contrast = "auto",
+        percentiles: tuple[float, float] = (0.5, 99.5),
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ImageEmbedding:
+        """Make ``image`` the current image, computing its embedding unless cached.
+
+        Args:
+            image: 2-D grayscale, RGB or RGBA array of any numeric dtype
+                (see :mod:`sam_viz.image` for the contrast rules).
+            contrast: Contrast rule, see :func:`sam_viz.image.to_rgb01`.
+            percentiles: Percentiles of the percentile stretch.
+            progress: Called as ``progress(done, total)`` while the encoder runs.
+            cancel: If set while the encoder runs, it stops and :class:`Cancelled` is raised;
+                the previous image stays current.
+
+        Returns:
+            The image's embedding (also kept as :attr:`embedding`).
+        """
+        array = validate_image(image)
+        key = image_key(array, contrast=contrast, percentiles=percentiles)
+        embedding = self.cache.get(self.model_key, key)
+        if embedding is None:
+            rgb = to_rgb01(array, contrast=contrast, percentiles=percentiles)
+            frame = ImageFrame(rgb.shape[:2], self.spec.image_size)
+            features = self._encode(rgb, frame, progress, cancel)
+            embedding = ImageEmbedding(features, frame, key, self.model_key)
+            self.cache.put(embedding)
+        elif progress is not None:
+            progress(1, 1)
+        with self._lock:
+            self._embedding = embedding
+        return embedding
+
+    def preprocess(self, rgb01: np.ndarray, frame: ImageFrame) -> torch.Tensor:
+        """(H, W, 3) float RGB in 0..1 to the normalised, padded (1, 3, S, S) model input."""
+        tensor = torch.from_numpy(rgb01).to(self.device).permute(2, 0, 1)[None]
+        resized = frame.resize_image(tensor) * 255.0
+        return frame.pad_to_square((resized - self._pixel_mean) / self._pixel_std)
+
+    def _encode(
+        self,
+        rgb01: np.ndarray,
+        frame: ImageFrame,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> torch.Tensor:
+        blocks = _encoder_blocks(self.model.image_encoder)
+        total = len(blocks) + 1
+        done = 0
+
+        def tick(*_: object) -> None:
+            nonlocal done
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("The image embedding was cancelled.")
+            done += 1
+            if progress is not None:
+                progress(min(done, total - 1), total)
+
+        handles = [block.register_forward_pre_hook(tick) for block in blocks]
+        try:
+            with torch.inference_mode():
+                x = self.preprocess(rgb01, frame)
+                if self.encoder_dtype == torch.float32:
+                    features = self.model.image_encoder(x)
+                else:
+                    with torch.autocast(self.device.type, dtype=self.encoder_dtype):
+                        features = self.model.image_encoder(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        if progress is not None:
+            progress(total, total)
+        return features.float()
+
+    def _current(self, embedding: ImageEmbedding | None) -> ImageEmbedding:
+        if embedding is not None:
+            return embedding
+        with self._lock:
+            current = self._embedding
+        if current is None:
+            raise RuntimeError("No image is set: call set_image(image) before predict().")
+        return current
+
+    # ----------------------------------------------------------------------------- prompts
+    def _mask_prompt(self, mask_input: np.ndarray | None, frame: ImageFrame) -> np.ndarray | None:
+        if mask_input is None:
+            return None
+        mask = np.asarray(mask_input)
+        low = self.spec.low_res_size
+        if mask.ndim == 3 and mask.shape[0] == 1:
+            mask = mask[0]
+        if mask.shape == (low, low) and mask.dtype.kind == "f":
+            logits = mask.astype(np.float32)
+        elif mask.shape == frame.original_size:
+            binary = frame.mask_to_low_res(mask.astype(bool), low) > 0.5
+            logits = np.where(binary, MASK_PROMPT_LOGIT, -MASK_PROMPT_LOGIT).astype(np.float32)
+        else:
+            raise ValueError(
+                f"mask_input has shape {mask.shape}; give low-res logits of shape ({low}, {low}) "
+                f"(a previous prediction's low_res_logits[i]) or a mask of the image's shape "
+                f"{frame.original_size}."
+            )
+        if not np.isfinite(logits).all():
+            raise ValueError("mask_input contains NaN or inf.")
+        return logits
+
+    def _decode(
+        self, embedding: ImageEmbedding, prompts: Prompts, *, per_box: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the prompt encoder and decoder; returns all 4 tokens' logits and IoU scores."""
+        frame = embedding.frame
+        device = self.device
+        n_sets = len(prompts.boxes_xyxy) if per_box else 1
+        points = None
+        if len(prompts.points_xy):
+            coords = torch.as_tensor(frame.points_to_model(prompts.points_xy), dtype=torch.float32)
+            labels = torch.as_tensor(prompts.point_labels, dtype=torch.int64)
+            points = (
+                coords[None].expand(n_sets, -1, -1).to(device),
+                labels[None].expand(n_sets, -1).to(device),
+            )
+        boxes = None
+        if len(prompts.boxes_xyxy):
+            boxes = torch.as_tensor(frame.boxes_to_model(prompts.boxes_xyxy), dtype=torch.float32)
+            boxes = boxes.to(device) if per_box else boxes[:1].to(device)
+        masks = None
+        if prompts.mask is not None:
+            masks = torch.as_tensor(prompts.mask, device=device)[None, None].expand(
+                n_sets, -1, -1, -1
+            )
+        with torch.inference_mode():
+            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks)
+            low_res, iou = self.model.mask_decoder.predict_masks(
+                image_embeddings=embedding.features.to(device),
+                image_pe=self._dense_pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+            )
+        return low_res, iou
+
+    def predict(
+        self,
+        points_xy: object = None,
+        point_labels: object = None,
+        box_xyxy: object = None,
+        mask_input: np.ndarray | None = None,
+        *,
+        multimask_output: bool = True,
+        embedding: ImageEmbedding | None = None,
+    ) -> Prediction:
+        """Segment the object a prompt set points at.
+
+        Args:
+            points_xy: (N, 2) points as (x, y) pixels of the original image.
+            point_labels: (N,) 1 for a positive (object) point, 0 for a negative one;
+                all positive when omitted.
+            box_xyxy: One box (x0, y0, x1, y1) in original pixels. For several boxes, use
+                :meth:`predict_boxes`.
+            mask_input: A previous prediction's low-res logits (L, L), or a binary mask of the
+                image's shape, as a dense prompt.
+            multimask_output: Three ambiguity-aware candidates (default) or SAM's single mask.
+            embedding: The image to predict on; the current image by default.
+
+        Returns:
+            A :class:`Prediction` with 3 candidates named by area (or 1 named ``"mask"``).
+
+        Raises:
+            ValueError: For an empty or invalid prompt set (see
+                :func:`sam_viz.prompts.validate_prompts`).
+            RuntimeError: If no image is set.
+        """
+        embedding = self._current(embedding)
+        frame = embedding.frame
+        box = None
+        if box_xyxy is not None:
+            box = np.asarray(box_xyxy, dtype=np.float64)
+            if box.size != 4:
+                raise ValueError(
+                    f"box_xyxy must be one box (x0, y0, x1, y1), got shape {box.shape}; "
+                    "for several boxes use predict_boxes()."
+                )
+        prompts = validate_prompts(
+            frame.original_size, points_xy, point_labels, box, self._mask_prompt(mask_input, frame)
+        )
+        low_res, iou = self._decode(embedding, prompts, per_box=False)
+        tokens = self._candidate_tokens(iou[0], multimask_output)
+        low_res, iou = low_res[0, tokens], iou[0, tokens]
+        with torch.inference_mode():
+            masks = frame.upscale_logits(low_res[None])[0] > 0
+        masks_np = masks.cpu().numpy()
+        order = order_by_area(masks_np) if multimask_output else np.arange(1)
+        names = CANDIDATE_NAMES if multimask_output else ("mask",)
+        return Prediction(
+            masks=masks_np[order],
+            iou_scores=iou.float().cpu().numpy()[order],
+            low_res_logits=low_res.float().cpu().numpy()[order],
+            names=tuple(names),
+            token_indices=tokens.numpy()[order],
+        )
+
+    def _candidate_tokens(self, iou: torch.Tensor, multimask_output: bool) -> torch.Tensor:
+        """Which of SAM's four output tokens answer a prompt.
+
+        Token 0 is the single-mask output; tokens 1-3 the ambiguity-aware ones. A model whose
+        multimask tokens were never trained (``spec.multimask_trained`` False) offers its
+        single-mask output plus the two multimask outputs it scores highest.
+        """
+        if not multimask_output:
+            return torch.tensor([0])
+        if self.spec.multimask_trained:
+            return torch.tensor([1, 2, 3])
+        ranked = 1 + torch.argsort(iou[1:4].float().cpu(), descending=True)[:2]
+        return torch.cat([torch.tensor([0]), ranked])
+
+    def predict_boxes(
+        self, boxes_xyxy: object, *, embedding: ImageEmbedding | None = None
+    ) -> BoxesPrediction:
+        """Segment one object per box, in a single batched decoder call.
+
+        Args:
+            boxes_xyxy: (M, 4) boxes (x0, y0, x1, y1) in original pixels.
+            embedding: The image to predict on; the current image by default.
+
+        Returns:
+            One mask per box (SAM's single-mask output for box prompts).
+        """
+        embedding = self._current(embedding)
+        prompts = validate_prompts(embedding.frame.original_size, boxes_xyxy=boxes_xyxy)
+        if not len(prompts.boxes_xyxy):
+            raise ValueError("predict_boxes needs at least one box.")
+        low_res, iou = self._decode(embedding, prompts, per_box=True)
+        low_res, iou = low_res[:, :1], iou[:, 0]
+        with torch.inference_mode():
+            masks = embedding.frame.upscale_logits(low_res)[:, 0] > 0
+        return BoxesPrediction(
+            masks=masks.cpu().numpy(),
+            iou_scores=iou.float().cpu().numpy(),
+            low_res_logits=low_res[:, 0].float().cpu().numpy(),
+        )
