@@ -1,0 +1,167 @@
+"""Per-click cost: prompt encoder + mask decoder + masks at the image's resolution.
+
+Runs our predictor and Meta's reference code (segment-anything's modules, with its
+``SamPredictor.predict`` path: prompt encoder, decoder, ``Sam.postprocess_masks``, threshold,
+NumPy) on the same weights and the same image embedding, in one process, and prints both
+medians and their ratio, plus the IoU between our masks and the reference's.
+
+    .venv/bin/python benchmarks/bench_predictor.py [--clicks 40] [--models vit_b lite_medsam]
+
+vit_b uses random weights (the official file cannot be downloaded here; the decoder's cost
+does not depend on the encoder's weights); lite_medsam uses the embedded weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from reference_models import sam_modeling  # noqa: E402
+
+from sam_viz.build import build_sam  # noqa: E402
+from sam_viz.cache import ImageEmbedding  # noqa: E402
+from sam_viz.checkpoints import embedded_checkpoint_path, read_state_dict  # noqa: E402
+from sam_viz.predictor import Predictor  # noqa: E402
+from sam_viz.registry import MODELS  # noqa: E402
+from sam_viz.transforms import ImageFrame  # noqa: E402
+
+
+def reference_sam(state: dict[str, torch.Tensor], spec) -> torch.nn.Module:
+    """Meta's Sam with its prompt encoder and decoder, loaded with ``state``.
+
+    The image encoder is a stand-in that only carries ``img_size`` (postprocess_masks reads
+    it): this benchmark starts from a computed embedding.
+    """
+    ref = sam_modeling()
+    encoder = torch.nn.Module()
+    encoder.img_size = spec.image_size
+    grid = spec.embedding_size
+    sam = ref.Sam(
+        image_encoder=encoder,
+        prompt_encoder=ref.PromptEncoder(
+            embed_dim=256,
+            image_embedding_size=(grid, grid),
+            input_image_size=(spec.image_size,) * 2,
+            mask_in_chans=16,
+        ),
+        mask_decoder=ref.MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=ref.TwoWayTransformer(
+                depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8
+            ),
+            transformer_dim=256,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        ),
+    )
+    decoder_state = {k: v for k, v in state.items() if not k.startswith("image_encoder.")}
+    sam.load_state_dict(decoder_state, strict=False)
+    missing = set(sam.state_dict()) - set(decoder_state)
+    assert not missing, missing
+    return sam.eval()
+
+
+def reference_click(sam, features, frame: ImageFrame, points_xy, labels, box):
+    """SamPredictor.predict's path, with the reference modules."""
+    coords = torch.as_tensor(frame.points_to_model(points_xy), dtype=torch.float)[None]
+    labels_t = torch.as_tensor(labels, dtype=torch.int)[None]
+    box_t = torch.as_tensor(frame.boxes_to_model(box), dtype=torch.float)[None]
+    with torch.no_grad():
+        sparse, dense = sam.prompt_encoder(points=(coords, labels_t), boxes=box_t, masks=None)
+        low_res, iou = sam.mask_decoder(
+            image_embeddings=features,
+            image_pe=sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+        )
+        masks = sam.postprocess_masks(low_res, frame.input_size, frame.original_size) > 0
+    return masks[0].numpy(), iou[0].numpy(), low_res[0].numpy()
+
+
+def bench(name: str, clicks: int, size: tuple[int, int]) -> None:
+    spec = MODELS[name]
+    torch.manual_seed(0)
+    model = build_sam(spec)
+    if spec.embedded:
+        state = read_state_dict(embedded_checkpoint_path())
+        model.load_state_dict(state)
+    else:
+        state = model.state_dict()
+    ref = reference_sam(state, spec)
+    predictor = Predictor(model, spec, device="cpu")
+    frame = ImageFrame(size, spec.image_size)
+    grid = spec.embedding_size
+    features = torch.randn(1, 256, grid, grid, generator=torch.Generator().manual_seed(1))
+    embedding = ImageEmbedding(features, frame, "bench", name)
+
+    rng = np.random.default_rng(0)
+    height, width = size
+    prompts = []
+    for _ in range(clicks):
+        x0, y0 = rng.uniform(0, width * 0.6), rng.uniform(0, height * 0.6)
+        x1, y1 = x0 + rng.uniform(0.1, 0.4) * width, y0 + rng.uniform(0.1, 0.4) * height
+        point = [[(x0 + x1) / 2, (y0 + y1) / 2]]
+        prompts.append((np.array(point), np.array([1]), np.array([x0, y0, x1, y1])))
+
+    def ours(p):
+        result = predictor.predict(
+            points_xy=p[0], point_labels=p[1], box_xyxy=p[2], embedding=embedding
+        )
+        return result
+
+    def theirs(p):
+        return reference_click(ref, features, frame, *p)
+
+    for p in prompts[:3]:  # warm-up
+        ours(p)
+        theirs(p)
+    ours_ms, ref_ms, ious = [], [], []
+    for p in prompts:
+        t0 = time.perf_counter()
+        mine = ours(p)
+        t1 = time.perf_counter()
+        masks_ref, _, _ = theirs(p)
+        t2 = time.perf_counter()
+        ours_ms.append((t1 - t0) * 1e3)
+        ref_ms.append((t2 - t1) * 1e3)
+        for mask, token in zip(mine.masks, mine.token_indices, strict=True):
+            other = masks_ref[token - 1]
+            union = (mask | other).sum()
+            ious.append(1.0 if union == 0 else (mask & other).sum() / union)
+    ours_med, ref_med = statistics.median(ours_ms), statistics.median(ref_ms)
+    print(
+        f"{name:<12} {height}x{width}  ours {ours_med:7.1f} ms  reference {ref_med:7.1f} ms  "
+        f"ratio {ref_med / ours_med:5.2f}x  mask IoU vs reference: min {min(ious):.4f} "
+        f"mean {np.mean(ious):.4f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clicks", type=int, default=40)
+    parser.add_argument("--models", nargs="+", default=["vit_b", "lite_medsam"])
+    parser.add_argument("--size", default="1024x1024", help="image size HxW")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    height, width = (int(v) for v in args.size.split("x"))
+    print(
+        f"decoder + masks per click, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    for name in args.models:
+        bench(name, args.clicks, (height, width))
+
+
+if __name__ == "__main__":
+    main()
