@@ -105,6 +105,8 @@ def test_decoder_trace_matches_the_predictor(embedded):
         assert trace.iou_scores[token] == pytest.approx(prediction.iou_scores[j], abs=1e-5)
         assert trace.candidate_names[token] == prediction.names[j]
     assert trace.candidate_names[0] == "single mask"
+    single = predictor.predict(points, labels, box, embedding=embedding, multimask_output=False)
+    np.testing.assert_allclose(trace.low_res_logits[0], single.low_res_logits[0], atol=1e-4)
     # With a mask prompt, the dense part is the mask path's output.
     masked = anatomy.decoder_trace(predictor, embedding, points, labels, box,
                                    mask_logits=trace.low_res_logits[1])
@@ -137,6 +139,11 @@ def test_real_model_mask_path_and_learned_embeddings(lite_predictor):
     assert [s.maps.shape for s in stages][::3] == [(1, 256, 256), (4, 128, 128), (16, 64, 64)]
     assert stages[-1].maps.shape == (256, 64, 64)
     learned = anatomy.learned_embeddings(model)
+    # LiteMedSAM offers its single-mask output (the one it was trained for) as a candidate.
+    embedding = lite_predictor.set_image(np.tile(np.arange(64, dtype=np.uint8), (48, 1)))
+    trace = anatomy.decoder_trace(lite_predictor, embedding, box_xyxy=(10, 10, 40, 30))
+    assert trace.candidate_names[0].endswith("(single mask)")
+    assert sorted(trace.candidate_names).count("not offered") == 1
     # Trained vectors: the four prompt kinds are told apart.
     vectors = np.stack([learned[name] for name in anatomy.POINT_EMBEDDING_NAMES])
     assert np.linalg.matrix_rank(vectors) == 4

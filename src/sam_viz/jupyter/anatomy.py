@@ -36,7 +36,7 @@ import torch
 
 from sam_viz.cache import ImageEmbedding
 from sam_viz.predictor import Predictor
-from sam_viz.prompts import CANDIDATE_NAMES, NEGATIVE, POSITIVE, order_by_area, validate_prompts
+from sam_viz.prompts import NEGATIVE, POSITIVE, validate_prompts
 from sam_viz.transforms import ImageFrame
 
 # point_embeddings[i] is the learned vector for: negative point, positive point, box corners.
@@ -268,8 +268,10 @@ class DecoderTrace:
         low_res_logits: (4, L, L) each mask token's mask logits.
         hyper_weights: (4, C) the weights each mask token's hypernetwork MLP makes; a mask is
             these weights dotted with the upscaled image features at every pixel.
-        candidate_names: For mask tokens 1..3, their candidate name by area
-            ("subpart", "part", "whole"); token 0 is "single mask".
+        candidate_names: For each mask token, the candidate name the predictor gives it
+            ("subpart", "part", "whole" by area), "single mask" for token 0 (SAM's
+            single-mask output) and "not offered" for a token that is not a candidate
+            (models whose multimask tokens were not trained offer token 0 instead).
         sparse: The sparse prompt tokens (see :func:`sparse_tokens`).
         dense: (256, G, G) the dense prompt added to the image embedding.
     """
@@ -341,11 +343,15 @@ def decoder_trace(
         )
         tokens_in = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
         tokens_out = torch.cat([out.iou_token[:1], out.mask_tokens[0]], dim=0)
-        upscaled = frame.upscale_logits(out.masks[:, 1:4])[0] > 0
+    # Which tokens the predictor offers as candidates, and their names (by area).
+    offered = predictor.predict(
+        prompts.points_xy if has_points else None, prompts.point_labels if has_points else None,
+        prompts.boxes_xyxy[0] if has_box else None, mask_logits, embedding=embedding,
+    )
     n_mask = int(decoder.mask_tokens.weight.shape[0])
-    names = ["single mask"] + [""] * (n_mask - 1)
-    for rank, token in enumerate(order_by_area(upscaled.cpu().numpy())):
-        names[1 + int(token)] = CANDIDATE_NAMES[rank]
+    names = ["single mask"] + ["not offered"] * (n_mask - 1)
+    for name, token in zip(offered.names, offered.token_indices, strict=True):
+        names[int(token)] = name if token else f"{name} (single mask)"
     return DecoderTrace(
         token_names=("IoU token", *[f"mask token {k}" for k in range(n_mask)]),
         tokens_in=_numpy(tokens_in),

@@ -260,24 +260,33 @@ def strip(vector: np.ndarray, *, height: int = 14, cell: int = 2,
 
 
 def mosaic(maps: np.ndarray, *, columns: int | None = None, gap: int = 1,
-           limit: float | None = None, diverging: bool = True) -> np.ndarray:
+           limit: float | None = None, shared: bool = False,
+           centered: bool = False) -> np.ndarray:
     """Feature maps (C, h, w) as one picture: a grid of colourised tiles with white gaps.
 
-    All tiles share one colour scale (``limit``; by default the largest absolute value), so
-    tiles can be compared.
+    Args:
+        maps: (C, h, w) numbers.
+        columns: Tiles per row (default: a square-ish grid).
+        gap: White pixels between tiles.
+        limit: Magnitude drawn fully saturated, for every tile.
+        shared: Without ``limit``, scale all tiles by the largest magnitude of any (so tiles
+            compare) instead of each tile by its own (so each tile's pattern shows).
+        centered: Draw each tile relative to its median (white), so a map that is mostly
+            a constant shows its pattern rather than one flat colour.
     """
     maps = np.asarray(maps, dtype=np.float64)
+    if centered:
+        maps = maps - np.nanmedian(maps.reshape(len(maps), -1), axis=1)[:, None, None]
     count, height, width = maps.shape
     columns = columns or math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
-    if diverging and limit is None:
+    if shared and limit is None:
         finite = maps[np.isfinite(maps)]
         limit = float(np.abs(finite).max()) if finite.size else 1.0
-    value_range = None if diverging else (float(np.nanmin(maps)), float(np.nanmax(maps)))
     out = np.full((rows * (height + gap) - gap, columns * (width + gap) - gap, 3), 255, np.uint8)
     for index in range(count):
         r, c = divmod(index, columns)
-        tile = colorize(maps[index], diverging=diverging, limit=limit, value_range=value_range)
+        tile = colorize(maps[index], limit=limit)
         out[r * (height + gap):r * (height + gap) + height,
             c * (width + gap):c * (width + gap) + width] = tile
     return out

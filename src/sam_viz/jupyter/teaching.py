@@ -32,10 +32,10 @@ from sam_viz.jupyter.display import (
     strip,
     with_alpha,
 )
-from sam_viz.jupyter.widget import forget_current_canvas
+from sam_viz.jupyter.widget import candidate_color, forget_current_canvas
 from sam_viz.predictor import Predictor
 from sam_viz.prompts import POSITIVE
-from sam_viz.render import CANDIDATE_COLORS, composite, to_display_rgb
+from sam_viz.render import composite, to_display_rgb
 
 Panel = tuple[str, np.ndarray]
 
@@ -116,7 +116,8 @@ def _gap(token: anatomy.SparseToken, cell: int) -> np.ndarray:
 
 def mask_path_figure(stages: Sequence[anatomy.MaskStage], *, side: int = 160,
                      max_channels: int = 16) -> list[Panel]:
-    """The input and the output of each conv/GELU step of the mask path, as mosaics."""
+    """The input and the output of each conv/GELU step of the mask path, as mosaics (each
+    channel relative to its median, scaled to its own largest deviation)."""
     panels = []
     for stage in stages:
         if stage.name in ("LayerNorm2d",):
@@ -124,18 +125,23 @@ def mask_path_figure(stages: Sequence[anatomy.MaskStage], *, side: int = 160,
         maps = stage.maps[:max_channels]
         shown = f"{min(len(stage.maps), max_channels)} of {len(stage.maps)}" \
             if len(stage.maps) > max_channels else f"{len(stage.maps)}"
-        caption = f"{stage.name}: {shown} channel(s) of {stage.maps.shape[1]}x{stage.maps.shape[2]}"
-        panels.append((caption, fit_nearest(mosaic(maps), side)))
+        size = f"{stage.maps.shape[1]}x{stage.maps.shape[2]}"
+        if len(stage.maps) == 1:  # the mask logits: the sign matters (red inside)
+            panels.append((f"{stage.name}: {size}", fit_nearest(mosaic(maps), side)))
+        else:
+            panels.append((f"{stage.name}: {shown} channel(s) of {size}, each relative to "
+                           "its median", fit_nearest(mosaic(maps, centered=True), side)))
     return panels
 
 
 def decoder_figure(trace: anatomy.DecoderTrace, *, side: int = 128) -> list[Panel]:
-    """Each mask token's low-res mask logits with its IoU score and candidate name."""
+    """Each mask token's low-res mask logits (each scaled to its own largest magnitude:
+    red above 0 is inside the mask) with its IoU score and candidate name."""
     panels = []
     for k, logits in enumerate(trace.low_res_logits):
         name = trace.candidate_names[k]
         caption = f"mask token {k} ({name}): IoU {trace.iou_scores[k]:.3f}"
-        panels.append((caption, fit_nearest(colorize(logits, limit=10.0), side)))
+        panels.append((caption, fit_nearest(colorize(logits), side)))
     return panels
 
 
@@ -253,7 +259,7 @@ class PromptEncoderExplorer(widgets.VBox):
         mask_logits = None
         if self.feed_mask.value:
             first = anatomy.decoder_trace(self.predictor, self.embedding, point, label, box)
-            best = 1 + int(np.argmax(first.iou_scores[1:]))
+            best = int(np.argmax(first.iou_scores))
             mask_logits = first.low_res_logits[best]
         self.trace = anatomy.decoder_trace(self.predictor, self.embedding, point, label, box,
                                            mask_logits=mask_logits)
@@ -289,9 +295,9 @@ class PromptEncoderExplorer(widgets.VBox):
     def _note(self) -> str:
         assert self.trace is not None
         spec = self.predictor.spec
-        best = 1 + int(np.argmax(self.trace.iou_scores[1:]))
-        text = (f"Best candidate: mask token {best} ({self.trace.candidate_names[best]}), "
-                f"IoU {self.trace.iou_scores[best]:.3f}.")
+        best = int(np.argmax(self.trace.iou_scores))
+        text = (f"Highest predicted IoU: mask token {best} "
+                f"({self.trace.candidate_names[best]}), {self.trace.iou_scores[best]:.3f}.")
         if not spec.trained_with_points and not self.use_box.value:
             text += (" <i>This model was trained with boxes only: a point alone gives an empty "
                      "or poor mask; tick 'with the box'.</i>")
@@ -301,7 +307,7 @@ class PromptEncoderExplorer(widgets.VBox):
     def _shown_mask(self) -> np.ndarray | None:
         if self.trace is None:
             return None
-        best = 1 + int(np.argmax(self.trace.iou_scores[1:]))
+        best = int(np.argmax(self.trace.iou_scores))
         logits = self.trace.low_res_logits[best]
         import torch
 
@@ -313,8 +319,9 @@ class PromptEncoderExplorer(widgets.VBox):
         rgb = self.frame.resample_rgb(self._rgb)
         mask = self._shown_mask()
         if mask is not None and self.trace is not None:
-            best = 1 + int(np.argmax(self.trace.iou_scores[1:]))
-            color = CANDIDATE_COLORS.get(self.trace.candidate_names[best], (231, 29, 54))
+            best = int(np.argmax(self.trace.iou_scores))
+            name = self.trace.candidate_names[best]
+            color = candidate_color(name.split()[0] if name != "single mask" else "mask")
             rgb = composite(rgb, overlay_rgba(self.frame.resample_nearest(mask), color, 0.4))
         x, y = self.frame.to_display(np.array(self.point_xy))
         rgb = draw_marker(rgb, (x, y), (40, 220, 40) if self.positive.value else (230, 30, 30), 4)

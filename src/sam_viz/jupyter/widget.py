@@ -439,7 +439,7 @@ class SamWidget(widgets.VBox):
         mask = self.mask
         if mask is None:
             return None
-        color = CANDIDATE_COLORS.get(self.selected or "", (231, 29, 54))
+        color = candidate_color(self.selected or "")
         return overlay_rgba(self._frame.resample_nearest(mask), color, self._alpha)
 
     def _draw_candidate(self) -> None:
@@ -504,7 +504,7 @@ class SamWidget(widgets.VBox):
         items = []
         scores = zip(prediction.names, prediction.iou_scores, strict=True)
         for i, (name, score) in enumerate(scores):
-            r, g, b = CANDIDATE_COLORS.get(name, (231, 29, 54))
+            r, g, b = candidate_color(name)
             area = int(prediction.masks[i].sum())
             text = f"{html.escape(name)}: IoU {score:.3f}, {area} px"
             if i == self._session.selected_index:
@@ -585,6 +585,11 @@ class SamWidget(widgets.VBox):
             x0, y0 = self._frame.to_image(*start)
             x1, y1 = self._frame.to_image(*end)
             self._from_ui(self.add_box, x0, y0, x1, y1)
+
+
+def candidate_color(name: str) -> tuple[int, int, int]:
+    """Overlay colour (RGB) of a candidate by name (SAM's single mask: ``"mask"``)."""
+    return CANDIDATE_COLORS.get(name, CANDIDATE_COLORS["mask"])
 
 
 def _describe(err: BaseException) -> str:
