@@ -119,10 +119,67 @@ def chunked_over_tokens(
     return out.view(*x.shape[:-1], first.shape[-1])
 
 
+def _window_grid(windows: torch.Tensor, batch: int, n_h: int, n_w: int, size: int) -> torch.Tensor:
+    """View windows (B*nH*nW)x(size*size)xC as a B x nH x size x nW x size x C pixel grid."""
+    channels = windows.shape[-1]
+    return windows.view(batch, n_h, n_w, size, size, channels).transpose(2, 3)
+
+
+def _grid_blocks(
+    height: int, width: int, size: int
+) -> list[tuple[tuple[slice | int, ...], tuple[slice, slice], tuple[int, ...] | None]]:
+    """Rectangles of a padded window grid that hold image pixels.
+
+    Returns (index into the B x nH x size x nW x size x C grid, (rows, cols) of the image,
+    shape to split the image block into, or None when it needs no reshaping) for the full
+    windows, the partial right column, the partial bottom row and the corner.
+    """
+    full_h, full_w = height // size, width // size
+    rest_h, rest_w = height - full_h * size, width - full_w * size
+    rows, cols = slice(0, full_h * size), slice(0, full_w * size)
+    last_rows, last_cols = slice(full_h * size, height), slice(full_w * size, width)
+    blocks = []
+    if full_h and full_w:
+        blocks.append(
+            (
+                (slice(None), slice(0, full_h), slice(None), slice(0, full_w)),
+                (rows, cols),
+                (full_h, size, full_w, size),
+            )
+        )
+    if full_h and rest_w:
+        blocks.append(
+            (
+                (slice(None), slice(0, full_h), slice(None), full_w, slice(0, rest_w)),
+                (rows, last_cols),
+                (full_h, size, rest_w),
+            )
+        )
+    if rest_h and full_w:
+        blocks.append(
+            (
+                (slice(None), full_h, slice(0, rest_h), slice(0, full_w)),
+                (last_rows, cols),
+                (rest_h, full_w, size),
+            )
+        )
+    if rest_h and rest_w:
+        blocks.append(
+            (
+                (slice(None), full_h, slice(0, rest_h), full_w, slice(0, rest_w)),
+                (last_rows, last_cols),
+                None,
+            )
+        )
+    return blocks
+
+
 def window_partition(
     x: torch.Tensor, window_size: int, pad_value: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """Cut a token grid into non-overlapping square windows, padding bottom and right.
+
+    The windows are written in one pass (no padded copy of the grid is made first).
 
     Args:
         x: Tokens on a grid, BxHxWxC.
@@ -134,23 +191,19 @@ def window_partition(
         padded grid size (Hp, Wp).
     """
     batch, height, width, channels = x.shape
-    pad_h = (window_size - height % window_size) % window_size
-    pad_w = (window_size - width % window_size) % window_size
-    padded_h, padded_w = height + pad_h, width + pad_w
-    if pad_h or pad_w:
-        padded = x.new_empty((batch, padded_h, padded_w, channels))
-        fill = 0.0 if pad_value is None else pad_value.to(x.dtype)
-        padded[:, :height, :width] = x
-        padded[:, height:] = fill
-        padded[:, :height, width:] = fill
-        x = padded
-    n_h, n_w = padded_h // window_size, padded_w // window_size
-    windows = (
-        x.view(batch, n_h, window_size, n_w, window_size, channels)
-        .transpose(2, 3)
-        .reshape(batch * n_h * n_w, window_size * window_size, channels)
-    )
-    return windows, (padded_h, padded_w)
+    size = window_size
+    n_h, n_w = -(-height // size), -(-width // size)
+    windows = x.new_empty((batch * n_h * n_w, size * size, channels))
+    grid = _window_grid(windows, batch, n_h, n_w, size)
+    for index, (rows, cols), split in _grid_blocks(height, width, size):
+        block = x[:, rows, cols]
+        grid[index] = block if split is None else block.reshape(batch, *split, channels)
+    fill = 0.0 if pad_value is None else pad_value.to(x.dtype)
+    if height % size:
+        grid[:, -1, height % size :] = fill
+    if width % size:
+        grid[:, :, :, -1, width % size :] = fill
+    return windows, (n_h * size, n_w * size)
 
 
 def window_unpartition(
@@ -167,18 +220,18 @@ def window_unpartition(
     Returns:
         Tokens, BxHxWxC, contiguous.
     """
-    padded_h, padded_w = padded_hw
     height, width = hw
-    n_h, n_w = padded_h // window_size, padded_w // window_size
-    channels = windows.shape[-1]
+    size = window_size
+    n_h, n_w = padded_hw[0] // size, padded_hw[1] // size
     batch = windows.shape[0] // (n_h * n_w)
-    x = (
-        windows.view(batch, n_h, n_w, window_size, window_size, channels)
-        .transpose(2, 3)
-        .reshape(batch, padded_h, padded_w, channels)
-    )
-    if padded_h > height or padded_w > width:
-        x = x[:, :height, :width].contiguous()
+    channels = windows.shape[-1]
+    grid = _window_grid(windows, batch, n_h, n_w, size)
+    x = windows.new_empty((batch, height, width, channels))
+    for index, (rows, cols), split in _grid_blocks(height, width, size):
+        target = x[:, rows, cols]
+        if split is not None:
+            target = target.view(batch, *split, channels)
+        target.copy_(grid[index])
     return x
 
 

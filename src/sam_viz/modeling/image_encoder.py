@@ -280,34 +280,33 @@ class Attention(nn.Module):
             Attention output before the output projection, BxNxC.
         """
         batch, tokens, channels = q.shape
-        q, k, v = (
-            t.view(batch, tokens, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v)
-        )
+        q, k, v = (t.view(batch, tokens, self.num_heads, self.head_dim) for t in (q, k, v))
+        rel = None
         if self.use_rel_pos:
-            rel_h, rel_w = decomposed_rel_pos(q, self.rel_pos_h, self.rel_pos_w, grid)
-            out = attention_with_rel_pos(q, k, v, rel_h, rel_w, self.scale)
+            rel = decomposed_rel_pos(q, self.rel_pos_h, self.rel_pos_w, grid)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        if rel is not None:
+            out = attention_with_rel_pos(q, k, v, *rel, self.scale)
         else:
             out = F.scaled_dot_product_attention(q, k, v, scale=self.scale).transpose(1, 2)
         return out.reshape(batch, tokens, channels)
 
 
-def rel_pos_table(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
-    """Relative position embeddings for every (query, key) pair along one axis.
+def resize_rel_pos(rel_pos: torch.Tensor, size: int) -> torch.Tensor:
+    """Relative position table for ``size`` positions, linearly resampled if needed.
 
     Args:
+        rel_pos: Learned table, Lxc, for offsets -(L-1)/2 .. (L-1)/2.
         size: Number of positions along the axis (queries and keys alike).
-        rel_pos: Learned table, Lxc, for offsets -(L-1)/2 .. (L-1)/2; linearly resampled
-            to 2*size-1 rows if L differs.
 
     Returns:
-        Table R with R[i, j] = embedding of offset i - j, size x size x c.
+        (2*size-1)xc table; row ``d + size - 1`` is the embedding of offset d.
     """
     length = 2 * size - 1
-    if rel_pos.shape[0] != length:
-        rel_pos = F.interpolate(rel_pos.t().unsqueeze(0), size=length, mode="linear").squeeze(0).t()
-    positions = torch.arange(size, device=rel_pos.device)
-    offsets = positions[:, None] - positions[None, :] + (size - 1)
-    return rel_pos[offsets]
+    if rel_pos.shape[0] == length:
+        return rel_pos
+    resized = F.interpolate(rel_pos.t().unsqueeze(0), size=length, mode="linear")
+    return resized.squeeze(0).t()
 
 
 def decomposed_rel_pos(
@@ -315,8 +314,12 @@ def decomposed_rel_pos(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-query relative position terms along each axis.
 
+    The term of query (i, j) for key row k is ``q . R_h[i - k]``. It is read from the
+    products of q with every row of the (reversed) table through a strided view that
+    shifts each query row by its own index, so no per-pair table of R is gathered.
+
     Args:
-        q: Queries (unscaled), BxheadsxNxc with N = h * w.
+        q: Queries (unscaled), token-major: BxNxheadsxc with N = h * w.
         rel_pos_h: Learned table for the height axis.
         rel_pos_w: Learned table for the width axis.
         grid: Token grid (h, w).
@@ -326,13 +329,23 @@ def decomposed_rel_pos(
         each key column).
     """
     height, width = grid
-    batch, heads, _, channels = q.shape
-    table_h = rel_pos_table(height, rel_pos_h).to(q.dtype)
-    table_w = rel_pos_table(width, rel_pos_w).to(q.dtype)
-    grid_q = q.reshape(batch, heads, height, width, channels)
-    rel_h = torch.einsum("bnhwc,hkc->bnhwk", grid_q, table_h).contiguous()
-    rel_w = torch.einsum("bnhwc,wkc->bnhwk", grid_q, table_w).contiguous()
-    return rel_h, rel_w
+    batch, _, heads, channels = q.shape
+    grid_q = q.reshape(batch, height, width, heads, channels)
+
+    def shifted(table: torch.Tensor, size: int, axis: int) -> torch.Tensor:
+        # products[b, i, j, n, m] = q[b, i, j, n] . table[2 * size - 2 - m]; the term for
+        # key k of query position p (p = i or j, per axis) sits at m = size - 1 - p + k.
+        reversed_table = resize_rel_pos(table, size).flip(0).to(q.dtype)
+        products = torch.matmul(grid_q, reversed_table.t()).contiguous()
+        s_b, s_i, s_j, s_n, _ = products.stride()
+        strides = [s_b, s_n, s_i, s_j, 1]
+        strides[2 + axis] -= 1
+        view = products.as_strided(
+            (batch, heads, height, width, size), strides, products.storage_offset() + size - 1
+        )
+        return view.contiguous()  # broadcasting from the skewed view would be slow
+
+    return shifted(rel_pos_h, height, 0), shifted(rel_pos_w, width, 1)
 
 
 def attention_with_rel_pos(
@@ -389,7 +402,7 @@ def attention_with_rel_pos(
                     q[b, h, t],
                     k[b, h],
                     v[b, h],
-                    attn_mask=mask.view(*mask.shape[:2], -1, key_rows * key_cols),
+                    attn_mask=mask.reshape(*mask.shape[:2], -1, key_rows * key_cols),
                     scale=scale,
                 )
     return out
