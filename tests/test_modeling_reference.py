@@ -460,3 +460,21 @@ def test_encoders_run_under_bfloat16_autocast() -> None:
         assert low.shape == full.shape
         relative = (low.float() - full).norm() / full.norm()
         assert relative < 0.05, f"{type(model).__name__}: relative error {relative:.3f}"
+
+
+# ----------------------------------------------------------------------------- windows
+
+
+@pytest.mark.parametrize("height,width", [(8, 8), (9, 12), (12, 7), (5, 3), (14, 14)])
+def test_window_partition_round_trip(height: int, width: int) -> None:
+    size = 4
+    x = torch.randn(2, height, width, 3)
+    pad = torch.tensor([7.0, 8.0, 9.0])
+    windows, padded = common.window_partition(x, size, pad)
+    padded_h, padded_w = -(-height // size) * size, -(-width // size) * size
+    assert padded == (padded_h, padded_w)
+    grid = pad.expand(2, padded_h, padded_w, 3).clone()
+    grid[:, :height, :width] = x
+    expected = grid.view(2, padded_h // size, size, padded_w // size, size, 3).transpose(2, 3)
+    assert torch.equal(windows, expected.reshape(-1, size * size, 3))
+    assert torch.equal(common.window_unpartition(windows, size, padded, (height, width)), x)
