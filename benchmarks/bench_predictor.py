@@ -70,20 +70,27 @@ def reference_sam(state: dict[str, torch.Tensor], spec) -> torch.nn.Module:
     return sam.eval()
 
 
-def reference_click(sam, features, frame: ImageFrame, points_xy, labels, box):
-    """SamPredictor.predict's path, with the reference modules."""
+def reference_click(sam, features, frame: ImageFrame, points_xy, labels, box, all_tokens=False):
+    """SamPredictor.predict's path, with the reference modules.
+
+    With ``all_tokens`` (for checking, not timing) the masks of all four output tokens are
+    returned, token 0 (single-mask output) first.
+    """
     coords = torch.as_tensor(frame.points_to_model(points_xy), dtype=torch.float)[None]
     labels_t = torch.as_tensor(labels, dtype=torch.int)[None]
     box_t = torch.as_tensor(frame.boxes_to_model(box), dtype=torch.float)[None]
     with torch.no_grad():
         sparse, dense = sam.prompt_encoder(points=(coords, labels_t), boxes=box_t, masks=None)
-        low_res, iou = sam.mask_decoder(
-            image_embeddings=features,
-            image_pe=sam.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=True,
-        )
+        kwargs = {
+            "image_embeddings": features,
+            "image_pe": sam.prompt_encoder.get_dense_pe(),
+            "sparse_prompt_embeddings": sparse,
+            "dense_prompt_embeddings": dense,
+        }
+        if all_tokens:
+            low_res, iou = sam.mask_decoder.predict_masks(**kwargs)
+        else:
+            low_res, iou = sam.mask_decoder(**kwargs, multimask_output=True)
         masks = sam.postprocess_masks(low_res, frame.input_size, frame.original_size) > 0
     return masks[0].numpy(), iou[0].numpy(), low_res[0].numpy()
 
@@ -119,8 +126,8 @@ def bench(name: str, clicks: int, size: tuple[int, int]) -> None:
         )
         return result
 
-    def theirs(p):
-        return reference_click(ref, features, frame, *p)
+    def theirs(p, all_tokens=False):
+        return reference_click(ref, features, frame, *p, all_tokens=all_tokens)
 
     for p in prompts[:3]:  # warm-up
         ours(p)
@@ -130,12 +137,13 @@ def bench(name: str, clicks: int, size: tuple[int, int]) -> None:
         t0 = time.perf_counter()
         mine = ours(p)
         t1 = time.perf_counter()
-        masks_ref, _, _ = theirs(p)
+        theirs(p)
         t2 = time.perf_counter()
         ours_ms.append((t1 - t0) * 1e3)
         ref_ms.append((t2 - t1) * 1e3)
+        all_ref, _, _ = theirs(p, all_tokens=True)
         for mask, token in zip(mine.masks, mine.token_indices, strict=True):
-            other = masks_ref[token - 1]
+            other = all_ref[token]
             union = (mask | other).sum()
             ious.append(1.0 if union == 0 else (mask & other).sum() / union)
     ours_med, ref_med = statistics.median(ours_ms), statistics.median(ref_ms)

@@ -121,18 +121,20 @@ def overlay(
         points_xy: Optional (N, 2) points; positive green, negative red.
         point_labels: (N,) 1/0 labels of the points.
     """
-    from skimage.draw import disk, rectangle_perimeter
+    from skimage.draw import disk
     from skimage.segmentation import find_boundaries
 
     out = composite(rgb, labels_to_rgba(labels, alpha))
     edges = find_boundaries(labels, mode="inner")
     out[edges] = labels_to_rgba(labels, 1.0)[edges][:, :3]
     height, width = labels.shape
-    for x0, y0, x1, y1 in np.asarray(boxes_xyxy if boxes_xyxy is not None else np.zeros((0, 4))):
-        rr, cc = rectangle_perimeter(
-            (y0, x0), end=(y1 - 1, x1 - 1), shape=(height, width), clip=True
-        )
-        out[rr, cc] = (255, 255, 255)
+    boxes = np.zeros((0, 4)) if boxes_xyxy is None else np.asarray(boxes_xyxy, dtype=float)
+    for x0, y0, x1, y1 in np.round(boxes).astype(int):
+        x0, x1 = np.clip([x0, x1 - 1], 0, width - 1)
+        y0, y1 = np.clip([y0, y1 - 1], 0, height - 1)
+        white = (255, 255, 255)
+        out[y0, x0 : x1 + 1] = out[y1, x0 : x1 + 1] = white
+        out[y0 : y1 + 1, x0] = out[y0 : y1 + 1, x1] = white
     if points_xy is not None:
         kinds = np.ones(len(points_xy), int) if point_labels is None else np.asarray(point_labels)
         radius = max(2, round(min(height, width) / 150))
