@@ -10,8 +10,9 @@ import sys
 import numpy as np
 import pytest
 
+from sam_viz.jupyter.canvas import CANDIDATE, IMAGE, OBJECTS, PROMPTS
 from sam_viz.jupyter.display import overlay_rgba, with_alpha
-from sam_viz.jupyter.widget import CANDIDATE, IMAGE, OBJECTS, PROMPTS, SamWidget
+from sam_viz.jupyter.widget import SamWidget
 from sam_viz.render import CANDIDATE_COLORS, labels_to_rgba
 
 
@@ -174,7 +175,8 @@ def test_reconnect_redraws_every_layer_from_python_state(widget, mouse, canvas_l
         mouse.client_ready(widget.canvas[layer])
         return canvas_log.pictures(widget.canvas[layer])
 
-    np.testing.assert_array_equal(replay(IMAGE)[0], with_alpha(widget._display_rgb))
+    image = np.repeat(np.repeat(widget.image, 2, axis=0), 2, axis=1)
+    np.testing.assert_array_equal(replay(IMAGE)[0], with_alpha(np.stack([image] * 3, -1)))
     shown = np.repeat(np.repeat(widget.labels, 2, axis=0), 2, axis=1)
     np.testing.assert_array_equal(replay(OBJECTS)[0], labels_to_rgba(shown, alpha=0.45 * 0.8))
     np.testing.assert_array_equal(replay(CANDIDATE)[0], widget.candidate_rgba())

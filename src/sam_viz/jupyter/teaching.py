@@ -20,6 +20,7 @@ from ipycanvas import Canvas, hold_canvas
 
 from sam_viz.image import to_rgb01
 from sam_viz.jupyter import anatomy
+from sam_viz.jupyter.canvas import forget_current_canvas
 from sam_viz.jupyter.display import (
     DisplayFrame,
     colorize,
@@ -32,7 +33,7 @@ from sam_viz.jupyter.display import (
     strip,
     with_alpha,
 )
-from sam_viz.jupyter.widget import candidate_color, forget_current_canvas
+from sam_viz.jupyter.widget import candidate_color
 from sam_viz.predictor import Predictor
 from sam_viz.prompts import POSITIVE
 from sam_viz.render import composite, to_display_rgb

@@ -1,16 +1,13 @@
-"""The interactive SAM widget: click or drag on an image, see SAM's three candidates, commit.
+"""The interactive SAM widget: drag a box or click on an image, see SAM's three candidates,
+switch between them, commit the chosen one into a label image.
 
-Layers (an ipycanvas ``MultiCanvas``, bottom to top): the image, the committed objects,
-the shown candidate mask, the prompts (points, box, the rubber band while dragging).
+The state (prompts, candidates, committed objects, undo history) lives in Python, in a
+:class:`~sam_viz.jupyter.session.Session`; the canvas (:mod:`sam_viz.jupyter.canvas`) is
+drawn from it and redraws itself when a page (re)connects. Coordinates in the Python API
+are ``(x, y)`` pixels of the original image.
 
-Everything the canvas shows is drawn from state held here in Python, and each layer
-redraws itself when its front-end model announces it is ready (ipycanvas' ``client_ready``
-event). A page reload, a reopened notebook or a new front end therefore gets the current
-picture, not a blank canvas; a second view on the same page mirrors the same front-end
-model and is not blank either.
-
-Coordinates in the Python API are ``(x, y)`` pixels of the original image; the mouse
-handlers receive canvas pixels and convert them once, through :class:`DisplayFrame`.
+Negative points come from the "Click adds" toggle: ipycanvas reports no mouse button, and a
+right click opens the page's context menu, so right-click is not used.
 """
 
 from __future__ import annotations
@@ -22,20 +19,17 @@ from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
-from ipycanvas import MultiCanvas, hold_canvas
+from ipycanvas import hold_canvas
 
 from sam_viz.image import Contrast, to_rgb01, validate_image
-from sam_viz.jupyter.display import DisplayFrame, overlay_rgba, with_alpha
+from sam_viz.jupyter.canvas import CANDIDATE, PROMPTS, PromptCanvas
+from sam_viz.jupyter.display import DisplayFrame
 from sam_viz.jupyter.session import PromptSet, Session
 from sam_viz.objects import ObjectLabels
 from sam_viz.predictor import Cancelled, Prediction, Predictor
 from sam_viz.prompts import NEGATIVE, POSITIVE
-from sam_viz.render import CANDIDATE_COLORS, labels_to_rgba, to_display_rgb
-
-# A press and release closer than this (canvas pixels) is a click, farther apart a box.
-CLICK_TOLERANCE = 4.0
-IMAGE, OBJECTS, CANDIDATE, PROMPTS = range(4)
-_POINT_COLORS = {POSITIVE: "#19d219", NEGATIVE: "#e8231e"}
+from sam_viz.registry import DEFAULT_MODEL, MODELS
+from sam_viz.render import CANDIDATE_COLORS, to_display_rgb
 
 
 class SamWidget(widgets.VBox):
@@ -95,8 +89,7 @@ class SamWidget(widgets.VBox):
             )
         self._objects = ObjectLabels(labels if labels is not None else (height, width))
         self._frame = DisplayFrame.fit((height, width), max_display_size)
-        self._alpha = float(alpha)
-        self._display_rgb = self._frame.resample_rgb(
+        display_rgb = self._frame.resample_rgb(
             to_display_rgb(to_rgb01(self._image, contrast=contrast))
         )
 
@@ -106,11 +99,13 @@ class SamWidget(widgets.VBox):
         self._ready = threading.Event()
         self._cancel = threading.Event()
         self._session = Session(self._predict, self._objects)
-        self._drag_start: tuple[float, float] | None = None
         self._updating_controls = False
 
-        self._build_views()
-        self._draw_all()
+        self._canvas = PromptCanvas(self._frame, display_rgb, on_click=self._on_click,
+                                    on_box=self._on_box, alpha=float(alpha))
+        self._canvas.show_objects(self._objects.labels)
+        self.canvas = self._canvas.widget
+        self._build_controls()
         super().__init__(children=self._children())
         self.add_class("sam-viz-widget")
 
@@ -122,19 +117,7 @@ class SamWidget(widgets.VBox):
             self._prepare()
 
     # ------------------------------------------------------------------------ views
-    def _build_views(self) -> None:
-        dh, dw = self._frame.display_hw
-        self.canvas = MultiCanvas(4, width=dw, height=dh)
-        self.canvas.add_class("sam-viz-canvas")
-        self.canvas.layout = widgets.Layout(width=f"{dw}px", height=f"{dh}px")
-        self.canvas.on_mouse_down(self._on_mouse_down)
-        self.canvas.on_mouse_move(self._on_mouse_move)
-        self.canvas.on_mouse_up(self._on_mouse_up)
-        self.canvas.on_mouse_out(self._on_mouse_out)
-        for layer, draw in ((IMAGE, self._draw_image), (OBJECTS, self._draw_objects),
-                            (CANDIDATE, self._draw_candidate), (PROMPTS, self._draw_prompts)):
-            self.canvas[layer].on_client_ready(self._redraw_on_ready(draw))
-
+    def _build_controls(self) -> None:
         self.point_mode = widgets.ToggleButtons(
             options=[("+ point", POSITIVE), ("\u2212 point", NEGATIVE)],
             value=POSITIVE,
@@ -163,6 +146,7 @@ class SamWidget(widgets.VBox):
         self.status = widgets.HTML()
         self.objects_info = widgets.HTML()
         self._update_controls()
+        self._update_objects_info()
 
     def _children(self) -> list[widgets.Widget]:
         buttons = widgets.HBox([self.undo_button, self.clear_button, self.commit_button,
@@ -175,7 +159,8 @@ class SamWidget(widgets.VBox):
         """Load the default model if needed and embed the image; report in the status."""
         try:
             if self._predictor is None:
-                self._set_status("Loading the default model (LiteMedSAM)\u2026")
+                self._set_status(f"Loading the default model ({MODELS[DEFAULT_MODEL].title})"
+                                 "\u2026")
                 self._predictor = Predictor.from_pretrained(None, progress=False)
             self._set_status("Computing the image embedding\u2026")
             self._embedding = self._predictor.set_image(
@@ -186,7 +171,7 @@ class SamWidget(widgets.VBox):
             self._failure = "The image embedding was cancelled."
         except Exception as err:  # shown in the widget, not as a traceback
             self._failure = _describe(err)
-            self._set_status(f"Cannot segment: {self._failure}", kind="error")
+            self._set_status(f"Cannot segment: {html.escape(self._failure)}", kind="error")
         else:
             self.progress.value = 1.0
             self.progress.layout.display = "none"
@@ -363,8 +348,12 @@ class SamWidget(widgets.VBox):
             self._set_status("Prompts cleared.")
 
     def redraw(self) -> None:
-        """Send every layer to the front end again (done automatically on reconnect)."""
-        self._draw_all()
+        """Send every layer to the page again (done automatically on reconnect)."""
+        self._canvas.redraw()
+
+    def candidate_rgba(self) -> np.ndarray | None:
+        """The RGBA picture (canvas size) of the shown candidate, as sent to the page."""
+        return self._canvas.candidate_rgba
 
     # ------------------------------------------------------------------- prediction
     def _predict(self, prompts: PromptSet) -> Prediction:
@@ -389,92 +378,22 @@ class SamWidget(widgets.VBox):
         try:
             result = action(*args)
         except Exception as err:
-            self._set_status(_describe(err), kind="error")
+            self._show_error(err)
             with hold_canvas():
-                self._draw_prompts()
+                self._canvas.show_prompts(self.prompts)
             raise
         with hold_canvas():
             if self._session.objects_version != objects_version:
-                self._draw_objects()
+                self._canvas.show_objects(self._objects.labels)
+                self._update_objects_info()
             if CANDIDATE in layers:
-                self._draw_candidate()
+                self._canvas.show_candidate(self.mask, candidate_color(self.selected or ""))
             if PROMPTS in layers:
-                self._draw_prompts()
+                self._canvas.show_prompts(self.prompts)
         self._update_controls()
         if status == "ready" and self._predictor is not None:
             self._set_status(self._ready_message())
         return result
-
-    # ------------------------------------------------------------------------ drawing
-    def _draw_all(self) -> None:
-        with hold_canvas():
-            self._draw_image()
-            self._draw_objects()
-            self._draw_candidate()
-            self._draw_prompts()
-
-    def _redraw_on_ready(self, draw: Callable[[], None]) -> Callable[[], None]:
-        def on_ready(*_: object) -> None:
-            forget_current_canvas(self.canvas)
-            with hold_canvas():
-                draw()
-
-        return on_ready
-
-    def _draw_image(self) -> None:
-        layer = self.canvas[IMAGE]
-        layer.clear()
-        layer.put_image_data(with_alpha(self._display_rgb), 0, 0)
-
-    def _draw_objects(self) -> None:
-        layer = self.canvas[OBJECTS]
-        layer.clear()
-        if self._objects.labels.any():
-            shown = self._frame.resample_nearest(self._objects.labels)
-            layer.put_image_data(labels_to_rgba(shown, alpha=self._alpha * 0.8), 0, 0)
-        self._update_objects_info()
-
-    def candidate_rgba(self) -> np.ndarray | None:
-        """The RGBA picture (canvas size) of the shown candidate, as sent to the canvas."""
-        mask = self.mask
-        if mask is None:
-            return None
-        color = candidate_color(self.selected or "")
-        return overlay_rgba(self._frame.resample_nearest(mask), color, self._alpha)
-
-    def _draw_candidate(self) -> None:
-        layer = self.canvas[CANDIDATE]
-        layer.clear()
-        rgba = self.candidate_rgba()
-        if rgba is not None:
-            layer.put_image_data(rgba, 0, 0)
-
-    def _draw_prompts(self, rubber_band: tuple[float, float, float, float] | None = None) -> None:
-        layer = self.canvas[PROMPTS]
-        layer.clear()
-        if self.prompts.box is not None:
-            (x0, y0), (x1, y1) = self._frame.to_display(np.reshape(self.prompts.box, (2, 2)))
-            layer.line_width = 3
-            layer.stroke_style = "#000000"
-            layer.stroke_rect(x0, y0, x1 - x0, y1 - y0)
-            layer.line_width = 1.5
-            layer.stroke_style = "#ffffff"
-            layer.stroke_rect(x0, y0, x1 - x0, y1 - y0)
-        radius = 5
-        for x, y, label in self.prompts.points:
-            dx, dy = self._frame.to_display(np.array([x, y]))
-            layer.fill_style = _POINT_COLORS[label]
-            layer.fill_circle(dx, dy, radius)
-            layer.line_width = 1.5
-            layer.stroke_style = "#ffffff"
-            layer.stroke_circle(dx, dy, radius)
-        if rubber_band is not None:
-            x0, y0, x1, y1 = rubber_band
-            layer.line_width = 1.5
-            layer.stroke_style = "#ffd400"
-            layer.set_line_dash([6, 4])
-            layer.stroke_rect(x0, y0, x1 - x0, y1 - y0)
-            layer.set_line_dash([])
 
     # ------------------------------------------------------------------------ controls
     def _update_controls(self) -> None:
@@ -533,58 +452,34 @@ class SamWidget(widgets.VBox):
         self.status.value = (f"<div class='sam-viz-status sam-viz-{kind}' "
                              f"style='color:{color}'>{prefix}{message}</div>")
 
+    def _show_error(self, err: BaseException) -> None:
+        self._set_status(html.escape(_describe(err)), kind="error")
+
     def _from_ui(self, action: Callable[..., Any], *args: Any) -> None:
         """Run an action started from the page: errors go to the status line, not a traceback."""
         try:
             action(*args)
         except Exception as err:
-            self._set_status(_describe(err), kind="error")
+            self._show_error(err)
 
     # ------------------------------------------------------------------------ mouse
-    def _on_mouse_down(self, x: float, y: float) -> None:
-        self._drag_start = (x, y)
-
-    def _on_mouse_move(self, x: float, y: float) -> None:
-        """While dragging, draw the rubber band on the prompts layer only; never predict."""
-        if self._drag_start is None:
-            return
-        x0, y0 = self._drag_start
-        with hold_canvas():
-            self._draw_prompts(rubber_band=(x0, y0, x, y))
-
-    def _on_mouse_up(self, x: float, y: float) -> None:
-        start, self._drag_start = self._drag_start, None
-        if start is None:
-            return
-        self._finish_gesture(start, (x, y))
-
-    def _on_mouse_out(self, x: float, y: float) -> None:
-        """A drag leaving the canvas ends there (the box is clipped to the image)."""
-        start, self._drag_start = self._drag_start, None
-        if start is None:
-            return
-        if np.hypot(x - start[0], y - start[1]) < CLICK_TOLERANCE:
-            self._draw_prompts()
-            return
-        self._finish_gesture(start, (x, y))
-
-    def _finish_gesture(self, start: tuple[float, float], end: tuple[float, float]) -> None:
-        if not self._ready.is_set():
-            self._draw_prompts()
-            self._set_status(
-                f"Still computing the image embedding ({self.progress.value:.0%}); "
-                "try again in a moment.", kind="warning")
-            return
-        dh, dw = self._frame.display_hw
-        start = (min(max(start[0], 0.0), dw), min(max(start[1], 0.0), dh))
-        end = (min(max(end[0], 0.0), dw), min(max(end[1], 0.0), dh))
-        if np.hypot(end[0] - start[0], end[1] - start[1]) < CLICK_TOLERANCE:
-            x, y = self._frame.to_image(*end)
+    def _on_click(self, x: float, y: float) -> None:
+        if self._page_ready():
             self._from_ui(self.add_point, x, y, self.point_mode.value == POSITIVE)
-        else:
-            x0, y0 = self._frame.to_image(*start)
-            x1, y1 = self._frame.to_image(*end)
+
+    def _on_box(self, x0: float, y0: float, x1: float, y1: float) -> None:
+        if self._page_ready():
             self._from_ui(self.add_box, x0, y0, x1, y1)
+
+    def _page_ready(self) -> bool:
+        """Whether a gesture can be answered; if not, say why and drop the rubber band."""
+        if self._ready.is_set():
+            return True
+        with hold_canvas():
+            self._canvas.show_prompts(self.prompts)
+        self._set_status(f"Still computing the image embedding ({self.progress.value:.0%}); "
+                         "try again in a moment.", kind="warning")
+        return False
 
 
 def candidate_color(name: str) -> tuple[int, int, int]:
@@ -593,21 +488,9 @@ def candidate_color(name: str) -> tuple[int, int, int]:
 
 
 def _describe(err: BaseException) -> str:
-    """A one-line, HTML-safe description of an error for the status line."""
+    """A one-line description of an error for the status line."""
     message = str(err) or type(err).__name__
     if not isinstance(err, (ValueError, TypeError, RuntimeError, KeyError)):
         message = f"{type(err).__name__}: {message}"
-    return html.escape(message)
+    return message
 
-
-def forget_current_canvas(canvas: object) -> None:
-    """Make ipycanvas name the target canvas again in the next drawing batch.
-
-    ipycanvas sends all drawing through one shared manager and names the target canvas only
-    when it changes. A front end that has just (re)connected has no current canvas, so the
-    first batch after a ``client_ready`` event must name it, or the page drops it and every
-    later batch. Call this before redrawing from a ``client_ready`` callback.
-    """
-    manager = getattr(canvas, "_canvas_manager", None)
-    if manager is not None and hasattr(manager, "_current_canvas"):
-        manager._current_canvas = None
