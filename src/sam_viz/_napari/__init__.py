@@ -1,0 +1,14 @@
+"""The napari plugin of sam_viz.
+
+napari reaches it only through the manifest (``sam_viz/napari.yaml``); this package
+``__init__`` imports nothing, so ``import sam_viz`` never pulls in Qt or napari.
+
+Modules:
+    _scheduling: debounce, latest-wins and the embedding queue (plain Python, no Qt).
+    _slicing: which 2-D plane of an n-D image layer is being segmented (no Qt).
+    _prompts: Points/Shapes layer data to SAM prompts in image pixels (no Qt).
+    _predict: one prompt set to three candidate label images (no Qt).
+    _layers: creating and editing the plugin's napari layers.
+    _widget: the dock widget that ties them together.
+    _sample_data: scikit-image sample images for File > Open Sample.
+"""

@@ -1,0 +1,31 @@
+"""Sample images for File > Open Sample: images that ship with scikit-image (no download)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+LayerData = list[tuple[np.ndarray, dict[str, Any], str]]
+
+
+def _sample(name: str, title: str) -> LayerData:
+    import skimage.data
+
+    image = getattr(skimage.data, name)()
+    return [(image, {"name": title}, "image")]
+
+
+def cell() -> LayerData:
+    """Phase-contrast image of a cell (660 x 550, uint8)."""
+    return _sample("cell", "cell")
+
+
+def coins() -> LayerData:
+    """Greek coins from Pompeii (303 x 384, uint8): 24 objects with clear edges."""
+    return _sample("coins", "coins")
+
+
+def immunohistochemistry() -> LayerData:
+    """Immunohistochemistry (IHC) staining, RGB (512 x 512 x 3, uint8)."""
+    return _sample("immunohistochemistry", "immunohistochemistry")
