@@ -1,0 +1,118 @@
+"""The dock widget's Qt controls: layout only, no behaviour (see ``_widget``)."""
+
+from __future__ import annotations
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from sam_viz.prompts import CANDIDATE_NAMES
+
+KEYS_HELP = (
+    "Keys (in the SAM layers): 1/2/3 choose subpart/part/whole, C commits, N toggles "
+    "negative points; Shift+click adds a negative point; R draws a box, P a polygon, "
+    "E an ellipse in the boxes layer. Ctrl+Z in the objects layer undoes a commit."
+)
+
+
+class Controls(QWidget):
+    """Every control of the dock widget, laid out top to bottom."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+
+        form = QFormLayout()
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("The image to segment: 2-D gray or RGB, or a stack.")
+        self.model_combo = QComboBox()
+        self.model_combo.setToolTip("The SAM model; the embedded one works offline.")
+        self.device_combo = QComboBox()
+        form.addRow("Image", self.image_combo)
+        form.addRow("Model", self.model_combo)
+        form.addRow("Device", self.device_combo)
+        layout.addLayout(form)
+
+        self.guide_label = QLabel()
+        self.guide_label.setWordWrap(True)
+        layout.addWidget(self.guide_label)
+
+        prompts = QHBoxLayout()
+        self.box_button = QPushButton("Draw box (R)")
+        self.box_button.setToolTip("Select the boxes layer in rectangle mode.")
+        self.points_button = QPushButton("Add points")
+        self.points_button.setToolTip("Select the points layer in add mode.")
+        self.negative_check = QCheckBox("Negative (N)")
+        self.negative_check.setToolTip("New points mark background; Shift+click adds one too.")
+        prompts.addWidget(self.box_button)
+        prompts.addWidget(self.points_button)
+        prompts.addWidget(self.negative_check)
+        layout.addLayout(prompts)
+
+        embedding = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.progress.setFormat("embedding: not computed")
+        self.progress.setTextVisible(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        embedding.addWidget(self.progress, 1)
+        embedding.addWidget(self.cancel_button)
+        layout.addLayout(embedding)
+        self.embed_all_button = QPushButton("Embed all planes")
+        self.embed_all_button.setToolTip("Precompute the embedding of every plane of the stack.")
+        layout.addWidget(self.embed_all_button)
+
+        candidates = QGroupBox("Candidate (keys 1/2/3)")
+        candidates_layout = QVBoxLayout(candidates)
+        self.candidate_group = QButtonGroup(self)
+        self.candidate_buttons: list[QRadioButton] = []
+        for index, name in enumerate(CANDIDATE_NAMES):
+            button = QRadioButton(f"{index + 1}  {name}")
+            self.candidate_group.addButton(button, index)
+            self.candidate_buttons.append(button)
+            candidates_layout.addWidget(button)
+        layout.addWidget(candidates)
+
+        commit_form = QFormLayout()
+        self.label_spin = QSpinBox()
+        self.label_spin.setRange(0, 2**31 - 1)
+        self.label_spin.setSpecialValueText("new")
+        self.label_spin.setToolTip("Object id to commit as; 'new' gives the next free id.")
+        self.overwrite_check = QCheckBox("Overwrite other objects")
+        commit_form.addRow("Object id", self.label_spin)
+        commit_form.addRow("", self.overwrite_check)
+        layout.addLayout(commit_form)
+
+        actions = QHBoxLayout()
+        self.commit_button = QPushButton("Commit (C)")
+        self.undo_button = QPushButton("Undo")
+        self.clear_button = QPushButton("Clear prompts")
+        actions.addWidget(self.commit_button)
+        actions.addWidget(self.undo_button)
+        actions.addWidget(self.clear_button)
+        layout.addLayout(actions)
+
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.status_label)
+        keys = QLabel(KEYS_HELP)
+        keys.setWordWrap(True)
+        keys.setStyleSheet("color: gray;")
+        layout.addWidget(keys)
+        layout.addStretch(1)

@@ -1,0 +1,168 @@
+"""The plugin's napari layers: prompt layers, candidate layers and the objects layer.
+
+Prompt layers share the image layer's number of dimensions, scale and translate, so a point
+drawn over a pixel lands on that pixel. Candidate layers are 2-D (one plane); the objects
+layer has the image's full (non-channel) shape and records every commit in napari's undo
+history, so Ctrl+Z on it (or the widget's Undo) restores it exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from napari.layers import Image, Labels, Points, Shapes
+from napari.utils.colormaps import DirectLabelColormap
+
+from sam_viz._napari._slicing import Plane, plane_geometry
+from sam_viz.objects import commit_pixels, next_label
+from sam_viz.render import CANDIDATE_COLORS
+
+POINTS_NAME = "SAM points"
+SHAPES_NAME = "SAM boxes & masks"
+OBJECTS_NAME = "SAM objects"
+POINT_COLORS = {"positive": "lime", "negative": "red"}
+OBJECTS_DTYPE = np.uint32
+
+
+def _placement(image: Image, ndim: int) -> dict:
+    """scale/translate (and, for 2-D images, the affine) that put a layer of ``ndim``
+    dimensions over the image's last ``ndim`` axes."""
+    kwargs = {"scale": tuple(image.scale[-ndim:]), "translate": tuple(image.translate[-ndim:])}
+    if image.ndim == ndim:
+        kwargs["affine"] = image.affine
+        kwargs["rotate"] = image.rotate
+        kwargs["shear"] = image.shear
+    return kwargs
+
+
+def make_points_layer(image: Image) -> Points:
+    """A Points layer for positive (green) and negative (red) clicks over ``image``.
+
+    Each point's ``label`` feature is ``"positive"`` or ``"negative"``; new points take
+    ``layer.feature_defaults["label"]``.
+    """
+    features = pd.DataFrame({"label": pd.Categorical([], categories=list(POINT_COLORS))})
+    size = max(3.0, 0.012 * max(plane_geometry(image.data.shape, image.rgb)[1]))
+    layer = Points(
+        ndim=image.ndim,
+        name=POINTS_NAME,
+        features=features,
+        face_color="label",
+        face_color_cycle=POINT_COLORS,
+        border_color="white",
+        size=size,
+        **_placement(image, image.ndim),
+    )
+    layer.feature_defaults["label"] = "positive"
+    return layer
+
+
+def make_shapes_layer(image: Image) -> Shapes:
+    """A Shapes layer over ``image``: rectangles are boxes, polygons and ellipses masks."""
+    return Shapes(
+        ndim=image.ndim,
+        name=SHAPES_NAME,
+        edge_color="yellow",
+        face_color="transparent",
+        edge_width=2,
+        **_placement(image, image.ndim),
+    )
+
+
+def candidate_colormap(name: str) -> DirectLabelColormap:
+    """Every object of a candidate in the candidate's colour (see ``render``), 0 clear."""
+    rgb = np.asarray(CANDIDATE_COLORS[name], dtype=np.float32) / 255.0
+    return DirectLabelColormap(color_dict={None: (*rgb, 1.0), 0: (0.0, 0.0, 0.0, 0.0)})
+
+
+def make_candidate_layer(image: Image, name: str) -> Labels:
+    """An empty 2-D Labels layer for candidate ``name`` over ``image``'s planes."""
+    _, image_hw = plane_geometry(image.data.shape, image.rgb)
+    return Labels(
+        np.zeros(image_hw, dtype=np.uint8),
+        name=f"SAM {name}",
+        colormap=candidate_colormap(name),
+        opacity=0.55,
+        visible=False,
+        **_placement(image, 2),
+    )
+
+
+def make_objects_layer(image: Image) -> Labels:
+    """An empty objects Labels layer with the image's shape (channels excluded)."""
+    leading, image_hw = plane_geometry(image.data.shape, image.rgb)
+    return Labels(
+        np.zeros((*leading, *image_hw), dtype=OBJECTS_DTYPE),
+        name=OBJECTS_NAME,
+        opacity=0.6,
+        **_placement(image, image.ndim),
+    )
+
+
+def fits_image(layer: Labels, image: Image) -> bool:
+    """Whether an existing objects layer has ``image``'s shape."""
+    leading, image_hw = plane_geometry(image.data.shape, image.rgb)
+    return tuple(layer.data.shape) == (*leading, *image_hw)
+
+
+def commit_objects(
+    objects: Labels,
+    plane: Plane,
+    candidate: np.ndarray,
+    *,
+    label: int | None = None,
+    overwrite: bool = False,
+) -> list[int]:
+    """Write each object of a candidate label image into ``plane`` of the objects layer.
+
+    All writes form one undo step of the layer (``objects.undo()`` or Ctrl+Z).
+
+    Args:
+        objects: The objects Labels layer.
+        plane: Leading indices of the plane (``()`` for 2-D).
+        candidate: (H, W) label image; object i is label i.
+        label: Object id for a single object; new ids (unique over the whole layer) when
+            None or when there are several objects.
+        overwrite: Also write over other objects' pixels.
+
+    Returns:
+        The ids written (empty if nothing could be written).
+
+    Raises:
+        ValueError: For a label that is not positive or does not fit the layer's dtype.
+    """
+    data = objects.data
+    plane_labels = np.asarray(data[plane] if plane else data)
+    object_ids = [int(i) for i in np.unique(candidate) if i != 0]
+    fresh = next_label(np.asarray(data))
+    written: list[int] = []
+    with objects.block_history():
+        for object_id in object_ids:
+            wanted = label if label is not None and len(object_ids) == 1 else None
+            if wanted is None:
+                wanted, fresh = fresh, fresh + 1
+            flat, used = commit_pixels(
+                plane_labels, candidate == object_id, wanted, overwrite=overwrite
+            )
+            if not flat.size:
+                continue
+            rows_cols = np.unravel_index(flat, plane_labels.shape)
+            index = tuple(np.full(flat.size, i, dtype=np.intp) for i in plane) + rows_cols
+            objects.data_setitem(index, used, refresh=False)
+            written.append(used)
+    objects.refresh()
+    return written
+
+
+def bind_keys(layer: object, bindings: dict[str, Callable[..., object]]) -> None:
+    """Bind keys on one layer instance; they take precedence over the layer type's keys."""
+    for key, callback in bindings.items():
+        layer.bind_key(key, callback, overwrite=True)  # type: ignore[attr-defined]
+
+
+def unbind_keys(layer: object, keys: Sequence[str]) -> None:
+    """Remove the keys bound by :func:`bind_keys` from a layer instance."""
+    for key in keys:
+        layer.bind_key(key, None)  # type: ignore[attr-defined]
