@@ -201,6 +201,16 @@ def _kernel_idle(page) -> bool:
         " return !!s && s.getAttribute('data-status') === 'idle'; }"))
 
 
+def run_new_cell(page, code: str) -> None:
+    """Add a code cell at the end of the open notebook and run it."""
+    page.locator(".jp-Notebook .jp-Cell").last.click()
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")
+    page.keyboard.press("Enter")
+    page.keyboard.type(code)
+    page.keyboard.press("Shift+Enter")
+
+
 def save_notebook(page) -> None:
     """Save the open notebook (so a reload shows its widget outputs again)."""
     page.locator(".jp-Notebook").first.click(position={"x": 5, "y": 5})
@@ -209,11 +219,11 @@ def save_notebook(page) -> None:
         "() => !document.querySelector('.jp-mod-dirty')", timeout=15_000)
 
 
-def canvas_pixels(page, selector: str = CANVAS) -> np.ndarray:
+def canvas_pixels(page, selector: str = CANVAS, index: int = 0) -> np.ndarray:
     """The (H, W, 4) RGBA pixels of a canvas on the page, read losslessly (PNG)."""
     from PIL import Image
 
-    url = page.eval_on_selector(selector, "c => c.toDataURL('image/png')")
+    url = page.locator(selector).nth(index).evaluate("c => c.toDataURL('image/png')")
     data = base64.b64decode(url.split(",", 1)[1])
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"))
 

@@ -1,8 +1,8 @@
 """One real run: JupyterLab + headless Chromium, the quickstart notebook, a mouse drag.
 
 Checks the pixels the page shows: the candidate overlay lands on the coin in the
-candidate's colour, switching the candidate changes it, and a page reload redraws the same
-picture from the kernel's state.
+candidate's colour, switching the candidate changes it, a second view shows the same
+picture, and a page reload redraws it from the kernel's state.
 """
 
 from __future__ import annotations
@@ -88,6 +88,12 @@ def test_drag_a_box_in_jupyterlab(lab, coins_reference):
         assert still.sum() > 0.5 * core.sum()
         assert tint_error(before, switched, still, second) <= 3
 
+        # A second view of the same widget shows the same picture.
+        harness.run_new_cell(page, "widget")
+        page.locator(harness.CANVAS).nth(1).wait_for(timeout=30_000)
+        second_view = _settled(page, timeout_s=15, until_equal=switched, index=1)
+        assert np.mean(second_view != switched) < 0.001
+
         # Reload the page: the widget is restored from the kernel and redrawn, not blank.
         harness.save_notebook(page)
         page.reload(wait_until="domcontentloaded")
@@ -96,15 +102,16 @@ def test_drag_a_box_in_jupyterlab(lab, coins_reference):
         assert np.mean(restored != switched) < 0.001
 
 
-def _settled(page, *, timeout_s: float = 10, until_equal: np.ndarray | None = None) -> np.ndarray:
+def _settled(page, *, timeout_s: float = 10, until_equal: np.ndarray | None = None,
+             index: int = 0) -> np.ndarray:
     """Canvas pixels once two reads 0.3 s apart agree (and match ``until_equal``, if given)."""
     import time
 
     deadline = time.monotonic() + timeout_s
-    previous = harness.canvas_pixels(page)
+    previous = harness.canvas_pixels(page, index=index)
     while True:
         time.sleep(0.3)
-        now = harness.canvas_pixels(page)
+        now = harness.canvas_pixels(page, index=index)
         stable = np.array_equal(now, previous)
         if stable and (until_equal is None or np.mean(now != until_equal) < 0.001):
             return now

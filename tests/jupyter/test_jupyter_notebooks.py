@@ -43,7 +43,6 @@ def run_notebook(path: Path, workdir: Path, timeout: int = 300):
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = run_notebook(NOTEBOOKS / name, tmp_path)
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert all(c.execution_count for c in code), "every code cell ran"
