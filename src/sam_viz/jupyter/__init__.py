@@ -14,7 +14,8 @@ from typing import Any
 
 _EXPORTS = {
     "SamWidget": "sam_viz.jupyter.widget",
-    "PromptSet": "sam_viz.jupyter.widget",
+    "PromptSet": "sam_viz.jupyter.session",
+    "Session": "sam_viz.jupyter.session",
     "PromptEncoderExplorer": "sam_viz.jupyter.teaching",
     "DisplayFrame": "sam_viz.jupyter.display",
 }
