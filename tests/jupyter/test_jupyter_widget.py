@@ -247,6 +247,13 @@ def test_large_image_is_shown_downscaled(tiny_predictor, spy, mouse):
     assert widget.candidates.masks.shape == (3, 1500, 1000)
 
 
+def test_close_releases_every_widget(widget):
+    parts = [widget.canvas, *(widget.canvas[i] for i in range(4)), widget.status,
+             widget.candidate_buttons, widget]
+    widget.close()
+    assert all(part.comm is None for part in parts)
+
+
 def test_background_embedding(tiny_predictor, non_square_image):
     widget = SamWidget(non_square_image, tiny_predictor)
     widget.wait(timeout=60)

@@ -107,6 +107,12 @@ class PromptCanvas:
             for draw in self._draw.values():
                 draw()
 
+    def close(self) -> None:
+        """Close the canvas widget and its layers."""
+        for index in range(4):
+            self.widget[index].close()
+        self.widget.close()
+
     def _redraw_on_ready(self, layer: int, draw: Callable[[], None]) -> Callable[..., None]:
         def on_ready(*_: object) -> None:
             forget_current_canvas(self.widget[layer])

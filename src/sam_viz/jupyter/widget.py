@@ -221,9 +221,10 @@ class SamWidget(widgets.VBox):
     def close(self) -> None:
         """Stop a running embedding and close the widget and its children."""
         self._cancel.set()
-        for child in (self.canvas, self.point_mode, self.candidate_buttons, self.legend,
-                      self.undo_button, self.clear_button, self.commit_button, self.progress,
-                      self.status, self.objects_info):
+        self._canvas.close()
+        for child in (self.point_mode, self.candidate_buttons, self.legend, self.undo_button,
+                      self.clear_button, self.commit_button, self.progress, self.status,
+                      self.objects_info, *self.children):
             child.close()
         super().close()
 
