@@ -39,6 +39,11 @@ def test_rectangle_becomes_an_xyxy_box():
     np.testing.assert_array_equal(prompts.boxes_xyxy, [[12, 30, 40, 70]])
 
 
+def test_a_flat_rectangle_is_skipped_not_an_error():
+    flat = np.array([[30.0, 12.0], [30.0, 12.0], [30.0, 12.0], [30.0, 12.0]])
+    assert collect_prompts(IMAGE_HW, (), shapes=[(flat, "rectangle")]).empty
+
+
 def test_polygon_and_ellipse_are_rasterised_into_one_mask():
     triangle = np.array([[10.0, 10.0], [10.0, 30.0], [30.0, 10.0]])
     ellipse = np.array([[50.0, 20.0], [50.0, 40.0], [80.0, 40.0], [80.0, 20.0]])  # bbox corners

@@ -13,6 +13,7 @@ from sam_viz._napari._scheduling import Debouncer, LatestWins, PlaneQueue
 def test_first_edit_after_quiet_runs_at_once_and_a_burst_is_coalesced():
     debounce = Debouncer(delay_s=0.05, max_wait_s=0.2)
     assert debounce.poke(10.0) == 0.0  # leading edge: no added latency
+    assert debounce.poke(10.001) == 0.0  # a second event of the same edit joins that run
     debounce.fired()
     # A burst every 10 ms: each edit pushes the run to 50 ms after it.
     assert debounce.poke(10.01) == pytest.approx(0.05)
@@ -43,6 +44,14 @@ def test_a_long_drag_still_runs_by_max_wait():
     assert len(runs) >= 3  # the drag updated on the way, not only at its end
     assert max(b - a for a, b in itertools.pairwise(runs)) <= 0.2 + 0.01 + 1e-9
     assert runs[-1] == pytest.approx(0.49 + 0.05)  # and once more after the last edit
+
+
+def test_an_event_that_changed_nothing_does_not_hold_back_the_next_edit():
+    debounce = Debouncer(delay_s=0.05, max_wait_s=0.2)
+    assert debounce.poke(1.0) == 0.0
+    debounce.fired()
+    debounce.reset()  # e.g. a redraw event: the prompts were the same
+    assert debounce.poke(1.005) == 0.0  # the real edit right after still runs at once
 
 
 def test_debouncer_rejects_bad_settings():

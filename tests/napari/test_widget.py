@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pytest
 import tifffile
 from napari.utils._proxies import ReadOnlyWrapper
-from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
+from napari.utils.interactions import (
+    mouse_move_callbacks,
+    mouse_press_callbacks,
+    mouse_release_callbacks,
+)
 from napari_test_helpers import rectangle, wait_idle
 from qtpy.QtCore import QTimer
 
@@ -310,6 +315,34 @@ def test_latest_prompt_wins(make_widget, qtbot, tiny_predictor, non_square_image
     np.testing.assert_array_equal(calls[-1], [[12, 49, 40, 89]])  # the last edit was run
     expected = real(tiny_predictor, tiny_predictor.embedding, widget._collect(widget._image, ()))
     np.testing.assert_array_equal(widget.candidate_layers[0].data, expected.labels[0])
+
+
+def test_drawing_a_box_with_the_mouse_predicts_without_warnings(
+    make_widget, qtbot, tiny_predictor, non_square_image, monkeypatch
+):
+    from sam_viz._napari import _widget
+
+    warnings = []
+    monkeypatch.setattr(_widget, "show_warning", warnings.append)
+    _viewer, widget = make_widget(non_square_image, tiny_predictor)
+    widget.start_box()
+    shapes = widget.shapes_layer
+    wrap = partial(ReadOnlyWrapper, exceptions=("handled",))
+    mouse_press_callbacks(shapes, wrap(_Mouse("mouse_press", (30.0, 12.0))))
+    for row, col in ((40.0, 20.0), (55.0, 30.0), (70.0, 40.0)):
+        move = _Mouse("mouse_move", (row, col), is_dragging=True, pos=np.array([col, row]))
+        mouse_move_callbacks(shapes, wrap(move))
+        qtbot.wait(30)
+    release = _Mouse("mouse_release", (70.0, 40.0), pos=np.array([40.0, 70.0]))
+    mouse_release_callbacks(shapes, wrap(release))
+    wait_idle(qtbot, widget, lambda: _predicted(widget))
+    assert not warnings, warnings
+    assert shapes.nshapes == 1 and shapes.shape_type == ["rectangle"]
+    prompts = widget._collect(widget._image, ())
+    np.testing.assert_allclose(prompts.boxes_xyxy, [[12, 30, 40, 70]])
+    expected = _widget.predict_candidates(tiny_predictor, tiny_predictor.embedding, prompts)
+    for layer, labels in zip(widget.candidate_layers, expected.labels, strict=True):
+        np.testing.assert_array_equal(layer.data, labels)  # the final box's prediction
 
 
 def test_shift_click_adds_a_negative_point_and_n_toggles(

@@ -180,7 +180,9 @@ def collect_prompts(
             continue
         vertices_rc = vertices[:, -2:]
         if shape_type in BOX_SHAPES:
-            boxes.append(box_from_vertices(vertices_rc))
+            box = box_from_vertices(vertices_rc)
+            if box[2] > box[0] and box[3] > box[1]:  # a flat box is one still being drawn
+                boxes.append(box)
         elif shape_type in MASK_SHAPES:
             drawn = rasterise(vertices_rc, shape_type, image_hw)
             mask = drawn if mask is None else mask | drawn

@@ -42,14 +42,18 @@ class Debouncer:
         self.max_wait_s = max_wait_s
         self._last_poke: float | None = None
         self._first_waiting: float | None = None
+        self._immediate = False
 
     def poke(self, now: float) -> float:
         """Register an edit at time ``now`` (seconds); returns the delay before running."""
         quiet = self._last_poke is None or now - self._last_poke >= self.delay_s
         self._last_poke = now
+        if self._immediate:
+            return 0.0  # an immediate run is pending: it will see this edit too
         if self._first_waiting is None:
             self._first_waiting = now
             if quiet:
+                self._immediate = True
                 return 0.0
         waited = now - self._first_waiting
         return max(0.0, min(self.delay_s, self.max_wait_s - waited))
@@ -57,6 +61,12 @@ class Debouncer:
     def fired(self) -> None:
         """The scheduled run happened: later edits start a new wait."""
         self._first_waiting = None
+        self._immediate = False
+
+    def reset(self) -> None:
+        """Forget the last edit: it changed nothing, so the next edit runs at once."""
+        self.fired()
+        self._last_poke = None
 
     @property
     def waiting(self) -> bool:

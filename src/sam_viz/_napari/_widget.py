@@ -25,6 +25,7 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
+from superqt.utils import create_worker as create_light_worker
 
 from sam_viz._napari import _layers
 from sam_viz._napari._controls import Controls
@@ -194,6 +195,7 @@ class SamWidget(QWidget):
         self._candidates_plane: Plane = ()
         self._chosen: int | None = None
         self._candidate_layers: dict[str, Labels] = {}
+        self._unfilled: set[int] = set()
         self._image: Image | None = None
         self._points: Points | None = None
         self._shapes: Shapes | None = None
@@ -677,7 +679,14 @@ class SamWidget(QWidget):
         if action in ("adding", "changing", "removing"):
             return
         delay = self._debouncer.poke(time.monotonic())
-        self._timer.start(round(delay * 1000))
+        if delay == 0 and not self._timer.isActive():
+            # First edit after a quiet spell: predict now. If the event changed no prompt
+            # (e.g. a redraw), the next one still counts as the first edit.
+            self._debouncer.fired()
+            if not self._update():
+                self._debouncer.reset()
+        else:
+            self._timer.start(round(delay * 1000))
 
     def _on_debounced(self) -> None:
         self._debouncer.fired()
@@ -702,19 +711,23 @@ class SamWidget(QWidget):
                 shapes.append((to_image_coords(vertices, self._shapes, image), str(kind)))
         return collect_prompts(image_hw, plane, points, shapes)
 
-    def _update(self) -> None:
-        """Bring the candidates up to date with the prompts on the current plane."""
+    def _update(self) -> bool:
+        """Bring the candidates up to date with the prompts on the current plane.
+
+        Returns:
+            False if the prompts are those last predicted from (nothing to do), else True.
+        """
         image = self._image
         if image is None:
             self._clear_candidates()
-            return
+            return True
         problem = image_problem(image) or display_problem(
             self.viewer.dims.ndisplay, self.viewer.dims.displayed, self.viewer.dims.ndim
         )
         if problem:
             self._clear_candidates()
             self._say(problem, "warning")
-            return
+            return True
         plane = self._current_plane()
         assert plane is not None
         try:
@@ -722,13 +735,14 @@ class SamWidget(QWidget):
         except ValueError as err:
             self._clear_candidates()
             self._say(str(err), "warning")
-            return
+            return True
         if prompts.empty:
+            changed = self._candidates is not None or self._requested is not None
             self._clear_candidates()
-            return
+            return changed
         if self._predictor is None:
             self._load_predictor()
-            return
+            return True
         if needs_box(prompts, self._predictor.spec.trained_with_points):
             self._clear_candidates()
             self._say(
@@ -736,22 +750,25 @@ class SamWidget(QWidget):
                 "the object; your points will then refine it.",
                 "info",
             )
-            return
+            return True
         embedding = self._embeddings.get(plane)
         if embedding is None:
             self._want_embedding(plane)
-            return
+            return True
         key = (self._context, plane, prompts.signature())
         if key == self._requested:
-            return
+            return False
         self._requested = key
         ticket = self._scheduler.submit(_Request(self._context, plane, prompts, embedding))
         if ticket is not None:
             self._start_prediction(ticket)
+        return True
 
     def _start_prediction(self, ticket: Ticket[_Request]) -> None:
         request = ticket.request
-        worker = create_worker(
+        # A plain superqt worker: predictions are short and frequent, so they stay out of
+        # napari's activity list (loading and embedding, the long tasks, are listed there).
+        worker = create_light_worker(
             _call_safely,
             predict_candidates,
             self._predictor,
@@ -783,7 +800,7 @@ class SamWidget(QWidget):
     @property
     def busy(self) -> bool:
         """Whether a model load, embedding or prediction is running or waiting to run."""
-        return bool(self._workers) or self._timer.isActive() or self._loading
+        return bool(self._workers or self._unfilled) or self._timer.isActive() or self._loading
 
     # ------------------------------------------------------------------ candidates
     def _ensure_candidate_layers(self) -> list[Labels]:
@@ -804,16 +821,16 @@ class SamWidget(QWidget):
         return self.candidate_layers
 
     def _show_candidates(self, candidates: Candidates, request: _Request) -> None:
-        layers = self._ensure_candidate_layers()
+        self._ensure_candidate_layers()
         self._candidates = candidates
         self._candidates_plane = request.plane
         chosen = self._chosen if self._chosen is not None else candidates.best
-        order = [chosen] + [i for i in range(len(layers)) if i != chosen]
-        for index in order:  # the visible one first: it is the one the user waits for
-            layer = layers[index]
-            layer.data = candidates.labels[index]
-            layer.name = f"SAM {candidates.names[index]} (IoU {candidates.iou_scores[index]:.2f})"
+        # The candidate on show first: it is the one the user waits for. The hidden two
+        # are filled once napari had a chance to draw it.
+        self._unfilled = set(range(len(CANDIDATE_NAMES))) - {chosen}
+        self._fill(chosen)
         self._show_choice(chosen)
+        QTimer.singleShot(0, self._fill_hidden)
         objects = "" if candidates.n_objects == 1 else f" for {candidates.n_objects} objects"
         notes = " ".join((*request.prompts.notes, *candidates.notes))
         self._say(
@@ -822,10 +839,26 @@ class SamWidget(QWidget):
             notify=bool(notes),
         )
 
+    def _fill(self, index: int) -> None:
+        """Put candidate ``index`` of the current prediction into its layer."""
+        candidates = self._candidates
+        layer = self._candidate_layers.get(CANDIDATE_NAMES[index])
+        self._unfilled.discard(index)
+        if candidates is None or layer is None:
+            return
+        layer.data = candidates.labels[index]
+        name = f"SAM {candidates.names[index]} (IoU {candidates.iou_scores[index]:.2f})"
+        if layer.name != name:
+            layer.name = name
+
+    def _fill_hidden(self) -> None:
+        for index in sorted(self._unfilled):
+            self._fill(index)
+
     def _show_choice(self, index: int) -> None:
-        layers = self.candidate_layers
-        for i, layer in enumerate(layers):
-            layer.visible = i == index
+        for i, layer in enumerate(self.candidate_layers):
+            if layer.visible != (i == index):
+                layer.visible = i == index
         buttons = self.controls.candidate_buttons
         for i, button in enumerate(buttons):
             score = ""
@@ -839,6 +872,8 @@ class SamWidget(QWidget):
         if not 0 <= index < len(CANDIDATE_NAMES):
             raise ValueError(f"Candidate index must be 0, 1 or 2, got {index}.")
         self._chosen = index
+        if index in self._unfilled:
+            self._fill(index)
         if self._candidate_layers:
             self._show_choice(index)
 
@@ -853,6 +888,7 @@ class SamWidget(QWidget):
         self._scheduler.invalidate()
         self._requested = None
         self._candidates = None
+        self._unfilled.clear()
         for layer in self.candidate_layers:
             if layer.data.any():
                 layer.data = np.zeros_like(layer.data)
