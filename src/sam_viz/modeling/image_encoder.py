@@ -326,7 +326,7 @@ def decomposed_rel_pos(
 
     Returns:
         ``rel_h`` Bxheadsxhxwxh (term for each key row) and ``rel_w`` Bxheadsxhxwxw (term for
-        each key column).
+        each key column), in float32 even under reduced-precision autocast.
     """
     height, width = grid
     batch, _, heads, channels = q.shape
@@ -335,8 +335,9 @@ def decomposed_rel_pos(
     def shifted(table: torch.Tensor, size: int, axis: int) -> torch.Tensor:
         # products[b, i, j, n, m] = q[b, i, j, n] . table[2 * size - 2 - m]; the term for
         # key k of query position p (p = i or j, per axis) sits at m = size - 1 - p + k.
-        reversed_table = resize_rel_pos(table, size).flip(0).to(q.dtype)
-        products = torch.matmul(grid_q, reversed_table.t()).contiguous()
+        reversed_table = resize_rel_pos(table, size).flip(0).float()
+        with torch.autocast(q.device.type, enabled=False):
+            products = torch.matmul(grid_q.float(), reversed_table.t()).contiguous()
         s_b, s_i, s_j, s_n, _ = products.stride()
         strides = [s_b, s_n, s_i, s_j, 1]
         strides[2 + axis] -= 1
@@ -384,7 +385,7 @@ def attention_with_rel_pos(
     batch_step = batch_step if head_step == heads else 1
     out = q.new_empty((batch, height * width, heads, channels))
     out_heads = out.transpose(1, 2)
-    mask_buffer = q.new_empty((batch_step, head_step, rows, width, key_rows, key_cols))
+    mask_buffer = rel_h.new_empty((batch_step, head_step, rows, width, key_rows, key_cols))
     for b0 in range(0, batch, batch_step):
         b = slice(b0, b0 + batch_step)
         for h0 in range(0, heads, head_step):
@@ -402,7 +403,7 @@ def attention_with_rel_pos(
                     q[b, h, t],
                     k[b, h],
                     v[b, h],
-                    attn_mask=mask.reshape(*mask.shape[:2], -1, key_rows * key_cols),
+                    attn_mask=mask.reshape(*mask.shape[:2], -1, key_rows * key_cols).to(q.dtype),
                     scale=scale,
                 )
     return out

@@ -61,6 +61,8 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embed: BxCxHxW image to Bx(embed_dim)x(H/stride)x(W/stride)."""
         first, act, second = self.seq
+        if self.stride == 1:  # 1x1 convolutions: the first one is pixel-wise
+            return conv_in_row_bands(x, second, before=lambda t: act(first(t)))
         x = conv_in_row_bands(x, first, after=lambda y, _: act(y))
         return conv_in_row_bands(x, second)
 
