@@ -18,6 +18,8 @@ from napari.utils.interactions import (
 from napari_test_helpers import rectangle, wait_idle
 from qtpy.QtCore import QTimer
 
+from sam_viz._napari._widget import _alive
+
 pytestmark = pytest.mark.gui
 
 
@@ -135,8 +137,10 @@ def test_commit_never_overwrites_and_undo_restores_exactly(
     widget.shapes_layer.add_rectangles(corners)
     wait_idle(qtbot, widget, lambda: _predicted(widget))
     widget.controls.overwrite_check.setChecked(True)
+    widget.controls.label_spin.setValue(42)  # a chosen id instead of a new one
     widget.controls.commit_button.click()
-    assert (objects.data[existing == 7] == 8).any()  # overwritten when asked
+    assert set(np.unique(objects.data)) == {0, 7, 42}
+    assert (objects.data[existing == 7] == 42).any()  # overwritten when asked
     widget.controls.undo_button.click()
     np.testing.assert_array_equal(objects.data, before)
 
@@ -345,6 +349,31 @@ def test_drawing_a_box_with_the_mouse_predicts_without_warnings(
         np.testing.assert_array_equal(layer.data, labels)  # the final box's prediction
 
 
+def test_polygons_and_ellipses_are_mask_prompts(
+    make_widget, qtbot, tiny_predictor, non_square_image, monkeypatch
+):
+    from sam_viz._napari import _prompts, _widget
+
+    seen = []
+    real = _widget.predict_candidates
+    monkeypatch.setattr(
+        _widget,
+        "predict_candidates",
+        lambda p, e, prompts: seen.append(prompts) or real(p, e, prompts),
+    )
+    _viewer, widget = make_widget(non_square_image, tiny_predictor)
+    triangle = np.array([[30.0, 12.0], [30.0, 40.0], [70.0, 12.0]])
+    ellipse = rectangle(75, 20, 90, 50)
+    widget.shapes_layer.add_polygons([triangle])
+    widget.shapes_layer.add_ellipses([ellipse])
+    wait_idle(qtbot, widget, lambda: bool(widget.candidate_layers))
+    expected = _prompts.rasterise(triangle, "polygon", (96, 64)) | _prompts.rasterise(
+        ellipse, "ellipse", (96, 64)
+    )
+    assert not len(seen[-1].boxes_xyxy) and not len(seen[-1].points_xy)
+    np.testing.assert_array_equal(seen[-1].mask, expected)
+
+
 def test_shift_click_adds_a_negative_point_and_n_toggles(
     make_widget, qtbot, tiny_predictor, non_square_image
 ):
@@ -429,13 +458,13 @@ def test_missing_weights_show_the_install_command(
 def test_custom_checkpoint_that_is_not_one_is_reported(
     make_widget, qtbot, tiny_predictor, non_square_image, monkeypatch, tmp_path
 ):
-    from sam_viz._napari import _widget
+    from sam_viz._napari import _models, _widget
 
     monkeypatch.setattr(_widget, "show_error", lambda text: None)
     bad = tmp_path / "weights.pth"
     bad.write_bytes(b"not a checkpoint")
     monkeypatch.setattr(
-        _widget.QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(bad), ""))
+        _models.QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(bad), ""))
     )
     _viewer, widget = make_widget(non_square_image, tiny_predictor)
     combo = widget.controls.model_combo
@@ -461,3 +490,19 @@ def test_plugin_opens_through_napari(make_napari_viewer, qtbot):
     segment_menu = get_app_model().menus.get_menu("napari/layers/segment")
     commands = [item.command.id for item in segment_menu if isinstance(item, MenuItem)]
     assert "sam-viz.segment_anything" in commands
+
+
+def test_closing_the_widget_leaves_working_layers(
+    make_widget, qtbot, tiny_predictor, non_square_image
+):
+    viewer, widget = make_widget(non_square_image, tiny_predictor)
+    points, shapes = widget.points_layer, widget.shapes_layer
+    viewer.window.remove_dock_widget(widget)
+    widget.deleteLater()  # what Qt does once nothing holds the closed widget
+    qtbot.waitUntil(lambda: not _alive(widget), timeout=5000)
+    viewer.layers.selection.active = shapes
+    _press(viewer, "1")  # no error; the plugin's key is released from the layer
+    assert "1" not in {str(k) for k in shapes.keymap}
+    points.mode = "add"
+    _click(points, (20, 30), modifiers=["Shift"])  # napari's own click still adds the point
+    assert len(points.data) == 1

@@ -8,7 +8,11 @@ Modules:
     _slicing: which 2-D plane of an n-D image layer is being segmented (no Qt).
     _prompts: Points/Shapes layer data to SAM prompts in image pixels (no Qt).
     _predict: one prompt set to three candidate label images (no Qt).
+    _workers: worker functions that hand errors back instead of raising.
     _layers: creating and editing the plugin's napari layers.
-    _widget: the dock widget that ties them together.
+    _candidates: the three candidate layers, one shown at a time.
+    _embedder: embedding the planes of an image in a napari worker.
+    _models: the model and device choice, and loading the model in a worker.
+    _controls, _widget: the dock widget's controls, and the widget tying it all together.
     _sample_data: scikit-image sample images for File > Open Sample.
 """

@@ -101,10 +101,48 @@ def make_objects_layer(image: Image) -> Labels:
     )
 
 
+def image_problem(layer: object) -> str | None:
+    """Why ``layer`` cannot be segmented, or None if it can."""
+    if not isinstance(layer, Image):
+        return f"Layer {getattr(layer, 'name', layer)!r} is not an image layer; choose an image."
+    if layer.multiscale:
+        return (
+            f"Image {layer.name!r} is multiscale, which is not supported; open one resolution "
+            "level as its own layer."
+        )
+    dtype = np.dtype(getattr(layer.data, "dtype", np.float64))
+    if dtype.kind not in "biuf":
+        return f"Image {layer.name!r} has dtype {dtype}; SAM needs a bool, integer or float image."
+    try:
+        _, image_hw = plane_geometry(layer.data.shape, layer.rgb)
+    except ValueError as err:
+        return str(err)
+    if min(image_hw) < 2:
+        return f"Image {layer.name!r} is too small to segment ({image_hw[0]} x {image_hw[1]})."
+    return None
+
+
 def fits_image(layer: Labels, image: Image) -> bool:
     """Whether an existing objects layer has ``image``'s shape."""
     leading, image_hw = plane_geometry(image.data.shape, image.rgb)
     return tuple(layer.data.shape) == (*leading, *image_hw)
+
+
+def objects_layer_for(viewer: object, image: Image, current: Labels | None) -> Labels:
+    """The objects layer for ``image``: ``current`` if it fits, else an existing layer named
+    like one, else a new one inserted just above the image."""
+    if current is not None and current in viewer.layers and fits_image(current, image):  # type: ignore[attr-defined]
+        return current
+    for layer in viewer.layers:  # type: ignore[attr-defined]
+        if (
+            isinstance(layer, Labels)
+            and layer.name.startswith(OBJECTS_NAME)
+            and fits_image(layer, image)
+        ):
+            return layer
+    layer = make_objects_layer(image)
+    viewer.layers.insert(viewer.layers.index(image) + 1, layer)  # type: ignore[attr-defined]
+    return layer
 
 
 def commit_objects(

@@ -1,0 +1,158 @@
+"""Choosing the model and device, and loading the chosen model off the UI thread."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+from napari.qt.threading import create_worker
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QComboBox, QFileDialog, QWidget
+
+from sam_viz._napari._workers import Failed, call_safely
+from sam_viz.cache import EmbeddingCache
+from sam_viz.device import available_devices
+from sam_viz.predictor import Predictor
+from sam_viz.registry import DEFAULT_MODEL, MODELS, ModelSpec
+
+PredictorFactory = Callable[[str, str], Predictor]
+"""Builds a predictor from (registry name or checkpoint path, device name)."""
+
+CUSTOM_CHECKPOINT = "custom checkpoint..."
+GIVEN = "given"
+EMBEDDINGS_IN_MEMORY = 64
+Source = tuple[str, str]
+
+
+def default_predictor_factory(source: str, device: str) -> Predictor:
+    """Load ``source`` (a registry name or checkpoint path) on ``device``."""
+    cache = EmbeddingCache(max_items=EMBEDDINGS_IN_MEMORY)
+    return Predictor.from_pretrained(source, device=device, cache=cache, progress=False)
+
+
+class ModelChooser(QObject):
+    """Drives the model and device combo boxes and loads the chosen model.
+
+    Signals:
+        changed(): the choice changed; the previous predictor is no longer used.
+        loaded(predictor): the chosen model is ready.
+        failed(error): loading it failed (it is not retried until the choice changes).
+    """
+
+    changed = Signal()
+    loaded = Signal(object)
+    failed = Signal(object)
+
+    def __init__(
+        self,
+        model_combo: QComboBox,
+        device_combo: QComboBox,
+        given: Predictor | None,
+        factory: PredictorFactory,
+        parent: QWidget,
+    ) -> None:
+        super().__init__(parent)
+        self._models, self._devices = model_combo, device_combo
+        self._given = given
+        self._factory = factory
+        self._dialog_parent = parent
+        self.predictor: Predictor | None = given
+        self.loading = False
+        self._failed_source: Source | None = None
+        self._custom_path: str | None = None
+
+        if given is not None:
+            model_combo.addItem(f"{given.spec.title} (given)", GIVEN)
+        for name, spec in MODELS.items():
+            model_combo.addItem(f"{spec.title} [{name}]", name)
+        model_combo.addItem(CUSTOM_CHECKPOINT, CUSTOM_CHECKPOINT)
+        model_combo.setCurrentIndex(model_combo.findData(GIVEN if given else DEFAULT_MODEL))
+        self._index = model_combo.currentIndex()
+        if given is not None:
+            device_combo.addItem(str(given.device))
+            device_combo.setEnabled(False)
+        else:
+            device_combo.addItems(available_devices())
+        model_combo.currentIndexChanged.connect(self._on_model_index)
+        device_combo.currentIndexChanged.connect(self._on_change)
+
+    @property
+    def spec(self) -> ModelSpec | None:
+        """The chosen model's variant, known before loading for registered models."""
+        if self.predictor is not None:
+            return self.predictor.spec
+        return MODELS.get(self._models.currentData())
+
+    def source(self) -> Source | None:
+        """(registry name or checkpoint path, device) of the choice; None for the given one."""
+        choice = self._models.currentData()
+        if choice == GIVEN:
+            return None
+        path = self._custom_path if choice == CUSTOM_CHECKPOINT else choice
+        return str(path), self._devices.currentText()
+
+    def load(self) -> bool:
+        """Start loading the chosen model unless it is loaded, loading, or failed to load.
+
+        Returns:
+            Whether a load is running now.
+        """
+        source = self.source()
+        if self.predictor is not None or source is None or source == self._failed_source:
+            return False
+        if not self.loading:
+            self.loading = True
+            worker = create_worker(call_safely, self._factory, *source, _start_thread=False)
+            worker.returned.connect(partial(self._on_loaded, source))
+            worker.start()
+        return True
+
+    def ask_checkpoint_path(self) -> str:
+        """Ask the user for a checkpoint file (empty if cancelled)."""
+        path, _ = QFileDialog.getOpenFileName(
+            self._dialog_parent,
+            "SAM checkpoint",
+            "",
+            "PyTorch checkpoints (*.pth *.pt *.ckpt);;All files (*)",
+        )
+        return path
+
+    def _on_model_index(self, index: int) -> None:
+        combo = self._models
+        if combo.itemData(index) == CUSTOM_CHECKPOINT:
+            path = self.ask_checkpoint_path()
+            combo.blockSignals(True)
+            if path:
+                self._custom_path = path
+                combo.setItemText(index, f"checkpoint: {Path(path).name}")
+            else:
+                combo.setCurrentIndex(self._index)  # cancelled: keep the previous model
+            combo.blockSignals(False)
+            if not path:
+                return
+        self._index = index
+        if self._given is not None and self.source() is not None and not self._devices.isEnabled():
+            self._devices.blockSignals(True)
+            self._devices.clear()
+            self._devices.addItems(available_devices())
+            self._devices.setEnabled(True)
+            self._devices.blockSignals(False)
+        self._on_change()
+
+    def _on_change(self, *_: object) -> None:
+        self.predictor = self._given if self.source() is None else None
+        self._failed_source = None
+        self.changed.emit()
+
+    def _on_loaded(self, source: Source, result: object) -> None:
+        self.loading = False
+        if source != self.source():
+            self.changed.emit()  # the choice changed while loading: start again
+            return
+        if isinstance(result, Failed):
+            self._failed_source = source
+            self.failed.emit(result.error)
+            return
+        self.predictor = result  # type: ignore[assignment]
+        self.loaded.emit(result)
