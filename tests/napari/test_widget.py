@@ -374,6 +374,17 @@ def test_polygons_and_ellipses_are_mask_prompts(
     np.testing.assert_array_equal(seen[-1].mask, expected)
 
 
+def test_rgb_image_is_one_plane_of_its_rows_and_columns(make_widget, qtbot, tiny_predictor):
+    rgb = np.random.default_rng(1).integers(0, 255, (96, 64, 3)).astype(np.uint8)
+    _viewer, widget = make_widget(rgb, tiny_predictor)
+    assert widget.points_layer.ndim == 2 and not widget.controls.embed_all_button.isEnabled()
+    widget.shapes_layer.add_rectangles(rectangle(30, 12, 70, 40))
+    wait_idle(qtbot, widget, lambda: bool(widget.candidate_layers))
+    assert tiny_predictor.embedding.frame.original_size == (96, 64)
+    assert all(layer.data.shape == (96, 64) for layer in widget.candidate_layers)
+    assert widget._ensure_objects_layer().data.shape == (96, 64)
+
+
 def test_shift_click_adds_a_negative_point_and_n_toggles(
     make_widget, qtbot, tiny_predictor, non_square_image
 ):
@@ -420,8 +431,9 @@ def test_bad_input_gives_messages_not_exceptions(
     viewer, widget = make_widget(predictor=tiny_predictor)  # no image at all
     assert "No image layer" in widget.status and "No image layer" in shown[-1]
 
-    viewer.add_labels(np.zeros((10, 10), np.uint8))  # a layer of another type is not offered
+    viewer.add_labels(np.zeros((10, 10), np.uint8), name="masks")  # not an image: not offered
     assert widget.controls.image_combo.count() == 0
+    assert "'masks' is a Labels layer, which SAM cannot segment" in widget.status
     viewer.add_image([np.zeros((64, 64)), np.zeros((32, 32))], multiscale=True, name="pyramid")
     assert "multiscale" in widget.status
 

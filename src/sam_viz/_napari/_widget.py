@@ -137,7 +137,7 @@ class SamWidget(QWidget):
         self._on_layers_changed()
         self._update_guide()
         if self._image is None:
-            self._say(NO_IMAGE, "warning")
+            self._say(self._no_image_message(), "warning")
 
     def _connect(self) -> None:
         c = self.controls
@@ -219,8 +219,18 @@ class SamWidget(QWidget):
         combo.blockSignals(False)
         if self._image is not None and self._image in images:
             combo.setCurrentIndex(images.index(self._image))
-        else:
+        elif images or self._image is not None:
             self._set_image(images[0] if images else None)
+        else:
+            self._say(self._no_image_message(), notify=False)
+
+    def _no_image_message(self) -> str:
+        ours = {id(x) for x in (self._points, self._shapes, self._objects, *self.candidate_layers)}
+        others = [layer for layer in self.viewer.layers if id(layer) not in ours]
+        if not others:
+            return NO_IMAGE
+        kind = type(others[0]).__name__
+        return f"{others[0].name!r} is a {kind} layer, which SAM cannot segment. {NO_IMAGE}"
 
     def _on_image_choice(self, index: int) -> None:
         images = self._image_layers()
@@ -239,7 +249,7 @@ class SamWidget(QWidget):
         self._candidate_layers.remove()
         self._objects = None
         if layer is None:
-            self._say(NO_IMAGE, notify=False)
+            self._say(self._no_image_message(), notify=False)
             return
         layer.events.data.connect(self._on_image_data)
         layer.events.name.connect(self._on_layers_changed)
@@ -398,7 +408,7 @@ class SamWidget(QWidget):
     def embed_all_planes(self) -> None:
         """Precompute the embedding of every plane of the stack, the current one first."""
         image = self._image
-        problem = NO_IMAGE if image is None else image_problem(image)
+        problem = self._no_image_message() if image is None else image_problem(image)
         if problem or image is None:
             self._say(problem or NO_IMAGE, "warning")
             return
