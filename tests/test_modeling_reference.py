@@ -75,11 +75,17 @@ def copy_weights(reference: nn.Module, ours: nn.Module) -> None:
 
 
 @pytest.fixture
-def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Force every chunked / banded code path to run in many small pieces."""
+def vit_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the small ViT run its MLPs and attention masks in a few pieces each."""
     monkeypatch.setattr(common, "CHUNK_ELEMENTS", 8192)
-    monkeypatch.setattr(common, "BAND_ELEMENTS", 16384)
     monkeypatch.setattr(image_encoder, "MASK_CHUNK_ELEMENTS", 300)
+
+
+@pytest.fixture
+def tiny_vit_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the small TinyViT run its convolutions in row bands and MLPs in pieces."""
+    monkeypatch.setattr(common, "CHUNK_ELEMENTS", 65536)
+    monkeypatch.setattr(common, "BAND_ELEMENTS", 81920)
 
 
 def reference_vit(**overrides: object) -> nn.Module:
@@ -96,7 +102,7 @@ def reference_vit(**overrides: object) -> nn.Module:
 @pytest.mark.parametrize("chunked", [False, True], ids=["whole", "chunked"])
 def test_vit_encoder_matches_reference(chunked: bool, request: pytest.FixtureRequest) -> None:
     if chunked:
-        request.getfixturevalue("small_chunks")
+        request.getfixturevalue("vit_chunks")
     torch.manual_seed(0)
     reference, ours = reference_vit(), ImageEncoderViT(**SMALL_VIT)
     copy_weights(reference, ours)
@@ -339,7 +345,7 @@ def test_tiny_vit_matches_reference(
     style: str, chunked: bool, request: pytest.FixtureRequest
 ) -> None:
     if chunked:
-        request.getfixturevalue("small_chunks")
+        request.getfixturevalue("tiny_vit_chunks")
     torch.manual_seed(0)
     reference, ours, size = tiny_vits(style)
     x = torch.randn(2, 3, size, size)

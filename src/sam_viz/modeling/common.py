@@ -10,11 +10,13 @@ from torch import nn
 
 # Upper bounds, in elements, for the temporaries of chunked computations. Large fresh
 # buffers are mapped from the OS on every call, and first-touching their pages can cost
-# more than the arithmetic; buffers of a few MiB are recycled by the C allocator and stay
-# in the last-level cache.
+# more than the arithmetic; buffers up to a few tens of MiB are recycled by the C allocator
+# and mostly stay in the last-level cache. Chunks are not made smaller than needed: every
+# extra operator is a thread synchronisation, which is slow when other processes share
+# the cores.
 CHUNK_ELEMENTS = 2**22  # MLP hidden activations (16 MiB in float32)
-MASK_CHUNK_ELEMENTS = 2**20  # additive attention masks (4 MiB in float32)
-BAND_ELEMENTS = 2**20  # widest intermediate of a band of convolution rows
+MASK_CHUNK_ELEMENTS = 2**22  # additive attention masks
+BAND_ELEMENTS = 2**22  # widest intermediate of a band of convolution rows
 
 RowFn = Callable[[torch.Tensor, slice], torch.Tensor]
 
