@@ -95,8 +95,8 @@ def chunked_over_tokens(
 ) -> torch.Tensor:
     """Apply a token-wise function to slices of the tokens to bound temporary sizes.
 
-    Without gradients, large inputs are processed in slices of whole tokens whose hidden
-    activations fit in :data:`CHUNK_ELEMENTS`; results are written into one output.
+    On the CPU without gradients, large inputs are processed in slices of whole tokens whose
+    hidden activations fit in :data:`CHUNK_ELEMENTS`; results are written into one output.
 
     Args:
         fn: Function mapping NxC_in tokens to NxC_out tokens, token by token.
@@ -109,7 +109,7 @@ def chunked_over_tokens(
     flat = x.reshape(-1, x.shape[-1])
     tokens = flat.shape[0]
     per_chunk = max(1, CHUNK_ELEMENTS // widest.out_features)
-    if tokens <= per_chunk or torch.is_grad_enabled():
+    if tokens <= per_chunk or torch.is_grad_enabled() or x.device.type != "cpu":
         return fn(x)
     chunks = -(-tokens // per_chunk)
     per_chunk = -(-tokens // chunks)
@@ -327,8 +327,8 @@ def conv_in_row_bands(
     """Compute ``after(conv(before(x)))`` one band of output rows at a time.
 
     ``before`` must act on each pixel independently (1x1 convolutions, activations); the
-    input rows each band needs, including the convolution's halo, go through it. Without
-    gradients the bands are sized by :data:`BAND_ELEMENTS`; the result is identical.
+    input rows each band needs, including the convolution's halo, go through it. On the CPU
+    without gradients the bands are sized by :data:`BAND_ELEMENTS`; the result is identical.
 
     Args:
         x: Feature map, BxCxHxW (channels-last memory is best).
@@ -346,7 +346,7 @@ def conv_in_row_bands(
     out_h = (height + 2 * pad - kernel) // stride + 1
     widest = max(conv.c.in_channels, conv.c.out_channels) * width * stride
     rows = max(1, BAND_ELEMENTS // widest)
-    if torch.is_grad_enabled() or out_h <= rows:
+    if torch.is_grad_enabled() or x.device.type != "cpu" or out_h <= rows:
         return after(conv(before(x)), slice(0, out_h))
     context = -(-pad // stride)  # output rows computed before a band to cover its halo
     out: torch.Tensor | None = None
