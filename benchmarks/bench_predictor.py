@@ -95,7 +95,7 @@ def reference_click(sam, features, frame: ImageFrame, points_xy, labels, box, al
     return masks[0].numpy(), iou[0].numpy(), low_res[0].numpy()
 
 
-def bench(name: str, clicks: int, size: tuple[int, int]) -> None:
+def bench(name: str, clicks: int, size: tuple[int, int], precision: str) -> None:
     spec = MODELS[name]
     torch.manual_seed(0)
     model = build_sam(spec)
@@ -105,7 +105,7 @@ def bench(name: str, clicks: int, size: tuple[int, int]) -> None:
     else:
         state = model.state_dict()
     ref = reference_sam(state, spec)
-    predictor = Predictor(model, spec, device="cpu")
+    predictor = Predictor(model, spec, device="cpu", precision=precision)
     frame = ImageFrame(size, spec.image_size)
     grid = spec.embedding_size
     features = torch.randn(1, 256, grid, grid, generator=torch.Generator().manual_seed(1))
@@ -148,7 +148,7 @@ def bench(name: str, clicks: int, size: tuple[int, int]) -> None:
             ious.append(1.0 if union == 0 else (mask & other).sum() / union)
     ours_med, ref_med = statistics.median(ours_ms), statistics.median(ref_ms)
     print(
-        f"{name:<12} {height}x{width}  ours {ours_med:7.1f} ms  reference {ref_med:7.1f} ms  "
+        f"{name:<12} {height}x{width} {str(predictor.compute_dtype)[6:]:<8} ours {ours_med:7.1f} ms  reference {ref_med:7.1f} ms  "
         f"ratio {ref_med / ours_med:5.2f}x  mask IoU vs reference: min {min(ious):.4f} "
         f"mean {np.mean(ious):.4f}"
     )
@@ -160,6 +160,12 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["vit_b", "lite_medsam"])
     parser.add_argument("--size", default="1024x1024", help="image size HxW")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=["float32", "auto"],
+        help="our predictor's precision(s); auto = bf16 where the CPU has it natively",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -168,7 +174,8 @@ def main() -> None:
         f"decoder + masks per click, torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     for name in args.models:
-        bench(name, args.clicks, (height, width))
+        for precision in args.precision:
+            bench(name, args.clicks, (height, width), precision)
 
 
 if __name__ == "__main__":

@@ -68,8 +68,8 @@ def cpu_has_native_bf16() -> bool:
     return bool({"amx_bf16", "avx512_bf16"} & flags)
 
 
-def encoder_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """Resolve a precision setting to the dtype the image encoder runs in.
+def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """Resolve a precision setting to the dtype the model's matrix products run in.
 
     Args:
         precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (bfloat16 on a GPU, or on a CPU

@@ -11,6 +11,7 @@ Typical use::
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Callable
@@ -21,7 +22,7 @@ import torch
 
 from sam_viz.cache import EmbeddingCache, ImageEmbedding
 from sam_viz.checkpoints import load_model
-from sam_viz.device import encoder_dtype, select_device
+from sam_viz.device import compute_dtype, select_device
 from sam_viz.image import Contrast, image_key, to_rgb01, validate_image
 from sam_viz.modeling import Sam
 from sam_viz.prompts import (
@@ -118,12 +119,14 @@ class Predictor:
         device: ``"auto"``/None, ``"cpu"``, ``"cuda"``, ``"mps"``.
         cache: Embedding cache to use; a private in-memory one by default.
         model_key: Identifies the weights in cache keys; defaults to ``spec.name``.
-        precision: Image encoder precision: ``"float32"``, ``"bfloat16"`` or ``"auto"``
-            (bf16 only where the hardware computes it natively).
+        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (bf16 only where the
+            hardware computes it natively: a GPU, or a CPU with AMX/AVX512-BF16). Matrix
+            products of the encoder and decoder run in it; inputs, outputs and the mask
+            upscaling stay float32.
         """
         self.spec = spec
         self.device = select_device(device)
-        self.encoder_dtype = encoder_dtype(precision, self.device)
+        self.compute_dtype = compute_dtype(precision, self.device)
         self.model = model.to(self.device).eval()
         prepare = getattr(self.model.image_encoder, "prepare_for_inference", None)
         if callable(prepare):
@@ -221,6 +224,12 @@ class Predictor:
         resized = frame.resize_image(tensor) * 255.0
         return frame.pad_to_square((resized - self._pixel_mean) / self._pixel_std)
 
+    def _autocast(self) -> contextlib.AbstractContextManager[None]:
+        """Reduced-precision matrix products, if :attr:`compute_dtype` asks for them."""
+        if self.compute_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
+
     def _encode(
         self,
         rgb01: np.ndarray,
@@ -244,11 +253,8 @@ class Predictor:
         try:
             with torch.inference_mode():
                 x = self.preprocess(rgb01, frame)
-                if self.encoder_dtype == torch.float32:
+                with self._autocast():
                     features = self.model.image_encoder(x)
-                else:
-                    with torch.autocast(self.device.type, dtype=self.encoder_dtype):
-                        features = self.model.image_encoder(x)
         finally:
             for handle in handles:
                 handle.remove()
@@ -312,7 +318,7 @@ class Predictor:
             masks = torch.as_tensor(prompts.mask, device=device)[None, None].expand(
                 n_sets, -1, -1, -1
             )
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks)
             low_res, iou = self.model.mask_decoder.predict_masks(
                 image_embeddings=embedding.features.to(device),
@@ -320,7 +326,7 @@ class Predictor:
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
             )
-        return low_res, iou
+        return low_res.float(), iou.float()
 
     def predict(
         self,

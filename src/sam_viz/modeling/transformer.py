@@ -14,6 +14,9 @@ from torch import nn
 from sam_viz.modeling.common import MLPBlock
 
 
+# Attention over at most this many keys uses plain matrix products (see Attention.forward).
+_FEW_KEYS = 64
+
 class TwoWayTransformer(nn.Module):
     """Transformer decoder over prompt tokens (queries) and image tokens (keys).
 
@@ -74,8 +77,10 @@ class TwoWayTransformer(nn.Module):
         Returns:
             Updated prompt tokens BxNxC and updated image tokens Bx(h*w)xC.
         """
-        keys = image_embedding.flatten(2).transpose(1, 2)
-        key_pe = image_pe.flatten(2).transpose(1, 2)
+        # Contiguous token-major copies once: every add, norm and projection below then reads
+        # memory in order (strided (B, C, h*w) views made each of them several times slower).
+        keys = image_embedding.flatten(2).transpose(1, 2).contiguous()
+        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
         queries = point_embedding
         for layer in self.layers:
             queries, keys = layer(
@@ -203,6 +208,12 @@ class Attention(nn.Module):
         q = self._heads(self.q_proj(q))
         k = self._heads(self.k_proj(k))
         v = self._heads(self.v_proj(v))
-        out = F.scaled_dot_product_attention(q, k, v)
+        if k.shape[-2] <= _FEW_KEYS:
+            # Image tokens attending to a handful of prompt tokens: plain matrix products
+            # beat the fused kernel, which is tuned for long key sequences.
+            weights = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1), dim=-1)
+            out = weights @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
         batch, _, tokens, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(batch, tokens, self.internal_dim))
