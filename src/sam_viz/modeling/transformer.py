@@ -17,6 +17,7 @@ from sam_viz.modeling.common import MLPBlock
 # Attention over at most this many keys uses plain matrix products (see Attention.forward).
 _FEW_KEYS = 64
 
+
 class TwoWayTransformer(nn.Module):
     """Transformer decoder over prompt tokens (queries) and image tokens (keys).
 
