@@ -148,7 +148,8 @@ def bench(name: str, clicks: int, size: tuple[int, int], precision: str) -> None
             ious.append(1.0 if union == 0 else (mask & other).sum() / union)
     ours_med, ref_med = statistics.median(ours_ms), statistics.median(ref_ms)
     print(
-        f"{name:<12} {height}x{width} {str(predictor.compute_dtype)[6:]:<8} ours {ours_med:7.1f} ms  reference {ref_med:7.1f} ms  "
+        f"{name:<12} {height}x{width} {str(predictor.compute_dtype)[6:]:<8} "
+        f"ours {ours_med:7.1f} ms  reference {ref_med:7.1f} ms  "
         f"ratio {ref_med / ours_med:5.2f}x  mask IoU vs reference: min {min(ious):.4f} "
         f"mean {np.mean(ious):.4f}"
     )

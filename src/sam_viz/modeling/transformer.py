@@ -13,7 +13,6 @@ from torch import nn
 
 from sam_viz.modeling.common import MLPBlock
 
-
 # Attention over at most this many keys uses plain matrix products (see Attention.forward).
 _FEW_KEYS = 64
 
