@@ -19,6 +19,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -168,6 +169,13 @@ def main() -> None:
     print(f"  hidden viewer (no canvas painting):       {_summary(hidden_visible)}")
     print(f"  Predictor.predict alone:                  median {statistics.median(core):6.1f} ms")
     print(f"  predict_candidates alone (worker side):   median {statistics.median(plugin):6.1f} ms")
+    added = statistics.median(shown_visible) - statistics.median(core)
+    hidden_added = statistics.median(hidden_visible) - statistics.median(core)
+    print(
+        f"  napari + plugin on top of Predictor.predict: +{added:.1f} ms median shown, "
+        f"+{hidden_added:.1f} ms hidden (load average now {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores)"
+    )
     print(
         "  no reference plugin can be run here (micro-sam, napari-segment-anything and "
         "napari-sam are not installed and need other weights): compared with the target"
