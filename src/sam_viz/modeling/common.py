@@ -15,7 +15,7 @@ from torch import nn
 # extra operator is a thread synchronisation, which is slow when other processes share
 # the cores.
 CHUNK_ELEMENTS = 2**22  # MLP hidden activations (16 MiB in float32)
-MASK_CHUNK_ELEMENTS = 2**22  # additive attention masks
+MASK_CHUNK_ELEMENTS = 2**24  # additive attention masks (one head of a ViT global block)
 BAND_ELEMENTS = 2**22  # widest intermediate of a band of convolution rows
 
 RowFn = Callable[[torch.Tensor, slice], torch.Tensor]
