@@ -20,7 +20,7 @@ from sam_viz.objects import commit_pixels, next_label
 from sam_viz.render import CANDIDATE_COLORS
 
 POINTS_NAME = "SAM points"
-SHAPES_NAME = "SAM boxes & masks"
+SHAPES_NAME = "SAM boxes"
 OBJECTS_NAME = "SAM objects"
 POINT_COLORS = {"positive": "lime", "negative": "red"}
 OBJECTS_DTYPE = np.uint32
