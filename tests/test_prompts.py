@@ -49,9 +49,11 @@ def test_prompts_of_wrong_type():
         validate_prompts(HW, points_xy=[["a", "b"]])
 
 
-def test_napari_row_col_becomes_x_y_using_last_two_axes():
+def test_napari_row_col_becomes_x_y_using_last_two_axes_and_pixel_corners():
     rc = np.array([[3.0, 10.0, 20.0]])  # (z, row, col)
-    np.testing.assert_array_equal(napari_to_xy(rc), [[20.0, 10.0]])
+    np.testing.assert_array_equal(napari_to_xy(rc), [[20.5, 10.5]])
+    # the first pixel's top-left corner in napari (-0.5, -0.5) is SAM's image origin
+    np.testing.assert_array_equal(napari_to_xy([[-0.5, -0.5]]), [[0.0, 0.0]])
 
 
 def test_order_by_area_is_smallest_first_and_stable():

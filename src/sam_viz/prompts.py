@@ -48,12 +48,14 @@ class Prompts:
 
 
 def napari_to_xy(coords_rc: np.ndarray) -> np.ndarray:
-    """Flip napari's (..., row, col) data coordinates to SAM's (x, y) = (col, row).
+    """Flip napari's (..., row, col) data coordinates to SAM's (x, y) = (col + 0.5, row + 0.5).
 
-    Only the last two axes are used, so points from an n-D layer can be passed whole.
+    napari puts pixel centres at whole numbers (pixel i spans [i - 0.5, i + 0.5]); SAM's pixel
+    i spans [i, i + 1], hence the half-pixel shift. Only the last two axes are used, so points
+    from an n-D layer can be passed whole.
     """
     coords = np.asarray(coords_rc, dtype=np.float64)
-    return coords[..., [-1, -2]]
+    return coords[..., [-1, -2]] + 0.5
 
 
 def _finite_array(name: str, value: object, width: int) -> np.ndarray:

@@ -27,16 +27,17 @@ IMAGE_HW = (96, 64)  # rows x cols, non-square to catch swapped axes
 def test_points_become_xy_with_labels():
     coords = np.array([[10.0, 20.0], [50.0, 5.0]])  # (row, col)
     prompts = collect_prompts(IMAGE_HW, (), (coords, ["positive", "negative"]))
-    np.testing.assert_array_equal(prompts.points_xy, [[20, 10], [5, 50]])
+    # (x, y) = (col, row) + 0.5: napari's pixel centres are whole numbers, SAM's are halves
+    np.testing.assert_array_equal(prompts.points_xy, [[20.5, 10.5], [5.5, 50.5]])
     np.testing.assert_array_equal(prompts.point_labels, [1, 0])
     assert not len(prompts.boxes_xyxy) and prompts.mask is None
 
 
 def test_rectangle_becomes_an_xyxy_box():
     corners_rc = np.array([[30.0, 12.0], [30.0, 40.0], [70.0, 40.0], [70.0, 12.0]])
-    np.testing.assert_array_equal(box_from_vertices(corners_rc), [12, 30, 40, 70])
+    np.testing.assert_array_equal(box_from_vertices(corners_rc), [12.5, 30.5, 40.5, 70.5])
     prompts = collect_prompts(IMAGE_HW, (), shapes=[(corners_rc, "rectangle")])
-    np.testing.assert_array_equal(prompts.boxes_xyxy, [[12, 30, 40, 70]])
+    np.testing.assert_array_equal(prompts.boxes_xyxy, [[12.5, 30.5, 40.5, 70.5]])
 
 
 def test_a_flat_rectangle_is_skipped_not_an_error():
@@ -69,7 +70,7 @@ def test_only_prompts_on_the_plane_are_used():
     prompts = collect_prompts(
         IMAGE_HW, (3,), (coords, ["positive", "positive"]), [(box_z3, "rectangle")]
     )
-    np.testing.assert_array_equal(prompts.points_xy, [[20, 20]])
+    np.testing.assert_array_equal(prompts.points_xy, [[20.5, 20.5]])
     assert len(prompts.boxes_xyxy) == 1
     assert collect_prompts(
         IMAGE_HW, (4,), (coords, ["positive"] * 2), [(box_z3, "rectangle")]

@@ -316,7 +316,7 @@ def test_latest_prompt_wins(make_widget, qtbot, tiny_predictor, non_square_image
         qtbot.wait(5)
     wait_idle(qtbot, widget)
     assert 1 <= len(calls) < 10  # debounced, not one prediction per edit
-    np.testing.assert_array_equal(calls[-1], [[12, 49, 40, 89]])  # the last edit was run
+    np.testing.assert_array_equal(calls[-1], [[12.5, 49.5, 40.5, 89.5]])  # the last edit was run
     expected = real(tiny_predictor, tiny_predictor.embedding, widget._collect(widget._image, ()))
     np.testing.assert_array_equal(widget.candidate_layers[0].data, expected.labels[0])
 
@@ -343,7 +343,7 @@ def test_drawing_a_box_with_the_mouse_predicts_without_warnings(
     assert not warnings, warnings
     assert shapes.nshapes == 1 and shapes.shape_type == ["rectangle"]
     prompts = widget._collect(widget._image, ())
-    np.testing.assert_allclose(prompts.boxes_xyxy, [[12, 30, 40, 70]])
+    np.testing.assert_allclose(prompts.boxes_xyxy, [[12.5, 30.5, 40.5, 70.5]])
     expected = _widget.predict_candidates(tiny_predictor, tiny_predictor.embedding, prompts)
     for layer, labels in zip(widget.candidate_layers, expected.labels, strict=True):
         np.testing.assert_array_equal(layer.data, labels)  # the final box's prediction
