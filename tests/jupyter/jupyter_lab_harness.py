@@ -29,8 +29,13 @@ import numpy as np
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
 ]
 CANVAS = "canvas.sam-viz-canvas"
 
@@ -57,7 +62,8 @@ class Lab:
 
     def request(self, method: str, path: str, timeout: float = 10) -> int:
         request = urllib.request.Request(
-            f"{self.url}{path}", method=method,
+            f"{self.url}{path}",
+            method=method,
             headers={"Authorization": f"token {self.token}"},
         )
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -87,11 +93,18 @@ def jupyter_lab(root: Path, state: Path, *, start_timeout: float = 90) -> Iterat
         JUPYTER_PLATFORM_DIRS="1",
     )
     command = [
-        sys.executable, "-m", "jupyterlab", "--no-browser",
-        "--ServerApp.open_browser=False", "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-        "--LabApp.news_url=None", "--LabApp.extension_manager=readonly",
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.open_browser=False",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.news_url=None",
+        "--LabApp.extension_manager=readonly",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         "--ServerApp.terminals_enabled=False",
     ]
@@ -99,8 +112,9 @@ def jupyter_lab(root: Path, state: Path, *, start_timeout: float = 90) -> Iterat
         command.append("--allow-root")
     log = state / "jupyterlab.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, env=env, cwd=root, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     lab = Lab(f"http://127.0.0.1:{port}", token, root, process, log)
     try:
         deadline = time.monotonic() + start_timeout
@@ -113,8 +127,9 @@ def jupyter_lab(root: Path, state: Path, *, start_timeout: float = 90) -> Iterat
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"JupyterLab did not start in {start_timeout} s:\n"
-                                   f"{lab.log_tail()}")
+                raise RuntimeError(
+                    f"JupyterLab did not start in {start_timeout} s:\n{lab.log_tail()}"
+                )
             time.sleep(0.3)
         yield lab
     finally:
@@ -143,8 +158,9 @@ def chromium_page(*, width: int = 1400, height: int = 1100, timeout_ms: int = 30
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=CHROMIUM_ARGS, timeout=timeout_ms)
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=timeout_ms
+        )
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
             page.set_default_timeout(timeout_ms)
@@ -196,9 +212,12 @@ def _accept_dialog(page) -> bool:
 
 
 def _kernel_idle(page) -> bool:
-    return bool(page.evaluate(
-        "() => { const s = document.querySelector('.jp-Notebook-ExecutionIndicator');"
-        " return !!s && s.getAttribute('data-status') === 'idle'; }"))
+    return bool(
+        page.evaluate(
+            "() => { const s = document.querySelector('.jp-Notebook-ExecutionIndicator');"
+            " return !!s && s.getAttribute('data-status') === 'idle'; }"
+        )
+    )
 
 
 def run_new_cell(page, code: str) -> None:
@@ -215,8 +234,7 @@ def save_notebook(page) -> None:
     """Save the open notebook (so a reload shows its widget outputs again)."""
     page.locator(".jp-Notebook").first.click(position={"x": 5, "y": 5})
     page.keyboard.press("Control+s")
-    page.wait_for_function(
-        "() => !document.querySelector('.jp-mod-dirty')", timeout=15_000)
+    page.wait_for_function("() => !document.querySelector('.jp-mod-dirty')", timeout=15_000)
 
 
 def canvas_pixels(page, selector: str = CANVAS, index: int = 0) -> np.ndarray:
@@ -233,13 +251,22 @@ def canvas_origin(page, selector: str = CANVAS) -> tuple[float, float, float, fl
     per canvas pixel."""
     page.locator(selector).first.scroll_into_view_if_needed()
     box = page.eval_on_selector(
-        selector, "c => { const r = c.getBoundingClientRect();"
-        " return [r.left, r.top, r.width / c.width, r.height / c.height]; }")
+        selector,
+        "c => { const r = c.getBoundingClientRect();"
+        " return [r.left, r.top, r.width / c.width, r.height / c.height]; }",
+    )
     return tuple(box)  # type: ignore[return-value]
 
 
-def drag(page, start_xy: tuple[float, float], end_xy: tuple[float, float], *,
-         steps: int = 8, selector: str = CANVAS, release: bool = True) -> None:
+def drag(
+    page,
+    start_xy: tuple[float, float],
+    end_xy: tuple[float, float],
+    *,
+    steps: int = 8,
+    selector: str = CANVAS,
+    release: bool = True,
+) -> None:
     """Drag with the real mouse between two canvas-pixel positions."""
     left, top, sx, sy = canvas_origin(page, selector)
     page.mouse.move(float(left + start_xy[0] * sx), float(top + start_xy[1] * sy))
@@ -249,13 +276,27 @@ def drag(page, start_xy: tuple[float, float], end_xy: tuple[float, float], *,
         page.mouse.up()
 
 
-def wait_for_change(page, before: np.ndarray, region: tuple[slice, slice], *,
-                    timeout_s: float = 30, selector: str = CANVAS) -> np.ndarray:
-    """Poll the canvas until pixels in ``region`` (rows, cols) differ from ``before``."""
+def wait_for_change(
+    page,
+    before: np.ndarray,
+    region: tuple[slice, slice] | np.ndarray,
+    *,
+    timeout_s: float = 30,
+    selector: str = CANVAS,
+    min_fraction: float = 0.0,
+) -> np.ndarray:
+    """Poll the canvas until pixels in ``region`` differ from ``before``.
+
+    Args:
+        region: (rows, cols) slices or a boolean mask of the canvas.
+        min_fraction: Wait until more than this fraction of the region's pixels changed
+            (0: any pixel), e.g. to tell a filled mask from a rubber band crossing it.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         now = canvas_pixels(page, selector)
-        if np.any(now[region] != before[region]):
+        changed = np.any(now[..., :3] != before[..., :3], axis=-1)[region]
+        if changed.size and changed.mean() > min_fraction and changed.any():
             return now
         if time.monotonic() > deadline:
             raise TimeoutError(f"the canvas did not change within {timeout_s} s")
