@@ -179,6 +179,43 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_everything(args: argparse.Namespace) -> int:
+    import tifffile
+
+    from sam_viz.everything import MaskGenerator
+    from sam_viz.io import read_image
+
+    image = read_image(args.image)
+    predictor = _load_predictor(args)
+    overrides = {}
+    if args.tile_size is not None:
+        overrides["tile_size"] = args.tile_size
+    if args.halo is not None:
+        overrides["halo"] = args.halo
+    if args.tiling is not None:
+        overrides["tiling"] = args.tiling == "on"
+    if args.prompts is not None:
+        overrides["prompts"] = args.prompts
+    if args.crop_layers is not None:
+        overrides["crop_n_layers"] = args.crop_layers
+    generator = MaskGenerator(predictor, **overrides)
+    bar = _Progress(f"segmenting {Path(args.image).name}")
+    try:
+        result = generator.generate(image, progress=bar)
+    finally:
+        bar.close()
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(out, result.labels)
+    table = Path(args.table) if args.table else out.with_name(out.stem + ".csv")
+    result.write_table(table)
+    print(
+        f"{result.num_objects} objects ({generator.scheme} prompts, {predictor.spec.name}); "
+        f"wrote {out} and {table}"
+    )
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from sam_viz.checkpoints import CheckpointError, cache_dir, embedded_checkpoint_path
 
@@ -254,6 +291,30 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--cache-dir", required=True, help="directory for the embeddings")
     model_options(emb)
     emb.set_defaults(func=cmd_embed)
+
+    every = sub.add_parser("everything", help="segment every object: a label image + table")
+    every.add_argument(
+        "image", help="image file (PNG, JPEG, TIFF) or sample:NAME (e.g. sample:coins)"
+    )
+    every.add_argument("-o", "--output", required=True, help="label image to write (.tif)")
+    every.add_argument(
+        "--table", default=None, help="object table, .csv or .json (default: next to -o, .csv)"
+    )
+    every.add_argument(
+        "--prompts",
+        choices=["auto", "boxes", "points"],
+        default=None,
+        help="prompt grid (auto: points for models trained with clicks, boxes otherwise)",
+    )
+    every.add_argument("--tiling", choices=["on", "off"], default=None, help="default: by size")
+    every.add_argument("--tile-size", type=int, default=None, help="inner tile side (pixels)")
+    every.add_argument("--halo", type=int, default=None, help="context around tiles (pixels)")
+    every.add_argument(
+        "--crop-layers", type=int, default=None, help="extra crop layers for small objects"
+    )
+    every.add_argument("--cache-dir", default=None, help="keep embeddings on disk here")
+    model_options(every)
+    every.set_defaults(func=cmd_everything)
 
     models = sub.add_parser("models", help="list model variants and where their weights are")
     models.set_defaults(func=cmd_models)

@@ -1,0 +1,372 @@
+"""Results of automatic segmentation: candidate masks, merging across tiles, label images.
+
+Conventions as in :mod:`sam_viz.instances`: boxes ``XYXY`` with exclusive ends in image
+pixels; label images are (H, W) int32 with 0 for background.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sam_viz.instances import (
+    InstanceMask,
+    mask_overlap,
+    nms,
+    paint_labels,
+    touches_window_edge,
+    union,
+)
+
+Window = tuple[int, int, int, int]
+TILE_EDGE_TOLERANCE = 1.0  # pixels: a mask this close to a tile window's inner edge is cut
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Masks found so far with their scores (all arrays have one row per mask).
+
+    Attributes:
+        masks: The masks.
+        iou: (K,) predicted IoU.
+        stability: (K,) stability score.
+        prompts: (K, 4) the prompt of each mask: a box, or a point (x, y) as (x, y, x, y).
+        window_areas: (K,) pixel area of the window each mask was decoded in.
+    """
+
+    masks: tuple[InstanceMask, ...]
+    iou: np.ndarray
+    stability: np.ndarray
+    prompts: np.ndarray
+    window_areas: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Candidates:
+        """No masks."""
+        zeros = np.zeros(0, dtype=np.float32)
+        return cls((), zeros, zeros, np.zeros((0, 4)), np.zeros(0))
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+    @property
+    def boxes(self) -> np.ndarray:
+        """(K, 4) int64 boxes of the masks."""
+        return np.array([m.box_xyxy for m in self.masks], dtype=np.int64).reshape(-1, 4)
+
+    @property
+    def nms_boxes(self) -> np.ndarray:
+        """(K, 4) boxes as first and last pixel indices, as NMS compares them.
+
+        SAM's reference generator measures box overlap on pixel-index corners; doing the
+        same keeps our NMS decisions identical to its.
+        """
+        return self.boxes - np.array([0, 0, 1, 1])
+
+    def extend(
+        self,
+        masks_and_stability: tuple[Sequence[InstanceMask | None], np.ndarray],
+        iou: np.ndarray,
+        prompts: np.ndarray,
+    ) -> Candidates:
+        """These candidates plus new ones; masks given as None are left out."""
+        masks, stability = masks_and_stability
+        keep = [i for i, m in enumerate(masks) if m is not None]
+        prompts = np.asarray(prompts, dtype=np.float64)
+        if prompts.shape[1] == 2:
+            prompts = np.concatenate([prompts, prompts], axis=1)
+        new = Candidates(
+            tuple(masks[i] for i in keep),  # type: ignore[misc]
+            np.asarray(iou, dtype=np.float32)[keep],
+            np.asarray(stability, dtype=np.float32)[keep],
+            prompts[keep],
+            np.zeros(len(keep)),
+        )
+        return self.concat(new)
+
+    def concat(self, other: Candidates) -> Candidates:
+        """These candidates followed by ``other``'s."""
+        return Candidates(
+            self.masks + other.masks,
+            np.concatenate([self.iou, other.iou]),
+            np.concatenate([self.stability, other.stability]),
+            np.concatenate([self.prompts.reshape(-1, 4), other.prompts.reshape(-1, 4)]),
+            np.concatenate([self.window_areas, other.window_areas]),
+        )
+
+    def subset(self, indices: np.ndarray | Sequence[int]) -> Candidates:
+        """The candidates at ``indices``, in that order."""
+        index = np.asarray(indices, dtype=np.int64).reshape(-1)
+        return Candidates(
+            tuple(self.masks[i] for i in index),
+            self.iou[index],
+            self.stability[index],
+            self.prompts.reshape(-1, 4)[index],
+            self.window_areas[index],
+        )
+
+    def with_masks(self, masks: Sequence[InstanceMask]) -> Candidates:
+        """The same candidates with their masks replaced."""
+        return Candidates(tuple(masks), self.iou, self.stability, self.prompts, self.window_areas)
+
+    def shifted(self, dx: int, dy: int, window: Window) -> Candidates:
+        """Masks and prompts moved from window to image pixels; remembers the window's area."""
+        x0, y0, x1, y1 = window
+        return Candidates(
+            tuple(m.shifted(dx, dy) for m in self.masks),
+            self.iou,
+            self.stability,
+            self.prompts.reshape(-1, 4) + np.array([dx, dy, dx, dy]),
+            np.full(len(self.masks), float((x1 - x0) * (y1 - y0))),
+        )
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """Everything a :class:`~sam_viz.everything.MaskGenerator` found in an image.
+
+    Attributes:
+        labels: (H, W) int32 label image; 0 is background. Smaller objects lie on top of
+            larger ones where masks overlap.
+        masks: Every kept mask (they may overlap), in the generator's order.
+        predicted_iou: (K,) the model's predicted IoU of each mask.
+        stability_score: (K,) stability score of each mask.
+        prompts: (K, 4) the prompt of each mask (a box, or a point as (x, y, x, y)).
+        mask_labels: (K,) the label each mask has in :attr:`labels`, 0 where it was left out
+            (mostly hidden under smaller objects).
+    """
+
+    labels: np.ndarray
+    masks: tuple[InstanceMask, ...]
+    predicted_iou: np.ndarray
+    stability_score: np.ndarray
+    prompts: np.ndarray
+    mask_labels: np.ndarray
+
+    @property
+    def num_objects(self) -> int:
+        """Number of objects in :attr:`labels`."""
+        return int(np.count_nonzero(self.mask_labels))
+
+    def table(self) -> list[dict[str, float | int]]:
+        """One row per object of :attr:`labels`, by label.
+
+        Columns: ``label``, ``area`` (visible pixels), ``x0, y0, x1, y1`` (box of the visible
+        pixels, exclusive ends), ``centroid_x``, ``centroid_y``, ``predicted_iou``,
+        ``stability_score``, ``mask_area`` (pixels of the whole mask).
+        """
+        from scipy import ndimage
+
+        count = int(self.labels.max()) if self.labels.size else 0
+        if count == 0:
+            return []
+        index = np.arange(1, count + 1)
+        areas = np.bincount(self.labels.ravel(), minlength=count + 1)[1:]
+        centroids = ndimage.center_of_mass(np.ones_like(self.labels), self.labels, index)
+        slices = ndimage.find_objects(self.labels, max_label=count)
+        by_label = {int(v): i for i, v in enumerate(self.mask_labels) if v}
+        rows = []
+        for label in index:
+            k = by_label[int(label)]
+            rows_slice, cols_slice = slices[label - 1]
+            cy, cx = centroids[label - 1]
+            rows.append(
+                {
+                    "label": int(label),
+                    "area": int(areas[label - 1]),
+                    "x0": int(cols_slice.start),
+                    "y0": int(rows_slice.start),
+                    "x1": int(cols_slice.stop),
+                    "y1": int(rows_slice.stop),
+                    "centroid_x": round(float(cx), 2),
+                    "centroid_y": round(float(cy), 2),
+                    "predicted_iou": round(float(self.predicted_iou[k]), 4),
+                    "stability_score": round(float(self.stability_score[k]), 4),
+                    "mask_area": int(self.masks[k].area),
+                }
+            )
+        return rows
+
+    def write_table(self, path: str | Path) -> Path:
+        """Write :meth:`table` as CSV (``.csv``) or JSON (any other suffix)."""
+        path = Path(path)
+        rows = self.table()
+        if path.suffix.lower() == ".csv":
+            columns = list(rows[0]) if rows else ["label", "area"]
+            with path.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(rows)
+        else:
+            path.write_text(json.dumps(rows, indent=1))
+        return path
+
+
+def to_segmentation(
+    candidates: Candidates, shape_hw: tuple[int, int], min_visible_fraction: float = 0.5
+) -> Segmentation:
+    """Paint candidates into a label image, largest first, so small objects stay on top.
+
+    A mask left with less than ``min_visible_fraction`` of its pixels visible is mostly
+    made of smaller objects (for example a mask covering two touching cells found on their
+    own too) and is left out. Labels are numbered 1.. by decreasing area.
+    """
+    count = len(candidates)
+    areas = np.array([m.area for m in candidates.masks], dtype=np.int64)
+    order = np.argsort(-areas, kind="stable")
+    labels = paint_labels(shape_hw, candidates.masks, order)
+    visible = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    keep = visible >= min_visible_fraction * areas[order]
+    keep &= visible > 0
+    if not keep.all():
+        labels = paint_labels(shape_hw, candidates.masks, order[keep])
+    mask_labels = np.zeros(count, dtype=np.int32)
+    mask_labels[order[keep]] = np.arange(1, int(keep.sum()) + 1)
+    return Segmentation(
+        labels,
+        candidates.masks,
+        candidates.iou,
+        candidates.stability,
+        candidates.prompts,
+        mask_labels,
+    )
+
+
+def _inside(boxes: np.ndarray, region: Window) -> np.ndarray:
+    """Whether each box's centre lies in a region (start inclusive, end exclusive)."""
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2
+    x0, y0, x1, y1 = region
+    return (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)
+
+
+def _pixels_in(mask: InstanceMask, window: Window) -> int:
+    mx0, my0, mx1, my1 = mask.box_xyxy
+    x0, y0, x1, y1 = (
+        max(mx0, window[0]),
+        max(my0, window[1]),
+        min(mx1, window[2]),
+        min(my1, window[3]),
+    )
+    if x1 <= x0 or y1 <= y0:
+        return 0
+    return int(np.count_nonzero(mask.crop[y0 - my0 : y1 - my0, x0 - mx0 : x1 - mx0]))
+
+
+def merge_tiles(
+    per_tile: Sequence[tuple[Window, Window | None, Candidates]],
+    shape_hw: tuple[int, int],
+    nms_thresh: float,
+) -> Candidates:
+    """Join the objects found in overlapping tiles into one set, each object once.
+
+    * A mask that does not reach its tile window's inner edges is complete. Complete masks
+      of all tiles go through one NMS in which the tile that owns a mask's centre wins.
+    * A mask cut by its window's edge (an object larger than the halo) is a fragment.
+      Fragments mostly covered by a complete mask are dropped; the others are joined with
+      the fragments of neighbouring tiles they overlap, and their union is one object.
+
+    Args:
+        per_tile: (window, inner region, candidates in image pixels) per tile.
+        shape_hw: (H, W) of the image.
+        nms_thresh: Box IoU above which two complete masks are the same object.
+
+    Returns:
+        The merged candidates.
+    """
+    complete, fragments, fragment_windows, priority = [], [], [], []
+    for window, inner, found in per_tile:
+        if not len(found):
+            continue
+        boxes = found.boxes
+        cut = touches_window_edge(boxes, window, shape_hw, TILE_EDGE_TOLERANCE)
+        owned = _inside(boxes, inner) if inner is not None else np.ones(len(found), bool)
+        whole = np.flatnonzero(~cut)
+        complete.append(found.subset(whole))
+        priority.append(owned[whole].astype(np.float64))
+        cut_rows = np.flatnonzero(cut)
+        fragments.append(found.subset(cut_rows))
+        fragment_windows += [window] * len(cut_rows)
+    merged = Candidates.empty()
+    for part in complete:
+        merged = merged.concat(part)
+    if len(merged):
+        scores = 2.0 * np.concatenate(priority) + merged.iou
+        merged = merged.subset(np.sort(nms(merged.nms_boxes, scores, nms_thresh)))
+    pieces = Candidates.empty()
+    for part in fragments:
+        pieces = pieces.concat(part)
+    if not len(pieces):
+        return merged
+    return merged.concat(_join_fragments(pieces, fragment_windows, merged))
+
+
+def _join_fragments(
+    pieces: Candidates, windows: Sequence[Window], complete: Candidates
+) -> Candidates:
+    """Union fragments that overlap across tiles; drop those explained by complete masks."""
+    covered = np.zeros(len(pieces), dtype=bool)
+    boxes = pieces.boxes
+    complete_boxes = complete.boxes
+    for i, piece in enumerate(pieces.masks):
+        near: np.ndarray | list[int] = (
+            np.flatnonzero(
+                (complete_boxes[:, 0] < boxes[i, 2])
+                & (complete_boxes[:, 2] > boxes[i, 0])
+                & (complete_boxes[:, 1] < boxes[i, 3])
+                & (complete_boxes[:, 3] > boxes[i, 1])
+            )
+            if len(complete)
+            else []
+        )
+        overlap = sum(mask_overlap(piece, complete.masks[j]) for j in near)
+        covered[i] = overlap >= 0.5 * piece.area
+    alive = [int(i) for i in np.flatnonzero(~covered)]
+    parent = {i: i for i in alive}
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a_pos, a in enumerate(alive):
+        for b in alive[a_pos + 1 :]:
+            if windows[a] == windows[b]:
+                continue
+            shared = (
+                max(windows[a][0], windows[b][0]),
+                max(windows[a][1], windows[b][1]),
+                min(windows[a][2], windows[b][2]),
+                min(windows[a][3], windows[b][3]),
+            )
+            if shared[2] <= shared[0] or shared[3] <= shared[1]:
+                continue
+            inter = mask_overlap(pieces.masks[a], pieces.masks[b])
+            if not inter:
+                continue
+            smaller = min(_pixels_in(pieces.masks[a], shared), _pixels_in(pieces.masks[b], shared))
+            if inter >= 0.5 * max(smaller, 1):
+                parent[root(a)] = root(b)
+    groups: dict[int, list[int]] = {}
+    for i in alive:
+        groups.setdefault(root(i), []).append(i)
+    joined = Candidates.empty()
+    for members in groups.values():
+        group = pieces.subset(members)
+        mask = union(group.masks) if len(members) > 1 else group.masks[0]
+        joined = joined.concat(
+            Candidates(
+                (mask,),
+                np.array([group.iou.mean()], dtype=np.float32),
+                np.array([group.stability.min()], dtype=np.float32),
+                group.prompts[:1],
+                group.window_areas[:1],
+            )
+        )
+    return joined

@@ -1,0 +1,374 @@
+"""Segment everything: batched decoding, prompt grids, mask operations, the generator."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from sam_viz.batch_decoder import BatchDecoder
+from sam_viz.everything import EverythingSettings, MaskGenerator, box_grid, crop_windows, point_grid
+from sam_viz.instances import (
+    InstanceMask,
+    box_iou,
+    mask_iou,
+    masks_to_boxes,
+    nms,
+    remove_small_regions,
+    stability_scores,
+    touches_window_edge,
+)
+from sam_viz.predictor import Cancelled
+from sam_viz.segmentation import Candidates, to_segmentation
+
+
+def coin_scores(labels: np.ndarray, reference: np.ndarray) -> tuple[int, int]:
+    """(reference objects matched at IoU >= 0.8 by one label, labels covering >= 2 of them).
+
+    A label "covers" a reference object when it holds more than half of its pixels.
+    """
+    found = 0
+    for index in range(1, int(reference.max()) + 1):
+        ref = reference == index
+        ids, counts = np.unique(labels[ref], return_counts=True)
+        best = max(
+            (
+                c / np.count_nonzero(ref | (labels == j))
+                for j, c in zip(ids, counts, strict=True)
+                if j
+            ),
+            default=0.0,
+        )
+        found += best >= 0.8
+    ref_areas = np.bincount(reference.ravel())
+    merged = 0
+    for label in range(1, int(labels.max()) + 1):
+        ids, counts = np.unique(reference[labels == label], return_counts=True)
+        covered = [i for i, c in zip(ids, counts, strict=True) if i and c > 0.5 * ref_areas[i]]
+        merged += len(covered) >= 2
+    return found, merged
+
+
+# --------------------------------------------------------------------------- batch decoder
+@pytest.mark.parametrize("kind", ["points", "boxes", "both"])
+def test_batch_decoder_equals_model_decoder(tiny_predictor, kind) -> None:
+    model = tiny_predictor.model
+    torch.manual_seed(1)
+    grid = model.prompt_encoder.image_embedding_size
+    features = torch.randn(1, 256, *grid)
+    batch = 7
+    points = boxes = None
+    if kind in ("points", "both"):
+        points = (torch.rand(batch, 2, 2) * 128, torch.tensor([[1, 0]] * batch))
+    if kind in ("boxes", "both"):
+        corner = torch.rand(batch, 2) * 64
+        boxes = torch.cat([corner, corner + 20 + torch.rand(batch, 2) * 40], dim=1)
+    decoder = BatchDecoder(model)
+    with torch.inference_mode():
+        sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=None)
+        expected_masks, expected_iou = model.mask_decoder.predict_masks(
+            features, tiny_predictor._dense_pe, sparse, dense
+        )
+        prepared = decoder.prepare(features, tiny_predictor._dense_pe)
+        decoded = decoder.transformer(prepared, sparse, chunk=3)
+        masks = decoder.masks(decoded, [0, 1, 2, 3], chunk=2)
+        some = decoder.masks(decoded, [2, 0], rows=torch.tensor([5, 1]))
+    torch.testing.assert_close(decoded.iou_scores, expected_iou, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(masks, expected_masks, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(some, expected_masks[[5, 1]][:, [2, 0]], atol=1e-3, rtol=1e-4)
+
+
+def test_batch_decoder_rejects_a_batch_of_embeddings(tiny_predictor) -> None:
+    decoder = BatchDecoder(tiny_predictor.model)
+    with pytest.raises(ValueError, match=r"\(1, C, h, w\)"):
+        decoder.prepare(torch.zeros(2, 256, 8, 8), tiny_predictor._dense_pe)
+
+
+# ---------------------------------------------------------------------------- prompt grids
+def test_point_grid_is_cell_centres_row_major() -> None:
+    grid = point_grid(4)
+    assert grid.shape == (16, 2)
+    np.testing.assert_allclose(grid[:4, 0], [0.125, 0.375, 0.625, 0.875])
+    np.testing.assert_allclose(grid[:4, 1], 0.125)  # first row: y constant
+    with pytest.raises(ValueError, match="n_per_side"):
+        point_grid(0)
+
+
+def test_box_grid_covers_a_non_square_window() -> None:
+    boxes = box_grid((60, 100), [20.0], stride=0.5)
+    assert boxes.shape[1] == 4
+    assert (boxes[:, 2] - boxes[:, 0] == 20).all() and (boxes[:, 3] - boxes[:, 1] == 20).all()
+    assert boxes[:, 0].min() == 0 and boxes[:, 2].max() == 100
+    assert boxes[:, 1].min() == 0 and boxes[:, 3].max() == 60
+    cx = np.unique((boxes[:, 0] + boxes[:, 2]) / 2)
+    assert np.diff(cx).max() <= 10 + 1e-9  # stride 0.5 * side
+    several = box_grid((60, 100), [40.0, 20.0])
+    assert len(several) > len(boxes)
+    assert (several[: len(boxes)] == boxes).all()  # smallest side first
+
+
+def test_crop_windows_layers_overlap_and_cover() -> None:
+    windows = crop_windows((300, 400), 1, 512 / 1500)
+    assert windows[0] == ((0, 0, 400, 300), 0)
+    layer1 = [w for w, layer in windows if layer == 1]
+    assert len(layer1) == 4
+    covered = np.zeros((300, 400), bool)
+    for x0, y0, x1, y1 in layer1:
+        covered[y0:y1, x0:x1] = True
+        assert x1 - x0 < 400 and y1 - y0 < 300
+    assert covered.all()
+    assert layer1[0][2] > layer1[-1][0]  # neighbours overlap
+
+
+# -------------------------------------------------------------------------- mask operations
+def test_masks_to_boxes_exclusive_ends_and_empty() -> None:
+    masks = torch.zeros(2, 6, 9, dtype=torch.bool)
+    masks[0, 1:3, 4:7] = True
+    boxes = masks_to_boxes(masks)
+    assert boxes.tolist() == [[4, 1, 7, 3], [0, 0, 0, 0]]
+    mask = InstanceMask.from_full(masks[0].numpy())
+    assert mask.box_xyxy == (4, 1, 7, 3) and mask.area == 6
+    assert (mask.full((6, 9)) == masks[0].numpy()).all()
+
+
+def test_nms_keeps_best_of_overlapping_boxes() -> None:
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 10]])
+    scores = np.array([0.5, 0.9, 0.3, 0.5])
+    keep = nms(boxes, scores, 0.5)
+    assert keep.tolist() == [1, 2]
+    assert nms(boxes, scores, 1.0).tolist() == [1, 0, 3, 2]  # ties keep their order
+    np.testing.assert_allclose(box_iou(boxes[:1], boxes[1:2]), [[81 / 119]])
+    with pytest.raises(ValueError, match="scores"):
+        nms(boxes, scores[:2], 0.5)
+
+
+def test_stability_score_is_iou_of_shifted_cutoffs() -> None:
+    logits = torch.full((2, 4, 4), -5.0)
+    logits[0, :2] = 5.0  # sharp: 8 pixels at both cut-offs
+    logits[1, :2] = 5.0
+    logits[1, 2:] = 0.5  # 8 more pixels between the cut-offs
+    np.testing.assert_allclose(stability_scores(logits).numpy(), [1.0, 0.5])
+    assert stability_scores(torch.full((1, 3, 3), -9.0)).item() == 0.0
+
+
+def test_remove_small_regions_fills_holes_and_drops_islands() -> None:
+    mask = np.zeros((20, 20), bool)
+    mask[2:12, 2:12] = True
+    mask[6, 6] = False  # a hole
+    mask[17, 17] = True  # an island
+    cleaned, changed = remove_small_regions(mask, 5)
+    assert changed and cleaned[6, 6] and not cleaned[17, 17]
+    assert cleaned.sum() == 100
+    same, changed = remove_small_regions(cleaned, 5)
+    assert not changed and (same == cleaned).all()
+
+
+def test_touches_window_edge_ignores_image_edges() -> None:
+    boxes = np.array([[0, 10, 20, 30], [95, 10, 100, 30], [40, 40, 60, 60]])
+    near = touches_window_edge(boxes, (0, 0, 100, 100), (200, 100), tolerance=2)
+    assert near.tolist() == [False, False, False]  # x edges are the image's; y1=100 not hit
+    near = touches_window_edge(boxes, (0, 0, 100, 61), (200, 100), tolerance=2)
+    assert near.tolist() == [False, False, True]
+
+
+def _candidates(masks: list[np.ndarray], iou: list[float]) -> Candidates:
+    compact = [InstanceMask.from_full(m) for m in masks]
+    return Candidates.empty().extend(
+        (compact, np.ones(len(masks), np.float32)), np.asarray(iou), np.zeros((len(masks), 4))
+    )
+
+
+def test_label_image_puts_small_objects_on_top_and_drops_hidden_ones() -> None:
+    shape = (40, 60)
+    big = np.zeros(shape, bool)
+    big[5:35, 5:55] = True
+    left, right = np.zeros(shape, bool), np.zeros(shape, bool)
+    left[8:32, 6:30] = True
+    right[8:32, 31:54] = True
+    lone = np.zeros(shape, bool)
+    lone[0:3, 0:3] = True
+    seg = to_segmentation(_candidates([left, big, right, lone], [0.9, 0.95, 0.9, 0.9]), shape)
+    # "big" is mostly covered by the two halves: it is left out of the label image.
+    assert seg.num_objects == 3
+    assert seg.mask_labels.tolist()[1] == 0
+    assert set(np.unique(seg.labels)) == {0, 1, 2, 3}
+    assert (seg.labels[left] == seg.mask_labels[0]).all()
+    table = seg.table()
+    assert [row["label"] for row in table] == [1, 2, 3]
+    row = table[seg.mask_labels[0] - 1]
+    assert row["area"] == left.sum() and (row["x0"], row["y0"], row["x1"], row["y1"]) == (
+        6,
+        8,
+        30,
+        32,
+    )
+    assert mask_iou(seg.masks[0], InstanceMask.from_full(left)) == 1.0
+
+
+def test_table_files(tmp_path) -> None:
+    shape = (10, 12)
+    mask = np.zeros(shape, bool)
+    mask[2:5, 3:9] = True
+    seg = to_segmentation(_candidates([mask], [0.9]), shape)
+    csv_text = seg.write_table(tmp_path / "objects.csv").read_text().splitlines()
+    assert csv_text[0].startswith("label,area,x0,y0,x1,y1")
+    assert csv_text[1].startswith("1,18,3,2,9,5")
+    import json
+
+    rows = json.loads(seg.write_table(tmp_path / "objects.json").read_text())
+    assert rows[0]["area"] == 18 and rows[0]["predicted_iou"] == pytest.approx(0.9)
+
+
+# ------------------------------------------------------------------------------ generator
+def test_generator_settings_are_checked(tiny_predictor) -> None:
+    with pytest.raises(ValueError, match="Unknown setting"):
+        MaskGenerator(tiny_predictor, points_per_sid=8)
+    with pytest.raises(ValueError, match="pred_iou_thresh"):
+        MaskGenerator(tiny_predictor, pred_iou_thresh=1.5)
+    with pytest.raises(ValueError, match="prompts"):
+        MaskGenerator(tiny_predictor, prompts="clicks")
+    with pytest.raises(ValueError, match="box_sizes"):
+        MaskGenerator(tiny_predictor, box_sizes=())
+    generator = MaskGenerator(tiny_predictor, tiling=True, tile_size=32, halo=40)
+    with pytest.raises(ValueError, match="halo"):
+        generator.generate(np.zeros((64, 96), np.uint8))
+    assert EverythingSettings().validated() == EverythingSettings()
+
+
+def test_generator_scheme_follows_the_model(tiny_predictor, lite_spec) -> None:
+    assert MaskGenerator(tiny_predictor).scheme == "points"
+    assert MaskGenerator(tiny_predictor).token_indices == [1, 2, 3]
+    assert MaskGenerator(tiny_predictor, prompts="boxes").token_indices == [0]
+    assert lite_spec.trained_with_points is False
+
+
+@pytest.fixture
+def lite_spec():
+    from sam_viz.registry import MODELS
+
+    return MODELS["lite_medsam"]
+
+
+def _loose(predictor, **overrides) -> MaskGenerator:
+    """A generator that keeps the random tiny model's masks."""
+    settings = {
+        "pred_iou_thresh": 0.0,
+        "stability_score_thresh": 0.0,
+        "first_pass_iou_thresh": 0.0,
+        "points_per_side": 4,
+        "box_sizes": (64.0,),
+    }
+    settings.update(overrides)
+    return MaskGenerator(predictor, **settings)
+
+
+@pytest.mark.parametrize("scheme", ["points", "boxes"])
+def test_generator_runs_with_progress_on_a_non_square_image(tiny_predictor, scheme) -> None:
+    image = np.random.default_rng(0).integers(0, 255, (96, 64), dtype=np.uint8)
+    generator = _loose(tiny_predictor, prompts=scheme)
+    calls: list[tuple[int, int]] = []
+    before = tiny_predictor.embedding
+    result = generator.generate(image, progress=lambda d, t: calls.append((d, t)))
+    assert result.labels.shape == (96, 64) and result.labels.dtype == np.int32
+    assert len(result.masks) == len(result.predicted_iou) == len(result.mask_labels)
+    assert calls and calls[-1][0] == calls[-1][1]
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert tiny_predictor.embedding is before  # the front end's image is left alone
+    for mask, label in zip(result.masks, result.mask_labels, strict=True):
+        x0, y0, x1, y1 = mask.box_xyxy
+        assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 96
+        if label:
+            assert (result.labels == label).sum() <= mask.area
+
+
+def test_generator_cancel(tiny_predictor) -> None:
+    cancel = threading.Event()
+    generator = _loose(tiny_predictor)
+    image = np.zeros((64, 64), np.uint8)
+
+    def progress(done: int, total: int) -> None:
+        cancel.set()
+
+    with pytest.raises(Cancelled):
+        generator.generate(image, progress=progress, cancel=cancel)
+
+
+def test_generator_crop_layers_add_windows(tiny_predictor) -> None:
+    image = np.random.default_rng(1).integers(0, 255, (80, 100), dtype=np.uint8)
+    steps: list[tuple[int, int]] = []
+    _loose(tiny_predictor, crop_n_layers=1).generate(
+        image, progress=lambda d, t: steps.append((d, t))
+    )
+    # 5 windows (whole image + 2x2 crops), each: 1 embedding + 1 batch of 16 points.
+    assert steps[-1] == (10, 10)
+
+
+# ---------------------------------------------------------------------------- real model
+@pytest.mark.slow
+def test_coins_are_found_one_by_one(lite_predictor, coins, coins_reference) -> None:
+    result = MaskGenerator(lite_predictor).generate(coins)
+    found, merged = coin_scores(result.labels, coins_reference)
+    assert found >= 20, f"only {found} of 24 coins found at IoU >= 0.8"
+    assert merged == 0, f"{merged} objects cover two coins"
+    assert result.num_objects <= 30
+
+
+# ---------------------------------------------------------------------------- command line
+def test_cli_everything_writes_labels_and_table(
+    tmp_path, tiny_model, tiny_spec, monkeypatch, capsys
+):
+    import tifffile
+
+    from sam_viz import cli
+    from sam_viz.predictor import Predictor
+
+    monkeypatch.setattr(
+        cli, "_load_predictor", lambda args: Predictor(tiny_model, tiny_spec, device="cpu")
+    )
+    image = np.random.default_rng(0).integers(0, 60000, (96, 64), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "cells.tif", image)
+    code = cli.main(
+        [
+            "everything",
+            str(tmp_path / "cells.tif"),
+            "-o",
+            str(tmp_path / "out" / "labels.tif"),
+            "--prompts",
+            "points",
+            "--tiling",
+            "off",
+        ]
+    )
+    assert code == 0
+    labels = tifffile.imread(tmp_path / "out" / "labels.tif")
+    assert labels.shape == (96, 64) and labels.dtype == np.int32
+    header = (tmp_path / "out" / "labels.csv").read_text().splitlines()[0]
+    assert header.startswith("label,area") or header == "label,area"
+    assert "objects (points prompts, tiny_test)" in capsys.readouterr().out
+
+
+def test_cli_everything_bad_tiling_exits_2(tmp_path, tiny_model, tiny_spec, monkeypatch, capsys):
+    from sam_viz import cli
+    from sam_viz.predictor import Predictor
+
+    monkeypatch.setattr(
+        cli, "_load_predictor", lambda args: Predictor(tiny_model, tiny_spec, device="cpu")
+    )
+    code = cli.main(
+        [
+            "everything",
+            "sample:coins",
+            "-o",
+            str(tmp_path / "l.tif"),
+            "--tiling",
+            "on",
+            "--tile-size",
+            "64",
+            "--halo",
+            "80",
+        ]
+    )
+    assert code == 2
+    assert "halo" in capsys.readouterr().err
