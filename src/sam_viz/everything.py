@@ -314,10 +314,7 @@ class MaskGenerator:
         else:
             scale = max(height, width) / self.predictor.spec.image_size
             sides = sorted((s * scale for s in self.settings.box_sizes), reverse=True)
-            groups = []
-            for side in sides:
-                boxes = box_grid((height, width), [side], self.settings.box_stride)
-                groups += _phases(boxes) if self.settings.skip_covered else [boxes]
+            groups = [box_grid((height, width), [side], self.settings.box_stride) for side in sides]
         if inner is not None:  # a tile: prompt only where objects it owns can be
             ix0, iy0, ix1, iy1 = inner
             margin = 0.05 * max(height, width)
@@ -465,16 +462,3 @@ class _Ticker:
             self.done = done
             if self.progress is not None:
                 self.progress(self.done, self.total)
-
-
-def _phases(boxes: np.ndarray) -> list[np.ndarray]:
-    """Split a grid of boxes into 4 interleaved sub-grids (every other row and column).
-
-    Decoded one after the other, later sub-grids can skip boxes centred on objects the
-    earlier ones found; the first sub-grid alone already covers the window.
-    """
-    xy = prompt_centres(boxes)
-    col = np.searchsorted(np.unique(xy[:, 0]), xy[:, 0]) % 2
-    row = np.searchsorted(np.unique(xy[:, 1]), xy[:, 1]) % 2
-    phase = 2 * row + col
-    return [boxes[phase == p] for p in (0, 3, 1, 2) if np.any(phase == p)]

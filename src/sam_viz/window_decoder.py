@@ -29,7 +29,7 @@ from sam_viz.predictor import Predictor
 from sam_viz.segmentation import Candidates
 
 # Patch side for local decoding, as a multiple of the box side; and the smallest patch.
-LOCAL_CONTEXT = 2.5
+LOCAL_CONTEXT = 3.0
 MIN_LOCAL_TOKENS = 8
 # Logit given to low-res pixels outside a local patch (far below any mask cut-off).
 OUTSIDE_LOGIT = -40.0
@@ -114,7 +114,7 @@ class WindowDecoder:
         model_boxes = frame.boxes_to_model(boxes) / token_px  # in embedding cells
         side = float(np.max(model_boxes[:, 2:] - model_boxes[:, :2]))
         patch = min(max(grid_h, grid_w), max(MIN_LOCAL_TOKENS, math.ceil(LOCAL_CONTEXT * side)))
-        step = max(1, patch // 4)
+        step = max(1, patch // 2)
         centres = (model_boxes[:, :2] + model_boxes[:, 2:]) / 2
         col0 = np.clip(
             np.round((centres[:, 0] - patch / 2) / step) * step, 0, max(grid_w - patch, 0)
