@@ -407,23 +407,34 @@ class BatchDecoder:
         )  # (R, T, C/8)
         height, width = decoded.grid
         c1, c2 = self._up_channels
-        out = []
+        tokens = height * width
+        out = hyper.new_empty((len(row_list), len(index), 4 * height, 4 * width))
+        # Work buffers reused by every chunk: fresh large buffers cost page faults.
+        rows_max = min(chunk, len(row_list))
+        first = hyper.new_empty((rows_max * tokens, self._up1.shape[1]))
+        second = hyper.new_empty((rows_max * tokens * 4, self._up2.shape[1]))
         for start in range(0, len(row_list), chunk):
             x = decoded.image_rows(row_list[start : start + chunk])
             b = x.shape[0]
-            y = torch.addmm(self._up1_bias, x.reshape(-1, x.shape[-1]), self._up1)
-            y = self._act1(
-                F.layer_norm(
-                    y.view(-1, c1), (c1,), self._norm.weight, self._norm.bias, self._norm.eps
-                )
+            y1 = torch.addmm(
+                self._up1_bias, x.reshape(-1, x.shape[-1]), self._up1, out=first[: b * tokens]
             )
-            y = self._act2(torch.addmm(self._up2_bias, y, self._up2))  # (b*M*4, 4*c2)
-            y = y.view(b, -1, c2)  # pixels ordered (i, j, a, c, a2, c2)
-            logits = y @ hyper[start : start + chunk].mT  # (b, M*16, T)
+            y1 = F.layer_norm(
+                y1.view(-1, c1), (c1,), self._norm.weight, self._norm.bias, self._norm.eps
+            )
+            y1 = _activate(self._act1, y1)
+            y2 = torch.addmm(self._up2_bias, y1, self._up2, out=second[: b * tokens * 4])
+            y2 = _activate(self._act2, y2).view(b, -1, c2)  # pixels (i, j, a, c, a2, c2)
+            logits = y2 @ hyper[start : start + chunk].mT  # (b, M*16, T)
             logits = logits.view(b, height, width, 2, 2, 2, 2, -1)
-            logits = logits.permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(b, -1, 4 * height, 4 * width)
-            out.append(logits)
-        if not out:
-            side = (4 * height, 4 * width)
-            return decoded.tokens.new_zeros((0, len(index), *side))
-        return torch.cat(out)
+            out[start : start + b] = logits.permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(
+                b, -1, 4 * height, 4 * width
+            )
+        return out
+
+
+def _activate(activation: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply an activation module, in place when it is a GELU (x is a scratch buffer)."""
+    if isinstance(activation, nn.GELU):
+        return torch.ops.aten.gelu_(x, approximate=activation.approximate)
+    return activation(x)
