@@ -235,6 +235,8 @@ def test_generator_settings_are_checked(tiny_predictor) -> None:
     with pytest.raises(ValueError, match="halo"):
         generator.generate(np.zeros((64, 96), np.uint8))
     assert EverythingSettings().validated() == EverythingSettings()
+    with pytest.raises(ValueError, match="accepted shapes"):
+        MaskGenerator(tiny_predictor).generate(np.zeros((2, 3, 8, 8)))
 
 
 def test_generator_scheme_follows_the_model(tiny_predictor, lite_spec) -> None:

@@ -128,6 +128,10 @@ def test_tiled_prediction_pastes_into_the_whole_image(tiny_predictor) -> None:
         embedding=WindowedImage(image).embed(tiny_predictor, (x0, y0, x1, y1)),
     )
     assert np.array_equal(result.masks[:, y0:y1, x0:x1], local.masks)
+    with pytest.raises(ValueError, match="4 finite numbers"):
+        tiled.predict([70, 20, 100])
+    with pytest.raises(ValueError, match="Points must lie"):
+        tiled.predict([70, 20, 100, 50], points_xy=[[190, 110]])
     # A box wider than any tile window gets a window of its own that holds it.
     wx0, wy0, wx1, wy1 = tiled.window_for([10, 10, 190, 100])
     assert wx0 <= 10 and wy0 <= 10 and wx1 >= 190 and wy1 >= 100

@@ -34,6 +34,7 @@ from sam_viz.batch_decoder import BatchDecoder
 from sam_viz.cache import ImageEmbedding
 from sam_viz.grids import box_grid, crop_windows, point_grid
 from sam_viz.grids import centres as prompt_centres
+from sam_viz.image import Contrast
 from sam_viz.instances import (
     InstanceMask,
     mask_nms,
@@ -241,7 +242,7 @@ class MaskGenerator:
         self,
         image: object,
         *,
-        contrast: str = "auto",
+        contrast: Contrast = "auto",
         percentiles: tuple[float, float] = (0.5, 99.5),
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
@@ -259,7 +260,7 @@ class MaskGenerator:
         Returns:
             The label image, the masks and a table of the objects.
         """
-        source = WindowedImage(image, contrast=contrast, percentiles=percentiles)  # type: ignore[arg-type]
+        source = WindowedImage(image, contrast=contrast, percentiles=percentiles)
         shape = source.shape
         grid = self.tile_grid(shape)
         jobs: list[tuple[Window, int, Window | None]]

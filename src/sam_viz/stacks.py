@@ -109,7 +109,7 @@ class StackImages:
                 span = high - low if high > low else 1.0
                 scaled = np.clip((plane.astype(np.float32) - low) / span, 0.0, 1.0)
                 self._slices[index] = WindowedImage(np.nan_to_num(scaled), contrast="none")
-            if len(self._slices) > 16:  # keep memory bounded on long stacks
+            if len(self._slices) > 4:  # keep memory bounded on long stacks
                 self._slices.pop(next(iter(self._slices)))
         return self._slices[index]
 

@@ -328,6 +328,9 @@ class TiledImage:
         Returns:
             A :class:`~sam_viz.predictor.Prediction` with masks of the whole image's shape;
             its ``low_res_logits`` are in the frame of the window used (:meth:`window_for`).
+
+        Raises:
+            ValueError: For a malformed box, or points outside the box's window.
         """
         window = self.window_for(box_xyxy)
         x0, y0, x1, y1 = window
@@ -335,6 +338,11 @@ class TiledImage:
         points = None
         if points_xy is not None:
             points = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2) - offset
+            if ((points < 0) | (points > [x1 - x0, y1 - y0])).any():
+                raise ValueError(
+                    f"Points must lie in the window {window} the box is answered in; "
+                    "give points on or near the boxed object."
+                )
         local = self.predictor.predict(
             points_xy=points,
             point_labels=point_labels,
