@@ -24,7 +24,8 @@ from sam_viz.prompts import CANDIDATE_NAMES
 KEYS_HELP = (
     "Keys (in the SAM layers): 1/2/3 choose subpart/part/whole, C commits, N toggles "
     "negative points; Shift+click adds a negative point; R draws a box, P a polygon, "
-    "E an ellipse in the boxes layer. Ctrl+Z in the objects layer undoes a commit."
+    "E an ellipse in the boxes layer. Shift+P (also in the objects layer) propagates the "
+    "selected object through the stack. Ctrl+Z in the objects layer undoes a commit."
 )
 
 
@@ -106,6 +107,34 @@ class Controls(QWidget):
         actions.addWidget(self.undo_button)
         actions.addWidget(self.clear_button)
         layout.addLayout(actions)
+
+        automatic = QGroupBox("Automatic")
+        automatic_layout = QVBoxLayout(automatic)
+        buttons = QHBoxLayout()
+        self.everything_button = QPushButton("Segment everything")
+        self.everything_button.setToolTip(
+            "Find every object on the plane on screen, into the 'SAM everything' layer."
+        )
+        self.propagate_button = QPushButton("Propagate (Shift+P)")
+        self.propagate_button.setToolTip(
+            "Carry the object selected in 'SAM objects' from this slice to the neighbouring "
+            "slices of the stack, until it ends."
+        )
+        buttons.addWidget(self.everything_button)
+        buttons.addWidget(self.propagate_button)
+        automatic_layout.addLayout(buttons)
+        task = QHBoxLayout()
+        self.task_progress = QProgressBar()
+        self.task_progress.setRange(0, 1000)
+        self.task_progress.setValue(0)
+        self.task_progress.setFormat("no task running")
+        self.task_progress.setTextVisible(True)
+        self.task_cancel_button = QPushButton("Cancel")
+        self.task_cancel_button.setEnabled(False)
+        task.addWidget(self.task_progress, 1)
+        task.addWidget(self.task_cancel_button)
+        automatic_layout.addLayout(task)
+        layout.addWidget(automatic)
 
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)

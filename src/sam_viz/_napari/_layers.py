@@ -1,9 +1,12 @@
-"""The plugin's napari layers: prompt layers, candidate layers and the objects layer.
+"""The plugin's napari layers: prompt layers, candidate layers, the objects layer and the
+"segment everything" layer.
 
 Prompt layers share the image layer's number of dimensions, scale and translate, so a point
 drawn over a pixel lands on that pixel. Candidate layers are 2-D (one plane); the objects
-layer has the image's full (non-channel) shape and records every commit in napari's undo
-history, so Ctrl+Z on it (or the widget's Undo) restores it exactly.
+layer has the image's full (non-channel) shape and records every commit (and every
+propagation through a stack) in napari's undo history, so Ctrl+Z on it (or the widget's
+Undo) restores it exactly. The everything layer has the same shape as the objects layer and
+holds the automatic segmentation of the planes it was run on; it never touches the objects.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from napari.utils.colormaps import DirectLabelColormap
 from sam_viz._napari._slicing import Plane, plane_geometry
 from sam_viz.objects import commit_pixels, next_label
 from sam_viz.render import CANDIDATE_COLORS
+from sam_viz.segmentation import Segmentation
 
 POINTS_NAME = "SAM points"
 SHAPES_NAME = "SAM boxes"
 OBJECTS_NAME = "SAM objects"
+EVERYTHING_NAME = "SAM everything"
 POINT_COLORS = {"positive": "lime", "negative": "red"}
 OBJECTS_DTYPE = np.uint32
 
@@ -90,12 +95,12 @@ def make_candidate_layer(image: Image, name: str) -> Labels:
     )
 
 
-def make_objects_layer(image: Image) -> Labels:
-    """An empty objects Labels layer with the image's shape (channels excluded)."""
+def make_objects_layer(image: Image, name: str = OBJECTS_NAME) -> Labels:
+    """An empty Labels layer named ``name`` with the image's shape (channels excluded)."""
     leading, image_hw = plane_geometry(image.data.shape, image.rgb)
     return Labels(
         np.zeros((*leading, *image_hw), dtype=OBJECTS_DTYPE),
-        name=OBJECTS_NAME,
+        name=name,
         opacity=0.6,
         **_placement(image, image.ndim),
     )
@@ -128,19 +133,25 @@ def fits_image(layer: Labels, image: Image) -> bool:
     return tuple(layer.data.shape) == (*leading, *image_hw)
 
 
-def objects_layer_for(viewer: object, image: Image, current: Labels | None) -> Labels:
-    """The objects layer for ``image``: ``current`` if it fits, else an existing layer named
-    like one, else a new one inserted just above the image."""
+def objects_layer_for(
+    viewer: object,
+    image: Image,
+    current: Labels | None,
+    name: str = OBJECTS_NAME,
+    *,
+    create: bool = True,
+) -> Labels | None:
+    """The objects layer (or, with another ``name``, the everything layer) for ``image``:
+    ``current`` if it fits, else an existing layer named like one, else a new one inserted
+    just above the image (None instead when ``create`` is False)."""
     if current is not None and current in viewer.layers and fits_image(current, image):  # type: ignore[attr-defined]
         return current
     for layer in viewer.layers:  # type: ignore[attr-defined]
-        if (
-            isinstance(layer, Labels)
-            and layer.name.startswith(OBJECTS_NAME)
-            and fits_image(layer, image)
-        ):
+        if isinstance(layer, Labels) and layer.name.startswith(name) and fits_image(layer, image):
             return layer
-    layer = make_objects_layer(image)
+    if not create:
+        return None
+    layer = make_objects_layer(image, name)
     viewer.layers.insert(viewer.layers.index(image) + 1, layer)  # type: ignore[attr-defined]
     return layer
 
@@ -190,6 +201,80 @@ def commit_objects(
             index = tuple(np.full(flat.size, i, dtype=np.intp) for i in plane) + rows_cols
             objects.data_setitem(index, used, refresh=False)
             written.append(used)
+    objects.refresh()
+    return written
+
+
+def show_everything(layer: Labels, plane: Plane, segmentation: Segmentation) -> list[int]:
+    """Put an automatic segmentation of one plane into the everything layer.
+
+    The plane's previous content is replaced; on a stack, the new ids follow the largest id
+    in the layer, so objects of different planes never share an id. Each object's row of
+    :meth:`Segmentation.table` becomes a row of ``layer.features`` (its ``index`` column is
+    the object's id in the layer, ``plane`` the plane it was found on).
+
+    Args:
+        layer: The everything layer (the image's shape, channels excluded).
+        plane: Leading indices of the plane (``()`` for 2-D).
+        segmentation: What :class:`~sam_viz.everything.MaskGenerator` found on that plane.
+
+    Returns:
+        The ids of the objects written.
+    """
+    found = np.asarray(segmentation.labels)
+    offset = int(layer.data.max()) if plane else 0
+    ids = np.where(found > 0, found.astype(np.int64) + offset, 0)
+    if plane:
+        layer.data[plane] = ids
+    else:
+        layer.data[...] = ids
+    present = set(np.unique(layer.data).tolist())
+    rows = [
+        {**row, "index": int(row["label"]) + offset, "plane": str(plane)}
+        for row in segmentation.table()
+    ]
+    old = layer.features
+    if "index" in old and "plane" in old:
+        old = old[old["index"].isin(present) & (old["plane"] != str(plane))]
+    else:
+        old = pd.DataFrame()
+    layer.features = pd.concat([old, pd.DataFrame(rows)], ignore_index=True)
+    layer.refresh()
+    return [int(row["index"]) for row in rows]
+
+
+def write_propagation(
+    objects: Labels, prefix: Plane, masks: np.ndarray, label: int, start: int
+) -> list[int]:
+    """Write an object propagated through a stack into the objects layer, as one undo step.
+
+    Only background pixels (and the object's own) are written: other objects are never
+    overwritten. The start slice, where the object was committed, is left as it is; pixels
+    the object already had on other slices are kept.
+
+    Args:
+        objects: The objects Labels layer.
+        prefix: Leading indices before the stack axis (``()`` for a (Z, H, W) image).
+        masks: (Z, H, W) bool, the object on each slice of the stack.
+        label: The object's id.
+        start: The slice the object was propagated from.
+
+    Returns:
+        The slices on which pixels were written.
+    """
+    written: list[int] = []
+    with objects.block_history():
+        for index in np.flatnonzero(masks.reshape(len(masks), -1).any(axis=1)):
+            if index == start:
+                continue
+            plane = (*prefix, int(index))
+            flat, used = commit_pixels(np.asarray(objects.data[plane]), masks[index], label)
+            if not flat.size:
+                continue
+            rows_cols = np.unravel_index(flat, masks.shape[1:])
+            where = tuple(np.full(flat.size, i, dtype=np.intp) for i in plane) + rows_cols
+            objects.data_setitem(where, used, refresh=False)
+            written.append(int(index))
     objects.refresh()
     return written
 

@@ -1,17 +1,18 @@
-"""The Segment Anything dock widget: prompts in, three candidates out, commit to objects.
+"""The Segment Anything dock widget: prompts in, three candidates out, commit to objects;
+segment everything on a plane, propagate an object through a stack.
 
 Threads: the UI thread reads layers and swaps layer data; loading a model
-(:class:`ModelChooser`), embedding planes (:class:`PlaneEmbedder`) and predicting run in
-workers. Predictions go through a :class:`Debouncer` and a :class:`LatestWins` scheduler,
-so a drag produces few predictions and a stale mask never replaces a newer one; results
-carry the ``context`` number they were started under and are dropped once the image, model
-or device changed.
+(:class:`ModelChooser`), embedding planes (:class:`PlaneEmbedder`), predicting, and the long
+tasks (:class:`LongTasks`: segment everything, propagate) run in workers. Predictions go
+through a :class:`Debouncer` and a :class:`LatestWins` scheduler, so a drag produces few
+predictions and a stale mask never replaces a newer one; results carry the ``context``
+number they were started under and are dropped once the image, model or device changed.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -45,8 +46,10 @@ from sam_viz._napari._slicing import (
     display_problem,
     plane_geometry,
 )
+from sam_viz._napari._tasks import LongTasks, Target
 from sam_viz._napari._workers import Failed, call_safely
 from sam_viz.cache import ImageEmbedding
+from sam_viz.everything import EverythingSettings
 from sam_viz.predictor import Cancelled, Predictor
 from sam_viz.prompts import CANDIDATE_NAMES
 
@@ -58,7 +61,8 @@ __all__ = ["CUSTOM_CHECKPOINT", "SamWidget", "image_problem"]
 CHOOSE_KEYS = ("1", "2", "3")
 COMMIT_KEY = "c"
 NEGATIVE_KEY = "n"
-PLUGIN_KEYS = (*CHOOSE_KEYS, COMMIT_KEY, NEGATIVE_KEY)
+PROPAGATE_KEY = "Shift-P"  # plain P is napari's paint / add / polygon mode in these layers
+PLUGIN_KEYS = (*CHOOSE_KEYS, COMMIT_KEY, NEGATIVE_KEY, PROPAGATE_KEY)
 NO_IMAGE = (
     "No image layer: open an image (File > Open) or a sample "
     "(File > Open Sample > SAM viz), then draw a box on it."
@@ -86,6 +90,8 @@ class SamWidget(QWidget):
         predictor_factory: Builds predictors from (registry name or checkpoint path,
             device); :func:`default_predictor_factory` by default.
         debounce_s: Quiet time that ends a burst of prompt edits.
+        everything_settings: Settings of "Segment everything" (the generator's defaults
+            when None).
     """
 
     def __init__(
@@ -95,6 +101,7 @@ class SamWidget(QWidget):
         predictor_factory: PredictorFactory | None = None,
         *,
         debounce_s: float = 0.06,
+        everything_settings: EverythingSettings | None = None,
     ) -> None:
         super().__init__()
         self.viewer = napari_viewer
@@ -116,7 +123,7 @@ class SamWidget(QWidget):
         self._objects: Labels | None = None
         self._last_notice = ""
         self._predictions: set[object] = set()
-        self._embed_all_pending = False
+        self._after_load: list[Callable[[], object]] = []  # actions waiting for the model
 
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -125,6 +132,15 @@ class SamWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.controls)
+        self._tasks = LongTasks(
+            self.viewer,
+            self.controls.task_progress,
+            self.controls.task_cancel_button,
+            self._say,
+            lambda: self._context,
+            everything_settings,
+            self,
+        )
         self._model = ModelChooser(
             self.controls.model_combo,
             self.controls.device_combo,
@@ -147,6 +163,8 @@ class SamWidget(QWidget):
         c.negative_check.toggled.connect(self._apply_point_mode)
         c.cancel_button.clicked.connect(self.cancel_embedding)
         c.embed_all_button.clicked.connect(self.embed_all_planes)
+        c.everything_button.clicked.connect(self.segment_everything)
+        c.propagate_button.clicked.connect(self.propagate)
         c.candidate_group.idClicked.connect(self.choose)
         c.commit_button.clicked.connect(self.commit)
         c.undo_button.clicked.connect(self.undo)
@@ -223,6 +241,7 @@ class SamWidget(QWidget):
             self._set_image(images[0] if images else None)
         else:
             self._say(self._no_image_message(), notify=False)
+        self._adopt_objects_layer()
 
     def _no_image_message(self) -> str:
         ours = {id(x) for x in (self._points, self._shapes, self._objects, *self.candidate_layers)}
@@ -278,6 +297,7 @@ class SamWidget(QWidget):
             self._embedder = None
         self._scheduler.invalidate()
         self._requested = None
+        self._tasks.discard()
         self._set_progress(0, "embedding: not computed")
         self.controls.cancel_button.setEnabled(False)
 
@@ -358,8 +378,15 @@ class SamWidget(QWidget):
 
     @property
     def objects_layer(self) -> Labels | None:
-        """The objects Labels layer, once something was committed."""
+        """The objects Labels layer: the one committed to, or an existing "SAM objects"
+        layer of the image's shape."""
         return self._objects
+
+    @property
+    def everything_layer(self) -> Labels | None:
+        """The "SAM everything" Labels layer, once "Segment everything" found something."""
+        layer = self._tasks.everything_layer
+        return layer if layer is not None and layer in self.viewer.layers else None
 
     @property
     def candidate_layers(self) -> list[Labels]:
@@ -376,12 +403,13 @@ class SamWidget(QWidget):
         self._set_progress(0, "embedding: not computed")
         self._update_guide()
         self._say(f"Model {predictor.spec.title} ready.", notify=False)
-        if self._embed_all_pending:
-            self._embed_all_pending = False
-            self.embed_all_planes()
+        waiting, self._after_load = self._after_load, []
+        for action in waiting:
+            action()
         self._update()
 
     def _on_model_failed(self, error: Exception) -> None:
+        self._after_load.clear()
         self._set_progress(0, "model not loaded")
         self._say(f"Could not load the model: {error}\nChoose the model again to retry.", "error")
 
@@ -391,6 +419,60 @@ class SamWidget(QWidget):
             self._set_progress(0, "loading model...", busy=True)
             self._say("Loading the model...", notify=False)
         return self._model.predictor
+
+    def _run_after_load(self, action: Callable[[], object]) -> None:
+        """Run ``action`` once the model loading now running is done (if one is)."""
+        if self._model.loading and action not in self._after_load:
+            self._after_load.append(action)
+
+    # ------------------------------------------------------------------ long tasks
+    def _task_target(self, action: Callable[[], object]) -> Target | None:
+        """The image, plane and predictor for a long task, or None (the reason is shown;
+        ``action`` runs again once a model now loading is ready)."""
+        image = self._image
+        dims = self.viewer.dims
+        problem = self._no_image_message() if image is None else image_problem(image)
+        problem = problem or display_problem(dims.ndisplay, dims.displayed, dims.ndim)
+        plane = self._current_plane()
+        if problem or image is None or plane is None:
+            self._say(problem or NO_IMAGE, "warning")
+            return None
+        predictor = self._predictor_or_load()
+        if predictor is None and not self._model.loading:
+            self._say("The model is not loaded: choose it again to retry.", "warning")
+        if predictor is None:
+            self._run_after_load(action)
+            return None
+        return Target(image, plane, predictor, self._context)
+
+    def segment_everything(self) -> bool:
+        """Find every object on the plane on screen, off the UI thread, into the
+        "SAM everything" layer (the objects layer is left alone).
+
+        Returns:
+            Whether it started (if not, the reason is shown, or it starts once the model
+            being loaded is ready).
+        """
+        target = self._task_target(self.segment_everything)
+        return target is not None and self._tasks.segment_everything(target)
+
+    def propagate(self) -> bool:
+        """Propagate the object selected in the objects layer (its selected label) from the
+        slice on screen to the neighbouring slices of the stack, off the UI thread; the
+        result is one undo step of the objects layer, and other objects are never
+        overwritten.
+
+        Returns:
+            Whether it started (if not, the reason is shown, or it starts once the model
+            being loaded is ready).
+        """
+        target = self._task_target(self.propagate)
+        self._adopt_objects_layer()
+        return target is not None and self._tasks.propagate(target, self.objects_layer)
+
+    def cancel_task(self) -> None:
+        """Stop a running "segment everything" or propagation; nothing of it is written."""
+        self._tasks.cancel()
 
     # ------------------------------------------------------------------ embeddings
     def _embedder_for(self, predictor: Predictor) -> PlaneEmbedder:
@@ -414,7 +496,7 @@ class SamWidget(QWidget):
             return
         predictor = self._predictor_or_load()
         if predictor is None:
-            self._embed_all_pending = True
+            self._run_after_load(self.embed_all_planes)
             return
         leading, _ = plane_geometry(image.data.shape, image.rgb)
         queued = self._embedder_for(predictor).want_all(all_planes(leading), self._current_plane())
@@ -569,6 +651,7 @@ class SamWidget(QWidget):
             or self._model.loading
             or self._timer.isActive()
             or self._candidate_layers.pending
+            or self._tasks.running
         )
 
     # ------------------------------------------------------------------ candidates
@@ -623,8 +706,21 @@ class SamWidget(QWidget):
     def _ensure_objects_layer(self) -> Labels:
         assert self._image is not None
         with self._selection_kept():
-            self._objects = _layers.objects_layer_for(self.viewer, self._image, self._objects)
-        return self._objects
+            objects = _layers.objects_layer_for(self.viewer, self._image, self._objects)
+        assert objects is not None
+        self._adopt_objects_layer(objects)
+        return objects
+
+    def _adopt_objects_layer(self, objects: Labels | None = None) -> None:
+        """Make ``objects`` (by default an existing objects layer that fits the image, if
+        any) the objects layer, and bind the propagate key in it."""
+        if objects is None and self._image is not None and not image_problem(self._image):
+            objects = _layers.objects_layer_for(
+                self.viewer, self._image, self._objects, create=False
+            )
+        if objects is not None and objects is not self._objects:
+            _layers.bind_keys(objects, {PROPAGATE_KEY: partial(_on_key, self, PROPAGATE_KEY)})
+            self._objects = objects
 
     def commit(self) -> list[int]:
         """Write the chosen candidate into the objects layer and clear the prompts.
@@ -662,6 +758,7 @@ class SamWidget(QWidget):
             )
             return []
         self.clear_prompts()
+        objects.selected_label = written[-1]  # what Shift+P propagates
         ids = ", ".join(map(str, written))
         self._say(
             f"Committed object {ids} to {objects.name!r} (Undo, or Ctrl+Z in that layer).",
@@ -691,6 +788,7 @@ class SamWidget(QWidget):
 
     def closeEvent(self, event: object) -> None:
         self.cancel_embedding()
+        self.cancel_task()
         self._timer.stop()
         super().closeEvent(event)  # type: ignore[arg-type]
 
@@ -716,6 +814,8 @@ def _on_key(widget: SamWidget, key: str, layer: Layer) -> None:
         widget.commit()
     elif key == NEGATIVE_KEY:
         widget.toggle_negative()
+    elif key == PROPAGATE_KEY:
+        widget.propagate()
 
 
 def _on_points_press(widget: SamWidget, layer: Points, event: object) -> Iterator[None]:

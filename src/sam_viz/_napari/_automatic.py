@@ -1,0 +1,100 @@
+"""The work behind "Segment everything" and "Propagate", run in workers (no Qt).
+
+Both take one plane of an image layer's data (see :mod:`sam_viz._napari._slicing`). A
+stack's slices run along the last leading axis, the one just before the image's rows and
+columns (z in (Z, H, W), z again in (T, Z, H, W), where the other leading indices stay
+those of the plane on screen).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from sam_viz._napari._slicing import Plane, plane_data
+from sam_viz.everything import MaskGenerator
+from sam_viz.predictor import Predictor, ProgressCallback
+from sam_viz.segmentation import Segmentation
+from sam_viz.stacks import Propagation, propagate
+
+NEEDS_STACK = (
+    "Propagation needs a stack (an image with a z or time axis before its rows and columns); "
+    "this image is a single plane."
+)
+
+
+def segment_plane(
+    generator: MaskGenerator,
+    data: object,
+    plane: Plane,
+    progress: ProgressCallback,
+    cancel: threading.Event,
+) -> Segmentation:
+    """Segment every object of one plane of an image layer's data.
+
+    Args:
+        generator: The mask generator (with the widget's predictor and settings).
+        data: The image layer's data, (..., H, W) or (..., H, W, C).
+        plane: Leading indices of the plane (``()`` for 2-D).
+        progress: Called as ``progress(done, total)``.
+        cancel: Set it to stop; :class:`~sam_viz.predictor.Cancelled` is raised.
+    """
+    return generator.generate(plane_data(data, plane), progress=progress, cancel=cancel)
+
+
+@dataclass(frozen=True)
+class StackSlice:
+    """Where a plane lies in the stack it is propagated through.
+
+    Attributes:
+        prefix: Leading indices before the stack axis (``()`` for a (Z, H, W) image).
+        index: The plane's index along the stack axis.
+    """
+
+    prefix: Plane
+    index: int
+
+    @classmethod
+    def of(cls, plane: Plane) -> StackSlice:
+        """The stack slice of ``plane``.
+
+        Raises:
+            ValueError: For the plane of a 2-D image (no stack to propagate through).
+        """
+        if not plane:
+            raise ValueError(NEEDS_STACK)
+        return cls(plane[:-1], plane[-1])
+
+    def stack(self, data: object) -> np.ndarray:
+        """The (Z, H, W[, C]) stack of an image layer's data (read into memory)."""
+        return np.asarray(data[self.prefix] if self.prefix else data)  # type: ignore[index]
+
+
+def propagate_object(
+    predictor: Predictor,
+    data: object,
+    where: StackSlice,
+    mask: np.ndarray,
+    progress: ProgressCallback,
+    cancel: threading.Event,
+) -> Propagation:
+    """Carry an object from its slice through the stack (see :func:`sam_viz.stacks.propagate`).
+
+    Args:
+        predictor: The widget's predictor.
+        data: The image layer's data.
+        where: The slice the object is on.
+        mask: (H, W) bool, the object on that slice.
+        progress: Called as ``progress(done, total)``.
+        cancel: Set it to stop; :class:`~sam_viz.predictor.Cancelled` is raised.
+    """
+    return propagate(
+        predictor,
+        where.stack(data),
+        where.index,
+        mask,
+        progress=progress,
+        cancel=cancel,
+    )
