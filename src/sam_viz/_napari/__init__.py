@@ -12,6 +12,8 @@ Modules:
     _layers: creating and editing the plugin's napari layers.
     _candidates: the three candidate layers, one shown at a time.
     _embedder: embedding the planes of an image in a napari worker.
+    _automatic: segment everything on a plane, propagate an object through a stack (no Qt).
+    _tasks: those two as long tasks in a napari worker, with progress and Cancel.
     _models: the model and device choice, and loading the model in a worker.
     _controls, _widget: the dock widget's controls, and the widget tying it all together.
     _sample_data: scikit-image sample images for File > Open Sample.
