@@ -1,8 +1,9 @@
 """The widget's layered canvas: what it shows, and mouse gestures turned into prompts.
 
-An ipycanvas ``MultiCanvas`` with four layers, bottom to top: the image, the committed
-objects, the shown candidate mask, the prompts (points, box, and the rubber band while
-dragging). Pictures go to the page as RGBA, which ipycanvas encodes as PNG: lossless.
+An ipycanvas ``MultiCanvas`` with five layers, bottom to top: the image, the committed
+objects, the objects found by "segment everything" (outlined), the shown candidate mask, the
+prompts (points, box, and the rubber band while dragging). Pictures go to the page as RGBA,
+which ipycanvas encodes as PNG: lossless.
 
 Each layer keeps what it shows here in Python and redraws itself when its front-end model
 announces a (re)connected page (ipycanvas' ``client_ready`` event), so a reloaded page or a
@@ -20,18 +21,25 @@ import numpy as np
 from ipycanvas import MultiCanvas, hold_canvas
 from ipywidgets import Layout
 
-from sam_viz.jupyter.display import DisplayFrame, overlay_rgba, with_alpha
+from sam_viz.jupyter.display import (
+    DisplayFrame,
+    labels_overlay_rgba,
+    overlay_rgba,
+    with_alpha,
+)
 from sam_viz.jupyter.session import PromptSet
 from sam_viz.prompts import NEGATIVE, POSITIVE
 from sam_viz.render import labels_to_rgba
 
-IMAGE, OBJECTS, CANDIDATE, PROMPTS = range(4)
+IMAGE, OBJECTS, EVERYTHING, CANDIDATE, PROMPTS = range(5)
+LAYERS = 5
 CLICK_TOLERANCE = 4.0
 _POINT_COLORS = {POSITIVE: "#19d219", NEGATIVE: "#e8231e"}
 
 
 class PromptCanvas:
-    """Four canvas layers showing an image, objects, a candidate and prompts.
+    """Five canvas layers showing an image, objects, everything's objects, a candidate and
+    prompts.
 
     Attributes:
         widget: The ``MultiCanvas`` to put in a layout (it carries the CSS class
@@ -63,11 +71,12 @@ class PromptCanvas:
         self._on_click, self._on_box = on_click, on_box
         self.image_rgba = with_alpha(display_rgb)
         self.objects_rgba: np.ndarray | None = None
+        self.everything_rgba: np.ndarray | None = None
         self.candidate_rgba: np.ndarray | None = None
         self._prompts = PromptSet()
         self._drag_start: tuple[float, float] | None = None
 
-        self.widget = MultiCanvas(4, width=dw, height=dh)
+        self.widget = MultiCanvas(LAYERS, width=dw, height=dh)
         self.widget.add_class("sam-viz-canvas")
         self.widget.layout = Layout(width=f"{dw}px", height=f"{dh}px")
         self.widget.on_mouse_down(self._on_mouse_down)
@@ -75,7 +84,8 @@ class PromptCanvas:
         self.widget.on_mouse_up(self._on_mouse_up)
         self.widget.on_mouse_out(self._on_mouse_out)
         self._draw = {IMAGE: self._draw_image, OBJECTS: self._draw_objects,
-                      CANDIDATE: self._draw_candidate, PROMPTS: self._draw_prompts}
+                      EVERYTHING: self._draw_everything, CANDIDATE: self._draw_candidate,
+                      PROMPTS: self._draw_prompts}
         for layer, draw in self._draw.items():
             self.widget[layer].on_client_ready(self._redraw_on_ready(layer, draw))
         self.redraw()
@@ -89,6 +99,15 @@ class PromptCanvas:
         else:
             self.objects_rgba = None
         self._draw_objects()
+
+    def show_everything(self, labels: np.ndarray | None) -> None:
+        """Show the label image (H, W) "segment everything" found (None: nothing)."""
+        if labels is None or not labels.any():
+            self.everything_rgba = None
+        else:
+            shown = self.frame.resample_nearest(labels)
+            self.everything_rgba = labels_overlay_rgba(shown, alpha=self.alpha * 0.6)
+        self._draw_everything()
 
     def show_candidate(self, mask: np.ndarray | None, color: tuple[int, int, int]) -> None:
         """Show a candidate mask (H, W) bool in ``color``, or nothing for None."""
@@ -109,7 +128,7 @@ class PromptCanvas:
 
     def close(self) -> None:
         """Close the canvas widget and its layers."""
-        for index in range(4):
+        for index in range(LAYERS):
             self.widget[index].close()
         self.widget.close()
 
@@ -133,6 +152,9 @@ class PromptCanvas:
 
     def _draw_objects(self) -> None:
         self._put(OBJECTS, self.objects_rgba)
+
+    def _draw_everything(self) -> None:
+        self._put(EVERYTHING, self.everything_rgba)
 
     def _draw_candidate(self) -> None:
         self._put(CANDIDATE, self.candidate_rgba)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sam_viz.render import labels_to_rgba
+
 # Below this longest side an image is magnified (by a whole factor) so it can be clicked.
 MIN_DISPLAY_SIDE = 256
 
@@ -120,6 +122,20 @@ def overlay_rgba(
     rgba[mask, :3] = color
     rgba[mask, 3] = round(255 * alpha)
     rgba[outline(mask), 3] = 255
+    return rgba
+
+
+def labels_overlay_rgba(labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """A label image (H, W) to RGBA uint8: each object in its palette colour at ``alpha``,
+    with an opaque outline where it touches another object or the background."""
+    labels = np.asarray(labels)
+    rgba = labels_to_rgba(labels, alpha=alpha)
+    edge = np.zeros(labels.shape, dtype=bool)
+    edge[1:, :] |= labels[1:, :] != labels[:-1, :]
+    edge[:-1, :] |= labels[:-1, :] != labels[1:, :]
+    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    rgba[edge & (labels > 0), 3] = 255
     return rgba
 
 

@@ -1,5 +1,6 @@
 """The state of an interactive segmentation, without any widget: prompts, candidates,
-the chosen candidate, committed objects and an exact undo history.
+the chosen candidate, committed objects and an exact undo history; and a "segment
+everything" run in a background thread (:class:`EverythingRun`).
 
 :class:`~sam_viz.jupyter.widget.SamWidget` is a view of one :class:`Session`; tests and
 scripts can drive a session directly. Coordinates are ``(x, y)`` pixels of the original
@@ -8,14 +9,16 @@ image; boxes are ``(x0, y0, x1, y1)``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from sam_viz.objects import ObjectLabels
-from sam_viz.predictor import Prediction
+from sam_viz.predictor import Cancelled, Prediction, ProgressCallback
 from sam_viz.prompts import NEGATIVE, POSITIVE
+from sam_viz.segmentation import Segmentation
 
 
 @dataclass(frozen=True)
@@ -202,3 +205,86 @@ class Session:
             self.selected_index = selected
         else:
             self.selected_index = prediction.best
+
+
+# Segments the image: called as ``generate(progress, cancel)`` (see MaskGenerator.generate).
+GenerateFn = Callable[[ProgressCallback, threading.Event], Segmentation]
+
+
+class EverythingRun:
+    """One "segment everything" run in a background thread, with progress and cancel.
+
+    The callbacks are called from the run's thread; ``on_done`` once, when the run ended
+    (with :attr:`result` set, or :attr:`error`, a :class:`~sam_viz.predictor.Cancelled`
+    after :meth:`cancel`).
+    """
+
+    def __init__(
+        self,
+        generate: GenerateFn,
+        on_progress: ProgressCallback,
+        on_done: Callable[[EverythingRun], None],
+    ) -> None:
+        """Args:
+        generate: Computes the segmentation (it may wait for the image embedding first).
+        on_progress: Called as ``on_progress(done, total)``.
+        on_done: Called with this run once it ended.
+        """
+        self._generate = generate
+        self._on_progress = on_progress
+        self._on_done = on_done
+        self.result: Segmentation | None = None
+        self.error: Exception | None = None
+        self._cancel = threading.Event()
+        self._ended = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sam-viz-everything", daemon=True)
+
+    def start(self, background: bool = True) -> None:
+        """Start the run in its thread (or run it here when ``background`` is False)."""
+        if background:
+            self._thread.start()
+        else:
+            self._run()
+
+    def cancel(self) -> None:
+        """Ask the run to stop; it ends with a ``Cancelled`` error and no result."""
+        self._cancel.set()
+
+    @property
+    def running(self) -> bool:
+        """Whether the run has not ended yet."""
+        return not self._ended.is_set()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the run ended because it was cancelled."""
+        return isinstance(self.error, Cancelled)
+
+    def wait(self, timeout: float | None = None) -> Segmentation:
+        """Block until the run ended; returns its result.
+
+        Raises:
+            TimeoutError: If it is still running after ``timeout`` seconds.
+            Cancelled: If it was cancelled.
+            Exception: The error that stopped it.
+        """
+        if not self._ended.wait(timeout):
+            raise TimeoutError(f"Segment everything was still running after {timeout} s.")
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+    def _run(self) -> None:
+        try:
+            result = self._generate(self._on_progress, self._cancel)
+            if self._cancel.is_set():
+                raise Cancelled("Segment everything was cancelled.")
+            self.result = result
+        except Exception as err:  # handed to on_done, shown by the widget
+            self.error = err
+        finally:
+            try:
+                self._on_done(self)
+            finally:
+                self._ended.set()

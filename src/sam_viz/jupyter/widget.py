@@ -1,5 +1,6 @@
 """The interactive SAM widget: drag a box or click on an image, see SAM's three candidates,
-switch between them, commit the chosen one into a label image.
+switch between them, commit the chosen one into a label image; or segment every object at
+once ("Everything", in a background thread).
 
 The state (prompts, candidates, committed objects, undo history) lives in Python, in a
 :class:`~sam_viz.jupyter.session.Session`; the canvas (:mod:`sam_viz.jupyter.canvas`) is
@@ -21,15 +22,18 @@ import ipywidgets as widgets
 import numpy as np
 from ipycanvas import hold_canvas
 
+from sam_viz.everything import EverythingSettings, MaskGenerator
 from sam_viz.image import Contrast, to_rgb01, validate_image
 from sam_viz.jupyter.canvas import CANDIDATE, PROMPTS, PromptCanvas
 from sam_viz.jupyter.display import DisplayFrame
-from sam_viz.jupyter.session import PromptSet, Session
+from sam_viz.jupyter.everything_panel import EverythingPanel
+from sam_viz.jupyter.session import EverythingRun, PromptSet, Session
 from sam_viz.objects import ObjectLabels
-from sam_viz.predictor import Cancelled, Prediction, Predictor
+from sam_viz.predictor import Cancelled, Prediction, Predictor, ProgressCallback
 from sam_viz.prompts import NEGATIVE, POSITIVE
 from sam_viz.registry import DEFAULT_MODEL, MODELS
 from sam_viz.render import CANDIDATE_COLORS, to_display_rgb
+from sam_viz.segmentation import Segmentation
 
 
 class SamWidget(widgets.VBox):
@@ -63,6 +67,7 @@ class SamWidget(widgets.VBox):
         max_display_size: int = 640,
         alpha: float = 0.45,
         background: bool = True,
+        everything_settings: EverythingSettings | None = None,
     ) -> None:
         """Args:
         image: 2-D grayscale, RGB or RGBA array of any numeric dtype
@@ -75,6 +80,7 @@ class SamWidget(widgets.VBox):
             shown downscaled (prompts are still in full-resolution pixels).
         alpha: Opacity of the mask overlays.
         background: Compute the image embedding in a background thread.
+        everything_settings: Settings of "Everything" (the generator's defaults when None).
 
         Raises:
             ValueError / TypeError: For an image or labels of an unsupported shape or dtype.
@@ -99,6 +105,7 @@ class SamWidget(widgets.VBox):
         self._ready = threading.Event()
         self._cancel = threading.Event()
         self._session = Session(self._predict, self._objects)
+        self._everything_settings = everything_settings
         self._updating_controls = False
 
         self._canvas = PromptCanvas(self._frame, display_rgb, on_click=self._on_click,
@@ -145,6 +152,14 @@ class SamWidget(widgets.VBox):
                                               layout=widgets.Layout(width="320px"))
         self.status = widgets.HTML()
         self.objects_info = widgets.HTML()
+        self.everything_panel = EverythingPanel(
+            self._generate_everything,
+            lambda found: self._canvas.show_everything(found.labels),
+            lambda message, kind: self._set_status(message, kind=kind),
+            _describe,
+        )
+        self.everything_button = self.everything_panel.button
+        self.everything_button.on_click(lambda _: self._from_ui(self.segment_everything))
         self._update_controls()
         self._update_objects_info()
 
@@ -152,7 +167,7 @@ class SamWidget(widgets.VBox):
         buttons = widgets.HBox([self.undo_button, self.clear_button, self.commit_button,
                                 self.objects_info])
         return [self.status, self.progress, self.point_mode, self.canvas,
-                self.candidate_buttons, self.legend, buttons]
+                self.candidate_buttons, self.legend, buttons, self.everything_panel.box]
 
     # ------------------------------------------------------------------ background work
     def _prepare(self) -> None:
@@ -221,6 +236,7 @@ class SamWidget(widgets.VBox):
     def close(self) -> None:
         """Stop a running embedding and close the widget and its children."""
         self._cancel.set()
+        self.everything_panel.close()
         self._canvas.close()
         for child in (self.point_mode, self.candidate_buttons, self.legend, self.undo_button,
                       self.clear_button, self.commit_button, self.progress, self.status,
@@ -348,6 +364,30 @@ class SamWidget(widgets.VBox):
         if self._act(self._session.clear, status=""):
             self._set_status("Prompts cleared.")
 
+    def segment_everything(self, background: bool = True) -> EverythingRun:
+        """Find every object in the image (:class:`~sam_viz.everything.MaskGenerator`), in a
+        background thread by default, as the "Everything" button does.
+
+        The progress bar follows the run and Stop cancels it. The label image found is
+        outlined on the canvas and kept in :attr:`everything`; committed objects
+        (:attr:`labels`) are left alone.
+
+        Args:
+            background: Run in a background thread (the call returns at once).
+
+        Returns:
+            The run: ``run.wait()`` blocks until it ends and returns the segmentation.
+
+        Raises:
+            ValueError: If a run is going on already.
+        """
+        return self.everything_panel.start(background)
+
+    @property
+    def everything(self) -> Segmentation | None:
+        """What "Everything" found last: ``labels`` (H, W) int32 and ``table()``; or None."""
+        return self.everything_panel.result
+
     def redraw(self) -> None:
         """Send every layer to the page again (done automatically on reconnect)."""
         self._canvas.redraw()
@@ -357,6 +397,16 @@ class SamWidget(widgets.VBox):
         return self._canvas.candidate_rgba
 
     # ------------------------------------------------------------------- prediction
+    def _generate_everything(
+        self, progress: ProgressCallback, cancel: threading.Event
+    ) -> Segmentation:
+        self.wait()
+        assert self._predictor is not None
+        generator = MaskGenerator(self._predictor, self._everything_settings)
+        return generator.generate(
+            self._image, contrast=self._contrast, progress=progress, cancel=cancel
+        )
+
     def _predict(self, prompts: PromptSet) -> Prediction:
         self.wait()
         assert self._predictor is not None
