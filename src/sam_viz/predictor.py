@@ -164,7 +164,8 @@ class Predictor:
         """
         loaded = load_model(source, model_name=model_name, progress=progress)
         stat = loaded.checkpoint.stat()
-        key = f"{loaded.spec.name}-{stat.st_size}-{int(stat.st_mtime)}"
+        # Variants shipped as a delta share their base's encoder, and so its embeddings.
+        key = f"{loaded.spec.encoder_name}-{stat.st_size}-{int(stat.st_mtime)}"
         return cls(
             loaded.model,
             loaded.spec,
@@ -373,7 +374,10 @@ class Predictor:
             frame.original_size, points_xy, point_labels, box, self._mask_prompt(mask_input, frame)
         )
         low_res, iou = self._decode(embedding, prompts, per_box=False)
-        tokens = self._candidate_tokens(iou[0], multimask_output)
+        single_click = (
+            len(prompts.points_xy) == 1 and not len(prompts.boxes_xyxy) and prompts.mask is None
+        )
+        tokens = self._candidate_tokens(iou[0], multimask_output, single_click=single_click)
         low_res, iou = low_res[0, tokens], iou[0, tokens]
         with torch.inference_mode():
             masks = frame.upscale_logits(low_res[None])[0] > 0
@@ -388,16 +392,22 @@ class Predictor:
             token_indices=tokens.numpy()[order],
         )
 
-    def _candidate_tokens(self, iou: torch.Tensor, multimask_output: bool) -> torch.Tensor:
+    def _candidate_tokens(
+        self, iou: torch.Tensor, multimask_output: bool, *, single_click: bool
+    ) -> torch.Tensor:
         """Which of SAM's four output tokens answer a prompt.
 
-        Token 0 is the single-mask output; tokens 1-3 the ambiguity-aware ones. A model whose
-        multimask tokens were never trained (``spec.multimask_trained`` False) offers its
-        single-mask output plus the two multimask outputs it scores highest.
+        Token 0 is the single-mask output; tokens 1-3 the ambiguity-aware ones. Where the
+        model's multimask tokens were not trained for this kind of prompt (``spec.multimask``),
+        the candidates are its single-mask output plus the two multimask outputs it scores
+        highest.
         """
         if not multimask_output:
             return torch.tensor([0])
-        if self.spec.multimask_trained:
+        trained = self.spec.multimask == "all" or (
+            self.spec.multimask == "single_click" and single_click
+        )
+        if trained:
             return torch.tensor([1, 2, 3])
         ranked = 1 + torch.argsort(iou[1:4].float().cpu(), descending=True)[:2]
         return torch.cat([torch.tensor([0]), ranked])

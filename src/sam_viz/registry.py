@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 PromptKind = Literal["point", "box", "mask"]
+MultimaskTraining = Literal["all", "single_click", "none"]
 
 # SAM's ImageNet statistics on a 0..255 scale.
 _IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -55,11 +56,18 @@ class ModelSpec:
         sha256: SHA-256 of the official checkpoint file, or None where none is published.
         filename: File name used in the download cache.
         prompt_kinds: Prompt kinds the model was trained with.
-        multimask_trained: Whether its three ambiguity-aware output tokens were trained.
-            LiteMedSAM was trained with single-mask output only: its other tokens give
-            fragments, so its candidates are the single-mask output plus the two best of them.
+        multimask: For which prompts its three ambiguity-aware output tokens were trained:
+            ``"all"`` (SAM), ``"single_click"`` (our click training: other prompts were
+            trained on the single-mask output) or ``"none"`` (LiteMedSAM, trained with the
+            single-mask output only: its other tokens give fragments). Where they were not
+            trained, the candidates are the single-mask output plus the two best of them.
         embedded: True if the weights ship with an installed Python package.
         license: Licence of the weights.
+        base: For weights shipped as a delta: the registered variant whose checkpoint the
+            delta is added to (its image encoder, and so its embeddings, are unchanged).
+        delta_file: The delta's file name inside ``sam_viz/weights``.
+        everything_prompts: The prompt grid "segment everything" uses by default, when it
+            should not simply follow :attr:`trained_with_points`.
     """
 
     name: str
@@ -74,9 +82,12 @@ class ModelSpec:
     prompt_kinds: frozenset[PromptKind] = field(
         default_factory=lambda: frozenset({"point", "box", "mask"})
     )
-    multimask_trained: bool = True
+    multimask: MultimaskTraining = "all"
     embedded: bool = False
     license: str = "Apache-2.0"
+    base: str | None = None
+    delta_file: str | None = None
+    everything_prompts: Literal["points", "boxes"] | None = None
 
     @property
     def embedding_size(self) -> int:
@@ -90,6 +101,11 @@ class ModelSpec:
     def low_res_size(self) -> int:
         """Side of the decoder's low-resolution mask logits (4x the embedding)."""
         return 4 * self.embedding_size
+
+    @property
+    def encoder_name(self) -> str:
+        """The variant whose image encoder weights this one uses (embeddings are shared)."""
+        return self.base or self.name
 
     @property
     def trained_with_points(self) -> bool:
@@ -164,8 +180,24 @@ MODELS: dict[str, ModelSpec] = {
             sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
             filename="lite_medsam.pth",
             prompt_kinds=frozenset({"box", "mask"}),
-            multimask_trained=False,
+            multimask="none",
             embedded=True,
+        ),
+        ModelSpec(
+            name="lite_medsam_clicks",
+            title="LiteMedSAM + clicks (embedded, trained here)",
+            encoder=TinyViTConfig(patch_embed_stride=1),
+            image_size=256,
+            pixel_mean=(0.0, 0.0, 0.0),
+            pixel_std=(255.0, 255.0, 255.0),
+            url=None,
+            sha256=None,
+            filename="lite_medsam.pth",
+            multimask="single_click",
+            embedded=True,
+            base="lite_medsam",
+            delta_file="lite_medsam_clicks.pt",
+            everything_prompts="boxes",
         ),
     )
 }
