@@ -53,6 +53,13 @@ class _Progress:
         self._bar.n = done
         self._bar.refresh()
 
+    def set_description(self, description: str) -> None:
+        self._bar.set_description(description)
+
+    def write(self, line: str) -> None:
+        """Print a line above the bar."""
+        self._bar.write(line)
+
     def close(self) -> None:
         self._bar.close()
 
@@ -216,15 +223,54 @@ def cmd_everything(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_clicks(args: argparse.Namespace) -> int:
+    from sam_viz.training.clicks import TrainConfig
+    from sam_viz.training.pipeline import train_clicks
+
+    overrides = {
+        name: getattr(args, name)
+        for name in ("seed", "steps", "scenes", "augmentations")
+        if getattr(args, name) is not None
+    }
+    if args.samples is not None:
+        overrides["samples"] = tuple(n for n in args.samples.split(",") if n and n != "none")
+    config = TrainConfig(**overrides)
+    bar = _Progress("making the training data")
+    stage = {"name": ""}
+
+    def progress(name: str, done: int, total: int) -> None:
+        if name != stage["name"]:
+            stage["name"] = name
+            bar.set_description(name)
+        bar(done, total)
+
+    def report(line: str) -> None:
+        bar.write(line)
+
+    try:
+        train_clicks(args.output, config, threads=args.threads, report=report, progress=progress)
+    finally:
+        bar.close()
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
-    from sam_viz.checkpoints import CheckpointError, cache_dir, embedded_checkpoint_path
+    from sam_viz.checkpoints import (
+        CheckpointError,
+        cache_dir,
+        embedded_checkpoint_path,
+        shipped_delta_path,
+    )
 
     for spec in MODELS.values():
         if spec.embedded:
             try:
                 where = f"embedded: {embedded_checkpoint_path()}"
+                if spec.delta_file is not None:
+                    where += f"\n{'':<19} + weights delta {shipped_delta_path(spec)}"
             except CheckpointError as err:
-                where = "embedded, not installed: " + str(err).splitlines()[1].strip()
+                lines = str(err).splitlines()
+                where = "embedded, not installed: " + (lines[1] if len(lines) > 1 else lines[0])
         else:
             path = cache_dir() / spec.filename
             where = (
@@ -233,8 +279,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         default = " (default)" if spec.name == DEFAULT_MODEL else ""
         prompts = "+".join(sorted(spec.prompt_kinds))
         print(
-            f"{spec.name:<12} {spec.title}{default}\n{'':<12} input {spec.image_size}px, "
-            f"prompts: {prompts}\n{'':<12} {where}"
+            f"{spec.name:<19} {spec.title}{default}\n{'':<19} input {spec.image_size}px, "
+            f"prompts: {prompts}\n{'':<19} {where}"
         )
     return 0
 
@@ -315,6 +361,39 @@ def build_parser() -> argparse.ArgumentParser:
     every.add_argument("--cache-dir", default=None, help="keep embeddings on disk here")
     model_options(every)
     every.set_defaults(func=cmd_everything)
+
+    train = sub.add_parser(
+        "train-clicks",
+        help="teach the embedded LiteMedSAM to answer clicks (writes a small weights delta)",
+    )
+    train.add_argument(
+        "-o",
+        "--output",
+        default="lite_medsam_clicks.pt",
+        help="delta file to write (the shipped one is src/sam_viz/weights/lite_medsam_clicks.pt)",
+    )
+    train.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    train.add_argument("--steps", type=int, default=None, help="optimiser steps (default 1800)")
+    train.add_argument("--scenes", type=int, default=None, help="generated scenes (default 300)")
+    train.add_argument(
+        "--augmentations",
+        type=int,
+        default=None,
+        help="augmented versions per scikit-image sample (default 5)",
+    )
+    train.add_argument(
+        "--samples",
+        default=None,
+        help="comma-separated scikit-image samples for the data engine, or none "
+        "(default: the twelve that need no download, coins held out)",
+    )
+    train.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch CPU threads; the result is reproducible for a given count (default 2)",
+    )
+    train.set_defaults(func=cmd_train_clicks)
 
     models = sub.add_parser("models", help="list model variants and where their weights are")
     models.set_defaults(func=cmd_models)

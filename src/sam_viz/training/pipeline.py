@@ -1,0 +1,110 @@
+"""One command from nothing to the shipped click weights: data, training, delta file.
+
+``sam-viz train-clicks -o FILE`` (and :func:`train_clicks`) runs, from one seed:
+
+1. the data: generated scenes plus the data engine's masks on scikit-image's samples, each
+   image encoded once by the frozen LiteMedSAM encoder (:mod:`sam_viz.training.data`);
+2. the training (:class:`~sam_viz.training.clicks.ClickTrainer`);
+3. the delta file (:func:`sam_viz.deltas.save_delta`) with the settings and timings.
+
+The same seed, machine and thread count give the same file: every random draw comes from the
+seed, and the CPU kernels used are deterministic.
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from sam_viz.checkpoints import EMBEDDED_MODEL, embedded_checkpoint_path, read_state_dict
+from sam_viz.deltas import save_delta
+from sam_viz.predictor import Predictor
+from sam_viz.registry import MODELS
+from sam_viz.training.clicks import ClickTrainer, StepLosses, TrainConfig, trainable_names
+from sam_viz.training.data import natural_images, scene_images
+
+Report = Callable[[str], None]
+
+
+def train_clicks(
+    out: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    threads: int | None = None,
+    report: Report = print,
+    progress: Callable[[str, int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
+    """Build the click-trained LiteMedSAM delta.
+
+    Args:
+        out: Where to write the delta file.
+        config: The recipe (its ``seed`` drives every random choice); the defaults when None.
+        threads: torch CPU threads (the result depends on it); torch's default when None.
+        report: Receives one line per stage and per logged step.
+        progress: Called with (stage, done, total) while the data is made.
+        cancel: Set it to stop; the delta is then not written.
+
+    Returns:
+        The path written.
+
+    Raises:
+        RuntimeError: If cancelled.
+    """
+    config = config or TrainConfig()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    base_path = embedded_checkpoint_path()
+    predictor = Predictor.from_pretrained(EMBEDDED_MODEL, device="cpu", progress=False)
+
+    images = scene_images(predictor, config.seed, config.scenes, progress)
+    report(f"{len(images)} generated scenes encoded ({time.perf_counter() - started:.0f} s)")
+    images += natural_images(
+        predictor, config.seed, config.augmentations, config.samples, progress=progress
+    )
+    data_s = time.perf_counter() - started
+    masks = sum(len(image.masks) for image in images)
+    report(f"{len(images)} training images, {masks} masks ({data_s:.0f} s)")
+
+    def log(step: int, losses: StepLosses, elapsed: float) -> None:
+        eta = elapsed / step * (config.steps - step)
+        report(
+            f"step {step}/{config.steps}  loss {losses.total:.3f} (clicks {losses.clicks:.3f}, "
+            f"boxes {losses.boxes:.3f}, corrections {losses.corrections:.3f}, "
+            f"iou {losses.iou:.4f}, distill {losses.distill:.4f})  "
+            f"best-of-3 IoU {losses.best_iou:.3f}  {elapsed:.0f} s, about {eta:.0f} s left"
+        )
+
+    model = predictor.model
+    trainer = ClickTrainer(model, images, config)
+    trainer.run(log=log, cancel=cancel.is_set if cancel is not None else None)
+    if trainer.step_index < config.steps:
+        raise RuntimeError(f"Training cancelled after {trainer.step_index} steps.")
+    total_s = time.perf_counter() - started
+    path = save_delta(
+        model.state_dict(),
+        read_state_dict(base_path),
+        trainable_names(model),
+        out,
+        base_sha256=MODELS[EMBEDDED_MODEL].sha256 or "",
+        config=asdict(config),
+        notes={
+            "data_seconds": round(data_s, 1),
+            "total_seconds": round(total_s, 1),
+            "threads": torch.get_num_threads(),
+            "torch": str(torch.__version__),
+            "machine": platform.machine(),
+            "training_images": len(images),
+            "masks": masks,
+        },
+    )
+    report(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) after {total_s / 60:.1f} min")
+    return path
