@@ -244,6 +244,12 @@ def test_generator_scheme_follows_the_model(tiny_predictor, lite_spec) -> None:
     assert MaskGenerator(tiny_predictor).token_indices == [1, 2, 3]
     assert MaskGenerator(tiny_predictor, prompts="boxes").token_indices == [0]
     assert lite_spec.trained_with_points is False
+    import dataclasses
+
+    # The click-trained LiteMedSAM answers clicks, yet its box path is what finds every coin.
+    tiny_predictor.spec = dataclasses.replace(tiny_predictor.spec, everything_prompts="boxes")
+    assert tiny_predictor.spec.trained_with_points
+    assert MaskGenerator(tiny_predictor).scheme == "boxes"
 
 
 @pytest.fixture

@@ -77,6 +77,35 @@ def test_single_mask_output(tiny_predictor, non_square_image):
     assert result.token_indices.tolist() == [0]
 
 
+@pytest.mark.parametrize(
+    ("multimask", "click", "box", "expected"),
+    [
+        ("all", True, False, "multimask"),
+        ("all", False, True, "multimask"),
+        ("single_click", True, False, "multimask"),
+        ("single_click", False, True, "single+2"),  # box: trained on the single output only
+        ("single_click", False, False, "single+2"),  # two clicks
+        ("none", True, False, "single+2"),
+    ],
+)
+def test_candidates_come_from_the_tokens_trained_for_the_prompt(
+    tiny_predictor, tiny_spec, non_square_image, multimask, click, box, expected
+):
+    import dataclasses
+
+    tiny_predictor.spec = dataclasses.replace(tiny_spec, multimask=multimask)
+    tiny_predictor.set_image(non_square_image)
+    points = [[20, 50]] if click else [[20, 50], [25, 40]]
+    result = tiny_predictor.predict(
+        points_xy=None if box else points, box_xyxy=[10, 28, 42, 72] if box else None
+    )
+    tokens = sorted(result.token_indices.tolist())
+    if expected == "multimask":
+        assert tokens == [1, 2, 3]
+    else:
+        assert tokens[0] == 0 and len(set(tokens)) == 3
+
+
 def test_points_reach_the_model_as_x_y_in_model_pixels(tiny_predictor, non_square_image):
     """A swapped (row, col) would show up here: the image is 96 rows by 64 columns."""
     seen = {}
