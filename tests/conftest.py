@@ -67,19 +67,7 @@ def coins() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def coins_reference(coins) -> np.ndarray:
-    """Careful classical segmentation of the coins (scikit-image's tutorial): Sobel elevation
-    map, watershed from background/foreground markers, holes filled, small bits removed."""
-    from scipy import ndimage as ndi
-    from skimage.filters import sobel
-    from skimage.measure import label
-    from skimage.segmentation import watershed
+    """Careful classical segmentation of the coins (scikit-image's tutorial watershed)."""
+    from sam_viz.training.evaluate import coins_reference
 
-    elevation = sobel(coins)
-    markers = np.zeros_like(coins, dtype=np.int32)
-    markers[coins < 30] = 1
-    markers[coins > 150] = 2
-    foreground = ndi.binary_fill_holes(watershed(elevation, markers) == 2)
-    labels = label(foreground)
-    small = np.flatnonzero(np.bincount(labels.ravel()) < 100)
-    labels[np.isin(labels, small)] = 0
-    return label(labels > 0)
+    return coins_reference(coins)

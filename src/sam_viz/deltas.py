@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -95,7 +96,8 @@ def apply_delta(
             f"not on {base_sha256}."
         )
     state = dict(base_state)
-    for name, diff in delta["deltas"].items():  # type: ignore[union-attr]
+    deltas = cast(Mapping[str, torch.Tensor], delta["deltas"])
+    for name, diff in deltas.items():
         if name not in state or state[name].shape != diff.shape:
             raise ValueError(
                 f"The weights delta changes {name!r}, which the base checkpoint lacks or has "

@@ -26,11 +26,13 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+from torch import nn
 
 from sam_viz.modeling.sam import Sam
 from sam_viz.training.data import NATURAL_IMAGES, TrainingImage
@@ -116,7 +118,7 @@ def warm_start_multimask(model: Sam, generator: torch.Generator, noise: float = 
             decoder.output_hypernetworks_mlps[index].load_state_dict(
                 decoder.output_hypernetworks_mlps[0].state_dict()
             )
-        last = decoder.iou_prediction_head.layers[-1]
+        last = cast(nn.Linear, decoder.iou_prediction_head.layers[-1])
         last.weight[1:] = last.weight[0]
         last.bias[1:] = last.bias[0]
 
@@ -168,10 +170,12 @@ class PromptSampler:
     def box(self, mask: np.ndarray) -> np.ndarray:
         """The mask's box (x0, y0, x1, y1) with SAM's noise: 10% of each side, at most 5 px."""
         rows, cols = np.nonzero(mask)
-        box = np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], np.float32)
+        box: np.ndarray = np.array(
+            [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], np.float32
+        )
         side = np.array([box[2] - box[0], box[3] - box[1]] * 2, np.float32)
         noise = np.clip(self.rng.normal(0, 0.1, 4) * side, -5, 5)
-        box = box + noise
+        box = box + noise  # float64 from here (noise is float64)
         limit = mask.shape[1], mask.shape[0]
         x0, x1 = sorted(np.clip(box[[0, 2]], 0, limit[0]))
         y0, y1 = sorted(np.clip(box[[1, 3]], 0, limit[1]))
@@ -226,7 +230,8 @@ class ClickTrainer:
             warm_start_multimask(model, torch.Generator().manual_seed(config.seed))
         self.sampler = PromptSampler(self.rng)
         trained = set(trainable_names(model))
-        decoder, embeddings = [], []
+        decoder: list[nn.Parameter] = []
+        embeddings: list[nn.Parameter] = []
         for name, parameter in model.named_parameters():
             parameter.requires_grad_(name in trained)
             if name in trained:
@@ -351,13 +356,13 @@ class ClickTrainer:
                 continue
             pick_b = self._pick_masks(image, count)
             boxes = np.stack([self.sampler.box(masks_np[i]) for i in pick_b])
-            points = None
+            box_points = None
             if with_click:
                 extra = np.stack([self.sampler.click(masks_np[i], False) for i in pick_b])
-                points = (extra[:, None], np.ones((count, 1), np.int64))
-            logits_b, iou_b = self._decode(model, features, points, boxes, None)
+                box_points = (extra[:, None], np.ones((count, 1), np.int64))
+            logits_b, iou_b = self._decode(model, features, box_points, boxes, None)
             with torch.no_grad():
-                teacher, _ = self._decode(self.teacher, features, points, boxes, None)
+                teacher, _ = self._decode(self.teacher, features, box_points, boxes, None)
             target_b = targets[torch.from_numpy(pick_b)]
             box_losses.append(self._mask_losses(logits_b[:, 0], target_b).mean())
             iou_terms.append(F.mse_loss(iou_b[:, 0], mask_iou(logits_b[:, 0], target_b)))
@@ -371,7 +376,7 @@ class ClickTrainer:
         losses["iou"] = torch.stack(iou_terms).mean()
         losses.setdefault("corrections", zero)
 
-        total = sum(losses.values())
+        total = cast(torch.Tensor, sum(losses.values()))
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(

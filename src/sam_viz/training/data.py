@@ -69,7 +69,7 @@ def encode(
     predictor: Predictor,
     name: str,
     image: np.ndarray,
-    masks: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray] | np.ndarray,
     parents: np.ndarray,
     *,
     generated: bool,
@@ -77,7 +77,8 @@ def encode(
     """Encode an image and bring its masks to the low-res grid; None when no mask is left."""
     embedding = predictor.set_image(image)
     low = predictor.spec.low_res_size
-    kept, index_map = [], {}
+    kept: list[np.ndarray] = []
+    index_map: dict[int, int] = {}
     for index, mask in enumerate(masks):
         small = embedding.frame.mask_to_low_res(mask, low) > 0.5
         if small.sum() >= _MIN_LOW_RES_AREA:

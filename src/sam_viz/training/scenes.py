@@ -157,12 +157,12 @@ def _cells(rng: np.random.Generator, shape: tuple[int, int]) -> _Builder:
         if cell_id < 0:
             continue
         builder.canvas[cell] = body * rng.uniform(0.8, 1.2)
-        centre = _inside(cell, rng)
-        if centre is None or rng.random() < 0.15:
+        middle = _inside(cell, rng)
+        if middle is None or rng.random() < 0.15:
             continue
-        depth = ndimage.distance_transform_edt(cell)[int(centre[0]), int(centre[1])]
+        depth = ndimage.distance_transform_edt(cell)[int(middle[0]), int(middle[1])]
         nucleus = cell & star_mask(
-            shape, centre, min(depth * 0.8, radius * rng.uniform(0.35, 0.6)), rng,
+            shape, middle, min(depth * 0.8, radius * rng.uniform(0.35, 0.6)), rng,
             aspect=rng.uniform(0.6, 1.0), wobble=0.1,
         )  # fmt: skip
         nucleus_id = builder.add(nucleus, "nucleus", cell_id)
