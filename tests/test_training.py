@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sam_viz.deltas import apply_delta, read_delta, save_delta
+from sam_viz.deltas import apply_delta, compute_deltas, read_delta, save_delta
 from sam_viz.training.clicks import (
     ClickTrainer,
     PromptSampler,
@@ -164,9 +164,8 @@ def test_delta_round_trip_and_checks(tiny_model, tmp_path) -> None:
     with torch.no_grad():
         tiny_model.mask_decoder.iou_token.weight.add_(0.01)
         tiny_model.prompt_encoder.point_embeddings[1].weight.mul_(1.5)
-    path = save_delta(
-        tiny_model.state_dict(), base, names, tmp_path / "d.pt", base_sha256="abc", config={}
-    )
+    deltas = compute_deltas(tiny_model.state_dict(), base, names)
+    path = save_delta(deltas, tmp_path / "d.pt", base_sha256="abc", config={})
     delta = read_delta(path)
     assert set(delta["deltas"]) == {
         "mask_decoder.iou_token.weight",
@@ -189,3 +188,63 @@ def test_delta_round_trip_and_checks(tiny_model, tmp_path) -> None:
     (tmp_path / "broken.pt").write_bytes(b"not a file torch reads")
     with pytest.raises(ValueError, match="could not be read"):
         read_delta(tmp_path / "broken.pt")
+
+
+def test_calibration_trains_the_iou_head_alone(tiny_predictor) -> None:
+    from sam_viz.training.calibration import (
+        HEAD_PREFIX,
+        CalibrationConfig,
+        IoUHeadCalibrator,
+        containing_masks,
+    )
+
+    images = scene_images(tiny_predictor, seed=0, count=2)
+    image = images[0]
+    inside = np.argwhere(image.masks[0].numpy())[0]  # (row, col) of a pixel of mask 0
+    held = containing_masks(image, np.array([[inside[1], inside[0]]]))
+    assert held.shape == (1, len(image.masks)) and bool(held[0, 0])
+    before = {k: v.clone() for k, v in tiny_predictor.model.state_dict().items()}
+    calibrator = IoUHeadCalibrator(
+        tiny_predictor.model, images, CalibrationConfig(steps=3, clicks=2, boxes=1), seed=0
+    )
+    losses = calibrator.run()
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    after = tiny_predictor.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(HEAD_PREFIX) for k in changed)
+
+
+def test_the_pipeline_resumes_its_second_stage_exactly(tmp_path) -> None:
+    """The real embedded model, a minimal recipe: stage 1 alone, then resumed, equals both."""
+    from sam_viz.training.pipeline import train_clicks
+
+    config = TrainConfig(scenes=2, samples=(), steps=2, warmup=1, clicks=2, corrections=1)
+    quiet = {"threads": 1, "report": lambda line: None}
+    threads = torch.get_num_threads()
+    try:
+        first, both, resumed = _three_runs(train_clicks, config, tmp_path, quiet)
+    finally:
+        torch.set_num_threads(threads)
+    first_d, both_d, resumed_d = (read_delta(p)["deltas"] for p in (first, both, resumed))
+    assert set(both_d) == set(resumed_d) and set(first_d) <= set(both_d)
+    assert all(torch.equal(both_d[k], resumed_d[k]) for k in both_d)
+    head = [k for k in both_d if k.startswith("mask_decoder.iou_prediction_head.")]
+    assert head and any(not torch.equal(both_d[k], first_d[k]) for k in head)
+    assert read_delta(both)["notes"]["threads"] == 1
+
+
+def _three_runs(train_clicks, config, tmp_path, quiet):
+    from sam_viz.training.calibration import CalibrationConfig
+
+    first = train_clicks(tmp_path / "first.pt", config, **quiet)  # the second stage is off
+    both = train_clicks(
+        tmp_path / "both.pt", config, calibration=CalibrationConfig(steps=2, clicks=2), **quiet
+    )
+    resumed = train_clicks(
+        tmp_path / "resumed.pt",
+        config,
+        calibration=CalibrationConfig(steps=2, clicks=2),
+        resume_from=first,
+        **quiet,
+    )
+    return first, both, resumed

@@ -248,7 +248,14 @@ def cmd_train_clicks(args: argparse.Namespace) -> int:
         bar.write(line)
 
     try:
-        train_clicks(args.output, config, threads=args.threads, report=report, progress=progress)
+        train_clicks(
+            args.output,
+            config,
+            resume_from=args.resume_from,
+            threads=args.threads,
+            report=report,
+            progress=progress,
+        )
     finally:
         bar.close()
     return 0
@@ -386,6 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated scikit-image samples for the data engine, or none "
         "(default: the twelve that need no download, coins held out)",
+    )
+    train.add_argument(
+        "--resume-from",
+        default=None,
+        help="a delta written by the first stage: rebuild the data and run the second only",
     )
     train.add_argument(
         "--threads",

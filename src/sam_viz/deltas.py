@@ -17,23 +17,39 @@ import torch
 DELTA_FORMAT = "sam_viz.delta/1"
 
 
-def save_delta(
+def compute_deltas(
     state: Mapping[str, torch.Tensor],
     base_state: Mapping[str, torch.Tensor],
     names: Iterable[str],
+) -> dict[str, torch.Tensor]:
+    """The float16 differences of the named tensors from the base; unchanged ones left out.
+
+    Args:
+        state: The trained model's state dict.
+        base_state: The base checkpoint's state dict (the tensors the deltas are added to).
+        names: The tensors that may have changed.
+    """
+    deltas = {}
+    for name in names:
+        diff = state[name].detach().float().cpu() - base_state[name].float()
+        if diff.abs().max() > 0:
+            deltas[name] = diff.half()
+    return deltas
+
+
+def save_delta(
+    deltas: Mapping[str, torch.Tensor],
     path: str | Path,
     *,
     base_sha256: str,
     config: Mapping[str, object],
     notes: Mapping[str, object] | None = None,
 ) -> Path:
-    """Write the tensors training changed, as float16 differences from the base checkpoint.
+    """Write weights differences (from :func:`compute_deltas`) with what they belong to.
 
     Args:
-        state: The trained model's state dict.
-        base_state: The base checkpoint's state dict (the tensors the deltas are added to).
-        names: The tensors that may have changed (those that did not are left out).
-        path: Output file (``.pt``).
+        deltas: float16 differences from the base checkpoint, by tensor name.
+        path: Output file (``.pt``), written to a partial file and renamed when complete.
         base_sha256: SHA-256 of the base checkpoint file (checked when the delta is applied).
         config: The training settings (plain values, stored for the record).
         notes: Further plain values to store (timings, figures).
@@ -42,18 +58,13 @@ def save_delta(
         The path written.
     """
     path = Path(path)
-    deltas = {}
-    for name in names:
-        diff = state[name].detach().float().cpu() - base_state[name].float()
-        if diff.abs().max() > 0:
-            deltas[name] = diff.half()
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(path.suffix + ".part")
     torch.save(
         {
             "format": DELTA_FORMAT,
             "base_sha256": base_sha256,
-            "deltas": deltas,
+            "deltas": dict(deltas),
             "config": dict(config),
             "notes": dict(notes or {}),
         },

@@ -4,7 +4,10 @@
 
 1. the data: generated scenes plus the data engine's masks on scikit-image's samples, each
    image encoded once by the frozen LiteMedSAM encoder (:mod:`sam_viz.training.data`);
-2. the training (:class:`~sam_viz.training.clicks.ClickTrainer`);
+2. the training (:class:`~sam_viz.training.clicks.ClickTrainer`), then the IoU head's
+   calibration (:class:`~sam_viz.training.calibration.IoUHeadCalibrator`), which starts from
+   the first stage's weights as a delta file holds them, so ``--resume-from`` a first-stage
+   delta continues exactly;
 3. the delta file (:func:`sam_viz.deltas.save_delta`) with the settings and timings.
 
 The same seed, machine and thread count give the same file: every random draw comes from the
@@ -19,13 +22,15 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import cast
 
 import torch
 
 from sam_viz.checkpoints import EMBEDDED_MODEL, embedded_checkpoint_path, read_state_dict
-from sam_viz.deltas import save_delta
+from sam_viz.deltas import compute_deltas, read_delta, save_delta
 from sam_viz.predictor import Predictor
 from sam_viz.registry import MODELS
+from sam_viz.training.calibration import HEAD_PREFIX, CalibrationConfig, IoUHeadCalibrator
 from sam_viz.training.clicks import ClickTrainer, StepLosses, TrainConfig, trainable_names
 from sam_viz.training.data import natural_images, scene_images
 
@@ -36,6 +41,8 @@ def train_clicks(
     out: str | Path,
     config: TrainConfig | None = None,
     *,
+    calibration: CalibrationConfig | None = None,
+    resume_from: str | Path | None = None,
     threads: int | None = None,
     report: Report = print,
     progress: Callable[[str, int, int], None] | None = None,
@@ -46,6 +53,8 @@ def train_clicks(
     Args:
         out: Where to write the delta file.
         config: The recipe (its ``seed`` drives every random choice); the defaults when None.
+        calibration: The IoU-head stage's settings; the defaults when None.
+        resume_from: A delta written by the first stage: skip it and run the second.
         threads: torch CPU threads (the result depends on it); torch's default when None.
         report: Receives one line per stage and per logged step.
         progress: Called with (stage, done, total) while the data is made.
@@ -84,20 +93,53 @@ def train_clicks(
         )
 
     model = predictor.model
-    trainer = ClickTrainer(model, images, config)
-    trainer.run(log=log, cancel=cancel.is_set if cancel is not None else None)
-    if trainer.step_index < config.steps:
-        raise RuntimeError(f"Training cancelled after {trainer.step_index} steps.")
+    base_state = read_state_dict(base_path)
+    names = trainable_names(model)
+    is_cancelled = cancel.is_set if cancel is not None else None
+    first_s = 0.0
+    if resume_from is None:
+        trainer = ClickTrainer(model, images, config)
+        trainer.run(log=log, cancel=is_cancelled)
+        if trainer.step_index < config.steps:
+            raise RuntimeError(f"Training cancelled after {trainer.step_index} steps.")
+        first_s = time.perf_counter() - started - data_s
+        first_stage = compute_deltas(model.state_dict(), base_state, names)
+    else:
+        delta = read_delta(resume_from)
+        report(f"first stage from {resume_from}")
+        first_stage = cast(dict[str, torch.Tensor], delta["deltas"])
+    # The second stage starts from the first stage's weights as a delta file holds them.
+    with torch.no_grad():
+        parameters = dict(model.named_parameters())
+        for name, diff in first_stage.items():
+            parameters[name].copy_(base_state[name].float() + diff.float())
+
+    calibration = calibration or CalibrationConfig()
+
+    def log_head(step: int, loss: float, elapsed: float) -> None:
+        report(f"IoU head step {step}/{calibration.steps}  loss {loss:.4f}  {elapsed:.0f} s")
+
+    calibrator = IoUHeadCalibrator(
+        model, images, calibration, seed=config.seed, scene_fraction=config.scene_fraction
+    )
+    calibrator.run(log=log_head, cancel=is_cancelled)
+    if calibrator.step_index < calibration.steps:
+        raise RuntimeError(f"Calibration cancelled after {calibrator.step_index} steps.")
     total_s = time.perf_counter() - started
+    # The second stage changes the IoU head alone: the other differences stay as they were.
+    deltas = dict(first_stage)
+    if calibration.steps:
+        head = [name for name in names if name.startswith(HEAD_PREFIX)]
+        deltas.update(compute_deltas(model.state_dict(), base_state, head))
     path = save_delta(
-        model.state_dict(),
-        read_state_dict(base_path),
-        trainable_names(model),
+        deltas,
         out,
         base_sha256=MODELS[EMBEDDED_MODEL].sha256 or "",
-        config=asdict(config),
+        config={**asdict(config), "calibration": asdict(calibration)},
         notes={
             "data_seconds": round(data_s, 1),
+            "first_stage_seconds": round(first_s, 1),
+            "resumed_from": None if resume_from is None else Path(resume_from).name,
             "total_seconds": round(total_s, 1),
             "threads": torch.get_num_threads(),
             "torch": str(torch.__version__),

@@ -1,0 +1,181 @@
+"""Second stage of click training: calibrate the IoU head on what each output really is.
+
+In the first stage (:mod:`sam_viz.training.clicks`), as in SAM, the IoU head regresses each
+output's IoU with the one mask the click was sampled from. For a click in a nucleus that mask
+is the nucleus or its cell at random, so the head learns an average: the "whole" output
+scores well on any click, and on an object with no parts (a coin) the head cannot tell the
+tight mask from one that spills over. This stage trains the IoU head alone (the rest of the
+model is frozen, so the masks do not change) on the IoU of each output with the best of the
+masks that contain the click: the real IoU of the object that output stands for.
+
+It starts from the first stage's weights as shipped (float16 differences, so that a stage-1
+delta file resumes exactly) and draws from its own seed, so it is reproducible on its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sam_viz.modeling.sam import Sam
+from sam_viz.training.clicks import PromptSampler, mask_iou
+from sam_viz.training.data import TrainingImage
+
+HEAD_PREFIX = "mask_decoder.iou_prediction_head."
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """Settings of the IoU-head stage.
+
+    Off by default (``steps=0``): on the shipped first stage, 600 steps raised the unambiguous
+    held-out scene clicks the head ranks right from 52% to 60% but lowered the coins from 54%
+    to 29% (``benchmarks/eval_clicks.py``), so the shipped weights do not use it.
+
+    Attributes:
+        steps: Optimiser steps (one image each); 0 skips the stage.
+        clicks: Single clicks per step (their three multimask outputs are scored).
+        boxes: Box prompts per step (the single-mask output's score stays calibrated).
+        lr: Learning rate of the IoU head.
+        seed_offset: Added to the training seed for this stage's random draws.
+    """
+
+    steps: int = 0
+    clicks: int = 8
+    boxes: int = 2
+    lr: float = 2e-4
+    seed_offset: int = 1
+
+
+def containing_masks(image: TrainingImage, points_xy: np.ndarray) -> torch.Tensor:
+    """(B, M) which of the image's masks contain each (x, y) low-res pixel."""
+    cols = torch.as_tensor(points_xy[:, 0], dtype=torch.long)
+    rows = torch.as_tensor(points_xy[:, 1], dtype=torch.long)
+    return image.masks[:, rows, cols].T
+
+
+class IoUHeadCalibrator:
+    """Trains the IoU prediction head on the best IoU of each output with a valid object.
+
+    Args:
+        model: The click-trained model (its IoU head changes in place).
+        images: Encoded training images.
+        config: The stage's settings.
+        seed: The training seed (``config.seed_offset`` is added).
+        scene_fraction: Share of steps that draw a generated scene.
+    """
+
+    def __init__(
+        self,
+        model: Sam,
+        images: list[TrainingImage],
+        config: CalibrationConfig,
+        *,
+        seed: int,
+        scene_fraction: float = 0.75,
+    ) -> None:
+        if not images:
+            raise ValueError("IoU-head calibration needs at least one training image.")
+        self.model = model
+        self.images = images
+        self.config = config
+        self.scene_fraction = scene_fraction
+        self.rng = np.random.default_rng(seed + config.seed_offset)
+        self.sampler = PromptSampler(self.rng)
+        self.head = model.mask_decoder.iou_prediction_head
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(name.startswith(HEAD_PREFIX))
+        self.optimizer = torch.optim.AdamW(self.head.parameters(), lr=config.lr, weight_decay=0.0)
+        self.dense_pe = model.prompt_encoder.get_dense_pe().detach()
+        self.to_model = model.image_size / images[0].masks.shape[-1]
+        self.scenes = [i for i, image in enumerate(images) if image.generated]
+        self.others = [i for i, image in enumerate(images) if not image.generated]
+        self.step_index = 0
+
+    def _pick_image(self) -> TrainingImage:
+        use_scene = self.scenes and (not self.others or self.rng.random() < self.scene_fraction)
+        pool = self.scenes if use_scene else self.others
+        return self.images[pool[self.rng.integers(len(pool))]]
+
+    def _decode(
+        self,
+        features: torch.Tensor,
+        points: tuple[np.ndarray, np.ndarray] | None,
+        boxes: np.ndarray | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-res logits of all tokens (no gradient) and the IoU token (to train on)."""
+        prompt_encoder = self.model.prompt_encoder
+        point_tensors = None
+        if points is not None:
+            point_tensors = (
+                torch.from_numpy(points[0] * self.to_model),
+                torch.from_numpy(points[1]),
+            )
+        box_tensor = None if boxes is None else torch.from_numpy(boxes * self.to_model)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            sparse, dense = prompt_encoder(points=point_tensors, boxes=box_tensor, masks=None)
+            out = self.model.mask_decoder.predict_masks_with_tokens(
+                features, self.dense_pe, sparse, dense
+            )
+        return out.masks.float(), out.iou_token.float()
+
+    def step(self) -> float:
+        """One optimiser step; returns the loss."""
+        config = self.config
+        image = self._pick_image()
+        masks_np = image.masks.numpy()
+        targets = image.masks.float()
+        pick = self.rng.integers(len(masks_np), size=config.clicks)
+        clicks = np.stack(
+            [self.sampler.click(masks_np[i], interior=self.rng.random() < 0.5) for i in pick]
+        )
+        labels = np.ones((len(pick), 1), np.int64)
+        logits, iou_token = self._decode(image.features, (clicks[:, None], labels), None)
+        multi = logits[:, 1:]  # (B, 3, L, L)
+        # Each output against every mask holding the click; the best is what it stands for.
+        inside = containing_masks(image, clicks)  # (B, M)
+        ious = mask_iou(multi[:, :, None], targets[None, None])  # (B, 3, M)
+        ious = torch.where(inside[:, None, :], ious, torch.zeros_like(ious))
+        target_clicks = ious.max(dim=2).values
+        predicted = self.head(iou_token)
+        loss = F.mse_loss(predicted[:, 1:], target_clicks)
+        if config.boxes:
+            pick_b = self.rng.integers(len(masks_np), size=config.boxes)
+            boxes = np.stack([self.sampler.box(masks_np[i]) for i in pick_b])
+            logits_b, token_b = self._decode(image.features, None, boxes)
+            target_b = mask_iou(logits_b[:, 0], targets[torch.from_numpy(pick_b)])
+            loss = loss + F.mse_loss(self.head(token_b)[:, 0], target_b)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step_index += 1
+        return float(loss.detach())
+
+    def run(
+        self,
+        log: Callable[[int, float, float], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+        log_every: int = 50,
+    ) -> list[float]:
+        """Run all steps; ``log(step, mean loss of the last steps, elapsed_s)`` reports."""
+        history: list[float] = []
+        start = time.perf_counter()
+        while self.step_index < self.config.steps:
+            if cancel is not None and cancel():
+                break
+            history.append(self.step())
+            if log is not None and (
+                self.step_index % log_every == 0 or self.step_index == self.config.steps
+            ):
+                log(
+                    self.step_index,
+                    float(np.mean(history[-log_every:])),
+                    time.perf_counter() - start,
+                )
+        self.model.eval()
+        return history
