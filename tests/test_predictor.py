@@ -10,6 +10,7 @@ import torch
 
 from sam_viz.cache import EmbeddingCache
 from sam_viz.predictor import Cancelled, Predictor
+from sam_viz.prompts import validate_prompts
 
 
 def _count_calls(module: torch.nn.Module) -> list[int]:
@@ -124,17 +125,54 @@ def test_points_reach_the_model_as_x_y_in_model_pixels(tiny_predictor, non_squar
     assert labels.tolist() == [[1]]
 
 
-def test_predict_boxes_is_one_batched_call_matching_single_calls(tiny_predictor, non_square_image):
+def test_predict_boxes_is_one_batched_call_matching_single_calls(
+    tiny_predictor, non_square_image, monkeypatch
+):
+    from sam_viz.batch_decoder import BatchDecoder
+
     tiny_predictor.set_image(non_square_image)
     boxes = np.array([[10, 28, 42, 72], [0, 0, 30, 30], [30, 50, 64, 96]], float)
-    calls = _count_calls(tiny_predictor.model.mask_decoder.transformer)
+    batches = []
+    transformer = BatchDecoder.transformer
+
+    def counted(self, prepared, sparse, **kwargs):
+        batches.append(sparse.shape[0])
+        return transformer(self, prepared, sparse, **kwargs)
+
+    monkeypatch.setattr(BatchDecoder, "transformer", counted)
     batched = tiny_predictor.predict_boxes(boxes)
-    assert calls[0] == 1
+    assert batches == [3]
     assert batched.masks.shape == (3, 96, 64) and batched.iou_scores.shape == (3,)
     for i, box in enumerate(boxes):
         single = tiny_predictor.predict(box_xyxy=box, multimask_output=False)
         np.testing.assert_allclose(batched.low_res_logits[i], single.low_res_logits[0], atol=1e-4)
         np.testing.assert_array_equal(batched.masks[i], single.masks[0])
+
+
+def test_the_shared_image_decoder_matches_the_model_decoder(tiny_predictor, non_square_image):
+    """Without a mask prompt, predictions go through BatchDecoder; the model's own decoder
+    (used with a mask prompt, or in bfloat16) gives the same logits."""
+    embedding = tiny_predictor.set_image(non_square_image)
+    prompts = validate_prompts(
+        embedding.frame.original_size, [[20, 50], [30, 60]], [1, 0], np.array([10, 28, 42, 72.0])
+    )
+    fast = tiny_predictor._decode(embedding, prompts, per_box=False)
+    with torch.inference_mode():
+        sparse, dense = tiny_predictor.model.prompt_encoder(
+            points=(
+                torch.as_tensor(embedding.frame.points_to_model(prompts.points_xy))[None].float(),
+                torch.as_tensor(prompts.point_labels)[None],
+            ),
+            boxes=torch.as_tensor(embedding.frame.boxes_to_model(prompts.boxes_xyxy)).float(),
+            masks=None,
+        )
+        plain = tiny_predictor.model.mask_decoder.predict_masks(
+            embedding.features, tiny_predictor._dense_pe, sparse, dense
+        )
+    torch.testing.assert_close(fast[0], plain[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fast[1], plain[1], atol=1e-5, rtol=1e-4)
+    again = tiny_predictor._decode(embedding, prompts, per_box=False)  # prepared image reused
+    torch.testing.assert_close(again[0], fast[0])
 
 
 def test_mask_prompt_as_previous_logits_or_user_mask(tiny_predictor, non_square_image):
