@@ -206,6 +206,26 @@ class Predictor:
         Returns:
             The image's embedding (also kept as :attr:`embedding`).
         """
+        embedding = self.embed(
+            image, contrast=contrast, percentiles=percentiles, progress=progress, cancel=cancel
+        )
+        with self._lock:
+            self._embedding = embedding
+        return embedding
+
+    def embed(
+        self,
+        image: object,
+        *,
+        contrast: Contrast = "auto",
+        percentiles: tuple[float, float] = (0.5, 99.5),
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ImageEmbedding:
+        """The embedding of ``image``, from the cache or computed, leaving the current image.
+
+        Arguments as :meth:`set_image`; pass the result to :meth:`predict` as ``embedding``.
+        """
         array = validate_image(image)
         key = image_key(array, contrast=contrast, percentiles=percentiles)
         embedding = self.cache.get(self.model_key, key)
@@ -217,8 +237,6 @@ class Predictor:
             self.cache.put(embedding)
         elif progress is not None:
             progress(1, 1)
-        with self._lock:
-            self._embedding = embedding
         return embedding
 
     def preprocess(self, rgb01: np.ndarray, frame: ImageFrame) -> torch.Tensor:

@@ -26,10 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from sam_viz.cache import ImageEmbedding
-from sam_viz.image import Contrast, image_key, to_rgb01, validate_image
+from sam_viz.image import Contrast, to_rgb01, validate_image
 from sam_viz.predictor import Prediction, Predictor, ProgressCallback
 from sam_viz.registry import ModelSpec
-from sam_viz.transforms import ImageFrame
 
 Window = tuple[int, int, int, int]
 MIN_TILE_SIZE = 16
@@ -44,8 +43,8 @@ def embed_rgb01(
 ) -> ImageEmbedding:
     """Embed an (H, W, 3) float image in 0..1 without making it the predictor's image.
 
-    The embedding is looked up in and stored to ``predictor.cache`` under the same key
-    ``predictor.set_image(rgb01, contrast="none")`` would use, so both share it.
+    The same as ``predictor.embed(rgb01, contrast="none")``: the embedding is shared with
+    ``predictor.set_image(rgb01, contrast="none")`` through the predictor's cache.
 
     Args:
         predictor: The predictor whose model and cache to use.
@@ -59,17 +58,7 @@ def embed_rgb01(
     array = np.ascontiguousarray(rgb01, dtype=np.float32)
     if array.ndim != 3 or array.shape[-1] != 3:
         raise ValueError(f"rgb01 must have shape (H, W, 3), got {array.shape}.")
-    key = image_key(array, contrast="none")
-    embedding = predictor.cache.get(predictor.model_key, key)
-    if embedding is None:
-        frame = ImageFrame(array.shape[:2], predictor.spec.image_size)
-        # Predictor.set_image would also make this the current image of the front ends.
-        features = predictor._encode(array, frame, progress, cancel)
-        embedding = ImageEmbedding(features, frame, key, predictor.model_key)
-        predictor.cache.put(embedding)
-    elif progress is not None:
-        progress(1, 1)
-    return embedding
+    return predictor.embed(array, contrast="none", progress=progress, cancel=cancel)
 
 
 class WindowedImage:
