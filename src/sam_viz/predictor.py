@@ -135,7 +135,8 @@ class Predictor:
         self.cache = cache if cache is not None else EmbeddingCache()
         self.model_key = model_key or spec.name
         self._embedding: ImageEmbedding | None = None
-        self._prepared: tuple[tuple[str, str, int], PreparedImage] | None = None
+        # The shared-image decoder and its work for the last image predicted on.
+        self._prepared: tuple[tuple[str, str, int], BatchDecoder, PreparedImage] | None = None
         self._lock = threading.Lock()
         with torch.inference_mode():
             self._dense_pe = self.model.prompt_encoder.get_dense_pe()
@@ -361,16 +362,16 @@ class Predictor:
         once and moves the other image-side projections to the prompt tokens. Same results
         up to float rounding, in about half the time.
         """
-        decoder = BatchDecoder(self.model)  # cheap: it copies the two upscaling weights
         key = (embedding.image_key, embedding.model_key, id(embedding.features))
         with self._lock:
             cached = self._prepared
         if cached is not None and cached[0] == key:
-            prepared = cached[1]
+            _, decoder, prepared = cached
         else:
+            decoder = BatchDecoder(self.model)
             prepared = decoder.prepare(embedding.features.to(self.device), self._dense_pe)
             with self._lock:
-                self._prepared = (key, prepared)
+                self._prepared = (key, decoder, prepared)
         decoded = decoder.transformer(prepared, sparse)
         low_res = decoder.masks(decoded, list(range(self.model.mask_decoder.num_mask_tokens)))
         return low_res.float(), decoded.iou_scores.float()
