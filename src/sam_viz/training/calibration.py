@@ -14,7 +14,6 @@ delta file resumes exactly) and draws from its own seed, so it is reproducible o
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from sam_viz.modeling.sam import Sam
-from sam_viz.training.clicks import PromptSampler, mask_iou
+from sam_viz.training.clicks import ImagePool, PromptSampler, mask_iou, prompt_tensors, run_steps
 from sam_viz.training.data import TrainingImage
 
 HEAD_PREFIX = "mask_decoder.iou_prediction_head."
@@ -84,7 +83,6 @@ class IoUHeadCalibrator:
         self.model = model
         self.images = images
         self.config = config
-        self.scene_fraction = scene_fraction
         self.rng = np.random.default_rng(seed + config.seed_offset)
         self.sampler = PromptSampler(self.rng)
         self.head = model.mask_decoder.iou_prediction_head
@@ -93,14 +91,8 @@ class IoUHeadCalibrator:
         self.optimizer = torch.optim.AdamW(self.head.parameters(), lr=config.lr, weight_decay=0.0)
         self.dense_pe = model.prompt_encoder.get_dense_pe().detach()
         self.to_model = model.image_size / images[0].masks.shape[-1]
-        self.scenes = [i for i, image in enumerate(images) if image.generated]
-        self.others = [i for i, image in enumerate(images) if not image.generated]
+        self.pool = ImagePool(images, self.rng, scene_fraction)
         self.step_index = 0
-
-    def _pick_image(self) -> TrainingImage:
-        use_scene = self.scenes and (not self.others or self.rng.random() < self.scene_fraction)
-        pool = self.scenes if use_scene else self.others
-        return self.images[pool[self.rng.integers(len(pool))]]
 
     def _decode(
         self,
@@ -110,13 +102,7 @@ class IoUHeadCalibrator:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Low-res logits of all tokens (no gradient) and the IoU token (to train on)."""
         prompt_encoder = self.model.prompt_encoder
-        point_tensors = None
-        if points is not None:
-            point_tensors = (
-                torch.from_numpy(points[0] * self.to_model),
-                torch.from_numpy(points[1]),
-            )
-        box_tensor = None if boxes is None else torch.from_numpy(boxes * self.to_model)
+        point_tensors, box_tensor = prompt_tensors(points, boxes, self.to_model)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             sparse, dense = prompt_encoder(points=point_tensors, boxes=box_tensor, masks=None)
             out = self.model.mask_decoder.predict_masks_with_tokens(
@@ -127,7 +113,7 @@ class IoUHeadCalibrator:
     def step(self) -> float:
         """One optimiser step; returns the loss."""
         config = self.config
-        image = self._pick_image()
+        image = self.pool.draw()
         masks_np = image.masks.numpy()
         targets = image.masks.float()
         pick = self.rng.integers(len(masks_np), size=config.clicks)
@@ -163,19 +149,6 @@ class IoUHeadCalibrator:
         log_every: int = 50,
     ) -> list[float]:
         """Run all steps; ``log(step, mean loss of the last steps, elapsed_s)`` reports."""
-        history: list[float] = []
-        start = time.perf_counter()
-        while self.step_index < self.config.steps:
-            if cancel is not None and cancel():
-                break
-            history.append(self.step())
-            if log is not None and (
-                self.step_index % log_every == 0 or self.step_index == self.config.steps
-            ):
-                log(
-                    self.step_index,
-                    float(np.mean(history[-log_every:])),
-                    time.perf_counter() - start,
-                )
-        self.model.eval()
-        return history
+        return run_steps(
+            self, self.config.steps, lambda recent: float(np.mean(recent)), log, cancel, log_every
+        )

@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from torch import nn
 
 from sam_viz.modeling.sam import Sam
 from sam_viz.training.data import NATURAL_IMAGES, TrainingImage
+
+if TYPE_CHECKING:
+    from sam_viz.training.calibration import IoUHeadCalibrator as IoUHeadStage
 
 # Prompt-encoder tensors the clicks need; the box-corner embeddings and no_mask_embed stay.
 _PROMPT_ENCODER_TRAINED = (
@@ -193,6 +196,68 @@ class PromptSampler:
 
 
 # ------------------------------------------------------------------------------ training
+class ImagePool:
+    """Draws a training image: a generated scene with probability ``scene_fraction``.
+
+    Args:
+        images: The encoded training images.
+        rng: The random generator (shared with the rest of the stage's draws).
+        scene_fraction: Share of draws that are generated scenes (when both kinds exist).
+    """
+
+    def __init__(
+        self, images: list[TrainingImage], rng: np.random.Generator, scene_fraction: float
+    ) -> None:
+        self.images = images
+        self.rng = rng
+        self.scene_fraction = scene_fraction
+        self.scenes = [i for i, image in enumerate(images) if image.generated]
+        self.others = [i for i, image in enumerate(images) if not image.generated]
+
+    def draw(self) -> TrainingImage:
+        use_scene = self.scenes and (not self.others or self.rng.random() < self.scene_fraction)
+        pool = self.scenes if use_scene else self.others
+        return self.images[pool[self.rng.integers(len(pool))]]
+
+
+def prompt_tensors(
+    points: tuple[np.ndarray, np.ndarray] | None, boxes: np.ndarray | None, scale: float
+) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None]:
+    """Low-res-grid clicks (BxNx2, labels BxN) and boxes (Bx4) as model-input tensors."""
+    point_tensors = None
+    if points is not None:
+        point_tensors = (torch.from_numpy(points[0] * scale), torch.from_numpy(points[1]))
+    box_tensor = None if boxes is None else torch.from_numpy(boxes * scale)
+    return point_tensors, box_tensor
+
+
+Step = TypeVar("Step")
+
+
+def run_steps(
+    stage: ClickTrainer | IoUHeadStage,
+    total: int,
+    summarize: Callable[[list[Step]], object],
+    log: Callable[[int, Any, float], None] | None,
+    cancel: Callable[[], bool] | None,
+    log_every: int,
+) -> list[Step]:
+    """Call ``stage.step()`` until ``stage.step_index`` reaches ``total`` (or ``cancel()``).
+
+    Every ``log_every`` steps, ``log(step, summarize(the last steps' results), elapsed_s)``.
+    """
+    history: list[Step] = []
+    start = time.perf_counter()
+    while stage.step_index < total:
+        if cancel is not None and cancel():
+            break
+        history.append(cast(Step, stage.step()))
+        if log is not None and (stage.step_index % log_every == 0 or stage.step_index == total):
+            log(stage.step_index, summarize(history[-log_every:]), time.perf_counter() - start)
+    stage.model.eval()
+    return history
+
+
 @dataclass
 class StepLosses:
     """Losses of one step (floats, for the log)."""
@@ -244,8 +309,7 @@ class ClickTrainer:
             weight_decay=0.0,
         )
         self._base_lrs = [config.lr, config.embedding_lr]
-        self.scenes = [i for i, image in enumerate(images) if image.generated]
-        self.others = [i for i, image in enumerate(images) if not image.generated]
+        self.pool = ImagePool(images, self.rng, config.scene_fraction)
         self.dense_pe = model.prompt_encoder.get_dense_pe().detach()
         low = images[0].masks.shape[-1]
         self.to_model = model.image_size / low  # low-res grid pixels to model-input pixels
@@ -271,24 +335,13 @@ class ClickTrainer:
         masks: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All four tokens' low-res logits (B, 4, L, L) float32 and IoUs (B, 4)."""
-        point_tensors = None
-        if points is not None:
-            coords = torch.from_numpy(points[0] * self.to_model)
-            point_tensors = (coords, torch.from_numpy(points[1]))
-        box_tensor = None if boxes is None else torch.from_numpy(boxes * self.to_model)
+        point_tensors, box_tensor = prompt_tensors(points, boxes, self.to_model)
         with self._autocast():
             sparse, dense = model.prompt_encoder(
                 points=point_tensors, boxes=box_tensor, masks=masks
             )
             logits, iou = model.mask_decoder.predict_masks(features, self.dense_pe, sparse, dense)
         return logits.float(), iou.float()
-
-    def _pick_image(self) -> TrainingImage:
-        use_scene = self.scenes and (
-            not self.others or self.rng.random() < self.config.scene_fraction
-        )
-        pool = self.scenes if use_scene else self.others
-        return self.images[pool[self.rng.integers(len(pool))]]
 
     def _pick_masks(self, image: TrainingImage, count: int) -> np.ndarray:
         return self.rng.integers(len(image.masks), size=count)
@@ -303,7 +356,7 @@ class ClickTrainer:
         factor = self._lr_factor(self.step_index)
         for group, base in zip(self.optimizer.param_groups, self._base_lrs, strict=True):
             group["lr"] = base * factor
-        image = self._pick_image()
+        image = self.pool.draw()
         features = image.features
         masks_np = image.masks.numpy()
         targets = image.masks.float()
@@ -396,22 +449,11 @@ class ClickTrainer:
         log_every: int = 25,
     ) -> list[StepLosses]:
         """Run all steps; ``log(step, mean losses of the last steps, elapsed_s)`` reports."""
-        history: list[StepLosses] = []
-        start = time.perf_counter()
-        while self.step_index < self.config.steps:
-            if cancel is not None and cancel():
-                break
-            history.append(self.step())
-            if log is not None and (
-                self.step_index % log_every == 0 or self.step_index == self.config.steps
-            ):
-                recent = history[-log_every:]
-                mean = StepLosses(
-                    *(float(np.mean([getattr(s, f) for s in recent])) for f in _FIELDS)
-                )
-                log(self.step_index, mean, time.perf_counter() - start)
-        self.model.eval()
-        return history
+
+        def mean(recent: list[StepLosses]) -> StepLosses:
+            return StepLosses(*(float(np.mean([getattr(s, f) for s in recent])) for f in _FIELDS))
+
+        return run_steps(self, self.config.steps, mean, log, cancel, log_every)
 
 
 _FIELDS = ("clicks", "boxes", "corrections", "iou", "distill", "best_iou")
