@@ -188,16 +188,7 @@ def predict_with_crop(
         multimask_output=multimask_output,
         embedding=embedding,
     )
-    height, width = source.shape
-    masks = np.zeros((len(local.masks), height, width), dtype=bool)
-    masks[:, wy0:wy1, wx0:wx1] = local.masks
-    return Prediction(
-        masks=masks,
-        iou_scores=local.iou_scores,
-        low_res_logits=local.low_res_logits,
-        names=local.names,
-        token_indices=local.token_indices,
-    )
+    return local.pasted(window, source.shape)
 
 
 def predict_auto(

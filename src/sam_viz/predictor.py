@@ -12,6 +12,7 @@ Typical use::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import threading
 from collections.abc import Callable
@@ -73,6 +74,23 @@ class Prediction:
         if name not in self.names:
             raise KeyError(f"No candidate {name!r}; candidates are {self.names}.")
         return self.masks[self.names.index(name)]
+
+    def pasted(
+        self, window_xyxy: tuple[int, int, int, int], shape_hw: tuple[int, int]
+    ) -> Prediction:
+        """This prediction, made on a window of an image, with masks of the whole image.
+
+        Args:
+            window_xyxy: The window (x0, y0, x1, y1), exclusive ends, in image pixels.
+            shape_hw: (H, W) of the whole image.
+
+        Returns:
+            The same candidates; ``low_res_logits`` stay in the window's frame.
+        """
+        x0, y0, x1, y1 = window_xyxy
+        masks = np.zeros((len(self.masks), *shape_hw), dtype=bool)
+        masks[:, y0:y1, x0:x1] = self.masks
+        return dataclasses.replace(self, masks=masks)
 
 
 @dataclass(frozen=True)

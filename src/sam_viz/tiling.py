@@ -339,12 +339,4 @@ class TiledImage:
             multimask_output=multimask_output,
             embedding=self._embedding(window),
         )
-        masks = np.zeros((len(local.masks), *self.source.shape), dtype=bool)
-        masks[:, y0:y1, x0:x1] = local.masks
-        return Prediction(
-            masks=masks,
-            iou_scores=local.iou_scores,
-            low_res_logits=local.low_res_logits,
-            names=local.names,
-            token_indices=local.token_indices,
-        )
+        return local.pasted(window, self.source.shape)
