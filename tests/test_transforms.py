@@ -51,3 +51,20 @@ def test_mask_to_low_res_and_back_is_close():
     back = frame.upscale_logits(torch.as_tensor(low - 0.5)[None, None])[0, 0].numpy() > 0
     iou = (back & mask).sum() / (back | mask).sum()
     assert iou > 0.9
+
+
+@pytest.mark.parametrize("original_size", [(1024, 1024), (96, 64), (333, 517), (50, 3000)])
+@pytest.mark.parametrize("image_size", [256, 1024])
+def test_upscale_masks_equals_thresholded_upscale_logits(original_size, image_size):
+    frame = ImageFrame(original_size, image_size)
+    side = image_size // 4
+    generator = torch.Generator().manual_seed(0)
+    low = torch.randn(2, 4, side, side, generator=generator) * 3 - 4  # scattered specks
+    low[0, 1] = -1.0  # empty
+    low[0, 2, 10:30, 20:25] = 5.0  # one block
+    low[1, 3] = -low[1, 3]  # mostly positive
+    expected = (frame.upscale_logits(low) > 0).numpy()
+    got = frame.upscale_masks(low)
+    assert got.dtype == bool and got.shape == expected.shape
+    assert not got[0, 1].any()
+    np.testing.assert_array_equal(got, expected)

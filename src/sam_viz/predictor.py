@@ -445,8 +445,7 @@ class Predictor:
         tokens = self._candidate_tokens(iou[0], multimask_output, single_click=single_click)
         low_res, iou = low_res[0, tokens], iou[0, tokens]
         with torch.inference_mode():
-            masks = frame.upscale_logits(low_res[None])[0] > 0
-        masks_np = masks.cpu().numpy()
+            masks_np = frame.upscale_masks(low_res[None].cpu())[0]
         order = order_by_area(masks_np) if multimask_output else np.arange(1)
         names = CANDIDATE_NAMES if multimask_output else ("mask",)
         return Prediction(
@@ -496,9 +495,9 @@ class Predictor:
         low_res, iou = self._decode(embedding, prompts, per_box=True)
         low_res, iou = low_res[:, :1], iou[:, 0]
         with torch.inference_mode():
-            masks = embedding.frame.upscale_logits(low_res)[:, 0] > 0
+            masks = embedding.frame.upscale_masks(low_res.cpu())[:, 0]
         return BoxesPrediction(
-            masks=masks.cpu().numpy(),
+            masks=masks,
             iou_scores=iou.float().cpu().numpy(),
             low_res_logits=low_res[:, 0].float().cpu().numpy(),
         )

@@ -138,5 +138,5 @@ def validate_prompts(
 
 def order_by_area(masks: np.ndarray) -> np.ndarray:
     """Indices that sort candidate masks (K, H, W) from smallest to largest area (stable)."""
-    areas = np.asarray(masks).reshape(len(masks), -1).sum(axis=1)
+    areas = np.count_nonzero(np.asarray(masks).reshape(len(masks), -1), axis=1)
     return np.argsort(areas, kind="stable")

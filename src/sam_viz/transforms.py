@@ -8,6 +8,7 @@ and right to a square; its low-resolution mask logits cover that square at ``low
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -104,6 +105,38 @@ class ImageFrame:
             )
         return out[..., :height, :width].reshape(batch, masks, height, width)
 
+    def upscale_masks(self, low_res: torch.Tensor) -> np.ndarray:
+        """The masks of low-res logits (B, K, L, L) on the original image: (B, K, H, W) bool.
+
+        Equal to ``upscale_logits(low_res) > 0``, computed with less work: a bilinear sample
+        is a weighted mean of at most four grid values, so it can only be positive next to a
+        positive grid value. Each mask is resampled (rows, then columns) only over the pixels
+        around its positive grid cells, and thresholded there.
+        """
+        height, width = self.original_size
+        ratio = low_res.shape[-1] / self.image_size
+        in_h, in_w = self.input_size
+        valid_h, valid_w = in_h * ratio, in_w * ratio
+        grid = low_res[..., : math.ceil(valid_h), : math.ceil(valid_w)].float()
+        batch, count = grid.shape[:2]
+        out = np.zeros((batch, count, height, width), dtype=bool)
+        rows = _bilinear_taps(height, valid_h, grid.shape[-2])
+        cols = _bilinear_taps(width, valid_w, grid.shape[-1])
+        positive = grid > 0
+        for b in range(batch):
+            for k in range(count):
+                spans = (
+                    _sample_span(positive[b, k].any(dim=1), rows),
+                    _sample_span(positive[b, k].any(dim=0), cols),
+                )
+                if spans[0] is None or spans[1] is None:
+                    continue
+                (r0, r1), (c0, c1) = spans
+                values = rows.resample(grid[b, k], r0, r1, dim=0)
+                values = cols.resample(values, c0, c1, dim=1)
+                out[b, k, r0:r1, c0:c1] = (values > 0).numpy()
+        return out
+
     def mask_to_low_res(self, mask: np.ndarray, low_res_size: int) -> np.ndarray:
         """Map an original-resolution mask (H, W) onto the low-res model grid (L, L), float."""
         tensor = torch.as_tensor(np.asarray(mask, dtype=np.float32))[None, None]
@@ -115,3 +148,43 @@ class ImageFrame:
         )
         small = F.pad(small, (0, low_res_size - target[1], 0, low_res_size - target[0]))
         return small[0, 0].numpy()
+
+
+@dataclass(frozen=True)
+class _Taps:
+    """Where each output pixel of a 1-D bilinear resampling reads the input (PyTorch's
+    ``align_corners=False`` rule): ``(1 - weight) * x[first] + weight * x[second]``."""
+
+    first: torch.Tensor
+    second: torch.Tensor
+    weight: torch.Tensor
+
+    def resample(self, values: torch.Tensor, start: int, stop: int, *, dim: int) -> torch.Tensor:
+        """Output pixels ``start:stop`` along ``dim`` of a 2-D tensor."""
+        weight = self.weight[start:stop]
+        weight = weight[None] if dim == 1 else weight[:, None]
+        low = values.index_select(dim, self.first[start:stop])
+        high = values.index_select(dim, self.second[start:stop])
+        return torch.lerp(low, high, weight)
+
+
+@functools.lru_cache(maxsize=16)
+def _bilinear_taps(out_size: int, valid: float, in_size: int) -> _Taps:
+    """Taps for resampling ``valid`` input pixels (of ``in_size`` stored) to ``out_size``."""
+    scale = np.float32(valid / out_size)
+    source = np.maximum((np.arange(out_size, dtype=np.float32) + 0.5) * scale - 0.5, 0)
+    first = np.minimum(np.floor(source).astype(np.int64), in_size - 1)
+    second = np.minimum(first + 1, in_size - 1)
+    weight = (source - first).astype(np.float32)
+    return _Taps(torch.from_numpy(first), torch.from_numpy(second), torch.from_numpy(weight))
+
+
+def _sample_span(positive: torch.Tensor, taps: _Taps) -> tuple[int, int] | None:
+    """Output pixels ``(start, stop)`` whose taps can reach a positive input, or None."""
+    where = torch.nonzero(positive).flatten()
+    if not len(where):
+        return None
+    lowest, highest = int(where[0]), int(where[-1])
+    start = int(torch.searchsorted(taps.second, lowest, side="left"))
+    stop = int(torch.searchsorted(taps.first, highest, side="right"))
+    return start, stop
