@@ -66,7 +66,8 @@ class DecodedTokens:
     """The transformer's output for B prompt sets.
 
     Attributes:
-        tokens: (B, N, C) output and prompt tokens after the transformer.
+        tokens: (B, T + 1, C) the output tokens (IoU token, then the T mask tokens) after
+            the transformer.
         image_chunks: The image tokens after the transformer, (b, M, C) per chunk of
             prompt sets, in order (kept apart to save copying them into one tensor).
         iou_scores: (B, T) predicted IoU of each output mask token (token 0 is the
@@ -243,9 +244,17 @@ class BatchDecoder:
             else:
                 i2t = layer.cross_attn_image_to_token
                 keys = layer.norm4(self._image_to_token(i2t, keys, keys_pe, q, queries))
+        # The final attention only matters for the output tokens (the IoU and mask tokens):
+        # the prompt tokens' last update is never read.
         final = self.transformer_module
+        outputs = output_tokens.shape[0]
+        queries = queries[:, :outputs]
         update = self._token_to_image(
-            final.final_attn_token_to_image, queries + point_embedding, keys, None, prepared.pe
+            final.final_attn_token_to_image,
+            queries + point_embedding[:, :outputs],
+            keys,
+            None,
+            prepared.pe,
         )
         queries = final.norm_final_attn(queries + update)
         iou = decoder.iou_prediction_head(queries[:, 0])
