@@ -23,7 +23,6 @@ from napari.layers import Image, Labels, Layer, Points, Shapes
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
-from superqt.utils import create_worker as create_light_worker
 
 from sam_viz._napari import _layers
 from sam_viz._napari._candidates import CandidateLayers
@@ -47,7 +46,7 @@ from sam_viz._napari._slicing import (
     plane_geometry,
 )
 from sam_viz._napari._tasks import LongTasks, Target
-from sam_viz._napari._workers import Failed, call_safely
+from sam_viz._napari._workers import Failed, SerialWorker
 from sam_viz.cache import ImageEmbedding
 from sam_viz.everything import EverythingSettings
 from sam_viz.predictor import Cancelled, Predictor
@@ -122,7 +121,7 @@ class SamWidget(QWidget):
         self._shapes: Shapes | None = None
         self._objects: Labels | None = None
         self._last_notice = ""
-        self._predictions: set[object] = set()
+        self._predictions = SerialWorker("sam_viz prediction")
         self._after_load: list[Callable[[], object]] = []  # actions waiting for the model
 
         self._timer = QTimer(self)
@@ -614,20 +613,16 @@ class SamWidget(QWidget):
 
     def _start_prediction(self, ticket: Ticket[_Request]) -> None:
         request = ticket.request
-        # A plain superqt worker: predictions are short and frequent, so they stay out of
-        # napari's activity list (loading and embedding, the long tasks, are listed there).
-        worker = create_light_worker(
-            call_safely,
+        # One long-lived thread: predictions are short and frequent, so they neither pay for
+        # a thread each nor show in napari's activity list (loading and embedding, the long
+        # tasks, are listed there).
+        self._predictions.submit(
             predict_candidates,
             self._model.predictor,
             request.embedding,
             request.prompts,
-            _start_thread=False,
+            on_done=partial(self._on_predicted, ticket),
         )
-        worker.returned.connect(partial(self._on_predicted, ticket))
-        self._predictions.add(worker)
-        worker.finished.connect(partial(self._predictions.discard, worker))
-        worker.start()
 
     def _on_predicted(self, ticket: Ticket[_Request], result: object) -> None:
         current, following = self._scheduler.finish(ticket)
@@ -646,7 +641,7 @@ class SamWidget(QWidget):
         """Whether a model load, embedding or prediction is running or waiting to run."""
         embedding = self._embedder is not None and self._embedder.running
         return bool(
-            self._predictions
+            self._predictions.pending
             or embedding
             or self._model.loading
             or self._timer.isActive()
@@ -790,6 +785,7 @@ class SamWidget(QWidget):
         self.cancel_embedding()
         self.cancel_task()
         self._timer.stop()
+        self._predictions.close()
         super().closeEvent(event)  # type: ignore[arg-type]
 
 

@@ -1,5 +1,8 @@
 """Running functions in worker threads without raising: errors come back as values.
 
+:class:`SerialWorker` is the plugin's prediction thread: one long-lived thread for short,
+frequent jobs, whose results come back on the UI thread.
+
 A worker that raises (or returns an exception) makes napari show a traceback; the plugin
 shows a message instead, so its workers hand errors back wrapped in :class:`Failed`.
 """
@@ -7,8 +10,12 @@ shows a message instead, so its workers hand errors back wrapped in :class:`Fail
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from qtpy.QtCore import QObject, Signal
 
 from sam_viz.predictor import Cancelled
 
@@ -33,3 +40,61 @@ def call_safely(func: Callable[..., object], *args: object) -> object:
         if not isinstance(err, EXPECTED_ERRORS):
             logger.exception("sam_viz: %s failed", getattr(func, "__name__", func))
         return Failed(err)
+
+
+class SerialWorker(QObject):
+    """One long-lived thread that runs short jobs in order, for the UI thread.
+
+    Predictions are short and frequent: starting a thread for each costs milliseconds that
+    the user waits for, so they share one thread, started on the first job. A job's result
+    (or :class:`Failed`) is handed to its callback on the UI thread. Jobs never raise.
+
+    Args:
+        name: The thread's name (shown in debuggers and profilers).
+    """
+
+    _done = Signal(object, object)  # (callback, result), queued to the UI thread
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self._name = name
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pending = 0
+        self._done.connect(self._deliver)
+
+    def submit(
+        self, func: Callable[..., object], *args: object, on_done: Callable[[object], object]
+    ) -> None:
+        """Run ``func(*args)`` after the jobs before it; ``on_done(result)`` on this thread."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+        self._pending += 1
+        self._jobs.put(_Job(func, args, on_done))
+
+    @property
+    def pending(self) -> int:
+        """Jobs submitted whose callback has not run yet."""
+        return self._pending
+
+    def close(self) -> None:
+        """Let the thread end after the jobs already submitted."""
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread = None
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            self._done.emit(job.on_done, call_safely(job.func, *job.args))
+
+    def _deliver(self, on_done: Callable[[object], object], result: object) -> None:
+        self._pending -= 1
+        on_done(result)
+
+
+@dataclass(frozen=True)
+class _Job:
+    func: Callable[..., object]
+    args: tuple[object, ...]
+    on_done: Callable[[object], object]
