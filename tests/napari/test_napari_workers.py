@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from sam_viz._napari._workers import Failed, SerialWorker
 
 
@@ -39,3 +41,38 @@ def test_jobs_run_in_order_on_one_thread_and_report_on_the_ui_thread(qtbot):
     qtbot.waitUntil(lambda: len(results) == 5, timeout=5000)
     assert results[4] == 50
     worker.close()
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_no_delivery_once_the_parent_is_deleted(qtbot):
+    from qtpy.QtCore import QObject
+
+    parent = QObject()
+    worker = SerialWorker("test worker", parent=parent)
+    release = threading.Event()
+    finished = threading.Event()
+    delivered: list[object] = []
+
+    def job() -> str:
+        release.wait(5)
+        return "late"
+
+    def last() -> None:
+        finished.set()
+
+    worker.submit(job, on_done=delivered.append)
+    worker.submit(last, on_done=delivered.append)
+    parent.deleteLater()
+    qtbot.waitUntil(lambda: not _alive(worker), timeout=5000)
+    release.set()
+    qtbot.wait(200)
+    assert delivered == []  # neither result reached a callback of the deleted widget
+    assert not finished.is_set()  # the thread stopped at the first undeliverable result
+
+
+def _alive(qobject) -> bool:
+    try:
+        qobject.objectName()
+    except RuntimeError:
+        return False
+    return True

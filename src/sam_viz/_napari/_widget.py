@@ -121,7 +121,7 @@ class SamWidget(QWidget):
         self._shapes: Shapes | None = None
         self._objects: Labels | None = None
         self._last_notice = ""
-        self._predictions = SerialWorker("sam_viz prediction")
+        self._predictions = SerialWorker("sam_viz prediction", parent=self)
         self._after_load: list[Callable[[], object]] = []  # actions waiting for the model
 
         self._timer = QTimer(self)

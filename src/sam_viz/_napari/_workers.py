@@ -51,12 +51,13 @@ class SerialWorker(QObject):
 
     Args:
         name: The thread's name (shown in debuggers and profilers).
+        parent: The Qt object whose deletion ends the deliveries (the widget).
     """
 
     _done = Signal(object, object)  # (callback, result), queued to the UI thread
 
-    def __init__(self, name: str) -> None:
-        super().__init__()
+    def __init__(self, name: str, parent: QObject | None = None) -> None:
+        super().__init__(parent)
         self._name = name
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -86,7 +87,11 @@ class SerialWorker(QObject):
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not None:
-            self._done.emit(job.on_done, call_safely(job.func, *job.args))
+            result = call_safely(job.func, *job.args)
+            try:
+                self._done.emit(job.on_done, result)
+            except RuntimeError:  # the Qt object (and its widget) was deleted
+                return
 
     def _deliver(self, on_done: Callable[[object], object], result: object) -> None:
         self._pending -= 1
