@@ -236,7 +236,11 @@ def test_the_pipeline_resumes_its_second_stage_exactly(tmp_path) -> None:
 def _three_runs(train_clicks, config, tmp_path, quiet):
     from sam_viz.training.calibration import CalibrationConfig
 
-    first = train_clicks(tmp_path / "first.pt", config, **quiet)  # the second stage is off
+    stages: list[tuple[str, int, int]] = []
+    first = train_clicks(  # the second stage is off
+        tmp_path / "first.pt", config, progress=lambda *stage: stages.append(stage), **quiet
+    )
+    assert stages[-1] == ("training", config.steps, config.steps)  # the bar ends at 100%
     both = train_clicks(
         tmp_path / "both.pt", config, calibration=CalibrationConfig(steps=2, clicks=2), **quiet
     )

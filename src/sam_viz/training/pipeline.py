@@ -57,7 +57,8 @@ def train_clicks(
         resume_from: A delta written by the first stage: skip it and run the second.
         threads: torch CPU threads (the result depends on it); torch's default when None.
         report: Receives one line per stage and per logged step.
-        progress: Called with (stage, done, total) while the data is made.
+        progress: Called with (stage, done, total) while the data is made, and with
+            ("training", step, steps) at each logged step.
         cancel: Set it to stop; the delta is then not written.
 
     Returns:
@@ -84,6 +85,8 @@ def train_clicks(
     report(f"{len(images)} training images, {masks} masks ({data_s:.0f} s)")
 
     def log(step: int, losses: StepLosses, elapsed: float) -> None:
+        if progress is not None:
+            progress("training", step, config.steps)
         eta = elapsed / step * (config.steps - step)
         report(
             f"step {step}/{config.steps}  loss {losses.total:.3f} (clicks {losses.clicks:.3f}, "
