@@ -380,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="delta file to write (the shipped one is src/sam_viz/weights/lite_medsam_clicks.pt)",
     )
     train.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    train.add_argument("--steps", type=int, default=None, help="optimiser steps (default 1800)")
+    train.add_argument("--steps", type=int, default=None, help="optimiser steps (default 2200)")
     train.add_argument("--scenes", type=int, default=None, help="generated scenes (default 300)")
     train.add_argument(
         "--augmentations",

@@ -32,9 +32,10 @@ HEAD_PREFIX = "mask_decoder.iou_prediction_head."
 class CalibrationConfig:
     """Settings of the IoU-head stage.
 
-    Off by default (``steps=0``): on the shipped first stage, 600 steps raised the unambiguous
-    held-out scene clicks the head ranks right from 52% to 60% but lowered the coins from 54%
-    to 29% (``benchmarks/eval_clicks.py``), so the shipped weights do not use it.
+    Off by default (``steps=0``): on an earlier 1,800-step first stage, 600 steps raised the
+    unambiguous held-out scene clicks the head ranks right from 52% to 60% but lowered the
+    coins from 54% to 29% (``benchmarks/eval_clicks.py``), so the shipped weights do not use
+    it.
 
     Attributes:
         steps: Optimiser steps (one image each); 0 skips the stage.

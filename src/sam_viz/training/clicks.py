@@ -78,7 +78,7 @@ class TrainConfig:
     scenes: int = 300
     samples: tuple[str, ...] = NATURAL_IMAGES
     augmentations: int = 5
-    steps: int = 1800
+    steps: int = 2200
     clicks: int = 6
     boxes: int = 2
     box_clicks: int = 1
