@@ -82,10 +82,7 @@ class ImageFrame:
         ``(i + 0.5) * valid / H - 0.5``.
         """
         height, width = self.original_size
-        ratio = low_res.shape[-1] / self.image_size
-        in_h, in_w = self.input_size
-        valid_h, valid_w = in_h * ratio, in_w * ratio
-        cropped = low_res[..., : math.ceil(valid_h), : math.ceil(valid_w)]
+        cropped, (valid_h, valid_w) = self._valid_low_res(low_res)
         batch, masks = cropped.shape[:2]
         # One channel per image: upsample_bilinear2d is several times faster on (N, 1, h, w)
         # than on (1, N, h, w) on the CPU.
@@ -114,10 +111,8 @@ class ImageFrame:
         around its positive grid cells, and thresholded there.
         """
         height, width = self.original_size
-        ratio = low_res.shape[-1] / self.image_size
-        in_h, in_w = self.input_size
-        valid_h, valid_w = in_h * ratio, in_w * ratio
-        grid = low_res[..., : math.ceil(valid_h), : math.ceil(valid_w)].float()
+        grid, (valid_h, valid_w) = self._valid_low_res(low_res)
+        grid = grid.float()
         batch, count = grid.shape[:2]
         out = np.zeros((batch, count, height, width), dtype=bool)
         rows = _bilinear_taps(height, valid_h, grid.shape[-2])
@@ -125,17 +120,23 @@ class ImageFrame:
         positive = grid > 0
         for b in range(batch):
             for k in range(count):
-                spans = (
-                    _sample_span(positive[b, k].any(dim=1), rows),
-                    _sample_span(positive[b, k].any(dim=0), cols),
-                )
-                if spans[0] is None or spans[1] is None:
-                    continue
-                (r0, r1), (c0, c1) = spans
+                row_span = _sample_span(positive[b, k].any(dim=1), rows)
+                col_span = _sample_span(positive[b, k].any(dim=0), cols)
+                if row_span is None or col_span is None:
+                    continue  # no positive cell: an empty mask
+                (r0, r1), (c0, c1) = row_span, col_span
                 values = rows.resample(grid[b, k], r0, r1, dim=0)
                 values = cols.resample(values, c0, c1, dim=1)
                 out[b, k, r0:r1, c0:c1] = (values > 0).numpy()
         return out
+
+    def _valid_low_res(self, low_res: torch.Tensor) -> tuple[torch.Tensor, tuple[float, float]]:
+        """The low-res grid cropped to the cells that cover the image, and the (fractional)
+        height and width of the image on that grid."""
+        ratio = low_res.shape[-1] / self.image_size
+        in_h, in_w = self.input_size
+        valid_h, valid_w = in_h * ratio, in_w * ratio
+        return low_res[..., : math.ceil(valid_h), : math.ceil(valid_w)], (valid_h, valid_w)
 
     def mask_to_low_res(self, mask: np.ndarray, low_res_size: int) -> np.ndarray:
         """Map an original-resolution mask (H, W) onto the low-res model grid (L, L), float."""
