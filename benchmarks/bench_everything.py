@@ -131,27 +131,13 @@ def reference_generator_module() -> types.ModuleType:
 
 def reference_lite_medsam(state: dict[str, torch.Tensor]) -> torch.nn.Module:
     """Meta's ``Sam`` with the vendored LiteMedSAM TinyViT, loaded strictly with ``state``."""
-    modeling = refmods.sam_modeling()
-    encoder = refmods.lite_medsam_tiny_vit()
-    sam = modeling.Sam(
-        image_encoder=encoder,
-        prompt_encoder=modeling.PromptEncoder(
-            embed_dim=256,
-            image_embedding_size=(64, 64),
-            input_image_size=(256, 256),
-            mask_in_chans=16,
-        ),
-        mask_decoder=modeling.MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=modeling.TwoWayTransformer(
-                depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8
-            ),
-            transformer_dim=256,
-            iou_head_depth=3,
-            iou_head_hidden_dim=256,
-        ),
-        pixel_mean=[0.0, 0.0, 0.0],  # LiteMedSAM: 0..255 RGB divided by 255
-        pixel_std=[255.0, 255.0, 255.0],
+    spec = MODELS["lite_medsam"]
+    sam = refmods.reference_sam(
+        refmods.lite_medsam_tiny_vit(),
+        spec.image_size,
+        spec.embedding_size,
+        spec.pixel_mean,
+        spec.pixel_std,
     )
     sam.load_state_dict(state, strict=True)
     return sam.eval()

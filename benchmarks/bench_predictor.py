@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from reference_models import sam_modeling  # noqa: E402
+from reference_models import reference_sam  # noqa: E402
 
 from sam_viz.build import build_sam  # noqa: E402
 from sam_viz.cache import ImageEmbedding  # noqa: E402
@@ -35,33 +35,16 @@ from sam_viz.registry import MODELS  # noqa: E402
 from sam_viz.transforms import ImageFrame  # noqa: E402
 
 
-def reference_sam(state: dict[str, torch.Tensor], spec) -> torch.nn.Module:
+def reference_decoder_sam(state: dict[str, torch.Tensor], spec) -> torch.nn.Module:
     """Meta's Sam with its prompt encoder and decoder, loaded with ``state``.
 
     The image encoder is a stand-in that only carries ``img_size`` (postprocess_masks reads
     it): this benchmark starts from a computed embedding.
     """
-    ref = sam_modeling()
     encoder = torch.nn.Module()
     encoder.img_size = spec.image_size
-    grid = spec.embedding_size
-    sam = ref.Sam(
-        image_encoder=encoder,
-        prompt_encoder=ref.PromptEncoder(
-            embed_dim=256,
-            image_embedding_size=(grid, grid),
-            input_image_size=(spec.image_size,) * 2,
-            mask_in_chans=16,
-        ),
-        mask_decoder=ref.MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=ref.TwoWayTransformer(
-                depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8
-            ),
-            transformer_dim=256,
-            iou_head_depth=3,
-            iou_head_hidden_dim=256,
-        ),
+    sam = reference_sam(
+        encoder, spec.image_size, spec.embedding_size, spec.pixel_mean, spec.pixel_std
     )
     decoder_state = {k: v for k, v in state.items() if not k.startswith("image_encoder.")}
     sam.load_state_dict(decoder_state, strict=False)
@@ -104,7 +87,7 @@ def bench(name: str, clicks: int, size: tuple[int, int], precision: str) -> None
         model.load_state_dict(state)
     else:
         state = model.state_dict()
-    ref = reference_sam(state, spec)
+    ref = reference_decoder_sam(state, spec)
     predictor = Predictor(model, spec, device="cpu", precision=precision)
     frame = ImageFrame(size, spec.image_size)
     grid = spec.embedding_size

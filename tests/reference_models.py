@@ -131,6 +131,40 @@ class _DropPathStandIn(nn.Module):
         return x * x.new_empty(shape).bernoulli_(keep) / keep
 
 
+def reference_sam(
+    image_encoder: nn.Module,
+    image_size: int,
+    embedding_size: int,
+    pixel_mean: Iterable[float],
+    pixel_std: Iterable[float],
+) -> nn.Module:
+    """Meta's ``Sam`` around ``image_encoder``, with SAM's prompt encoder and mask decoder
+    (256 channels) for a square input of ``image_size`` and an embedding grid of
+    ``embedding_size``. The weights are random: load a state dict into it."""
+    modeling = sam_modeling()
+    grid = embedding_size
+    return modeling.Sam(
+        image_encoder=image_encoder,
+        prompt_encoder=modeling.PromptEncoder(
+            embed_dim=256,
+            image_embedding_size=(grid, grid),
+            input_image_size=(image_size, image_size),
+            mask_in_chans=16,
+        ),
+        mask_decoder=modeling.MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=modeling.TwoWayTransformer(
+                depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8
+            ),
+            transformer_dim=256,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        ),
+        pixel_mean=list(pixel_mean),
+        pixel_std=list(pixel_std),
+    )
+
+
 def _to_2tuple(value: object) -> tuple:
     if isinstance(value, Iterable) and not isinstance(value, str):
         return tuple(value)
