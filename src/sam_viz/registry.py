@@ -6,10 +6,11 @@ MobileSAM (``mobile_sam``) and MedSAM (``lite_medsam``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Literal
 
 PromptKind = Literal["point", "box", "mask"]
+ALL_PROMPT_KINDS: frozenset[PromptKind] = frozenset({"point", "box", "mask"})
 MultimaskTraining = Literal["all", "single_click", "none"]
 
 # SAM's ImageNet statistics on a 0..255 scale.
@@ -79,9 +80,7 @@ class ModelSpec:
     url: str | None
     sha256: str | None
     filename: str
-    prompt_kinds: frozenset[PromptKind] = field(
-        default_factory=lambda: frozenset({"point", "box", "mask"})
-    )
+    prompt_kinds: frozenset[PromptKind] = ALL_PROMPT_KINDS
     multimask: MultimaskTraining = "all"
     embedded: bool = False
     license: str = "Apache-2.0"
@@ -114,6 +113,22 @@ class ModelSpec:
 
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+
+_LITE_MEDSAM = ModelSpec(
+    name="lite_medsam",
+    title="LiteMedSAM (TinyViT, embedded)",
+    encoder=TinyViTConfig(patch_embed_stride=1),
+    image_size=256,
+    # LiteMedSAM takes the image scaled to 0..1 with no mean/std normalisation.
+    pixel_mean=(0.0, 0.0, 0.0),
+    pixel_std=(255.0, 255.0, 255.0),
+    url=None,
+    sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
+    filename="lite_medsam.pth",
+    prompt_kinds=frozenset({"box", "mask"}),
+    multimask="none",
+    embedded=True,
+)
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
@@ -168,33 +183,15 @@ MODELS: dict[str, ModelSpec] = {
             sha256="6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
             filename="mobile_sam.pt",
         ),
-        ModelSpec(
-            name="lite_medsam",
-            title="LiteMedSAM (TinyViT, embedded)",
-            encoder=TinyViTConfig(patch_embed_stride=1),
-            image_size=256,
-            # LiteMedSAM takes the image scaled to 0..1 with no mean/std normalisation.
-            pixel_mean=(0.0, 0.0, 0.0),
-            pixel_std=(255.0, 255.0, 255.0),
-            url=None,
-            sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
-            filename="lite_medsam.pth",
-            prompt_kinds=frozenset({"box", "mask"}),
-            multimask="none",
-            embedded=True,
-        ),
-        ModelSpec(
+        _LITE_MEDSAM,
+        # LiteMedSAM's encoder and checkpoint, with a prompt side trained here for clicks.
+        replace(
+            _LITE_MEDSAM,
             name="lite_medsam_clicks",
             title="LiteMedSAM + clicks (embedded, trained here)",
-            encoder=TinyViTConfig(patch_embed_stride=1),
-            image_size=256,
-            pixel_mean=(0.0, 0.0, 0.0),
-            pixel_std=(255.0, 255.0, 255.0),
-            url=None,
             sha256=None,
-            filename="lite_medsam.pth",
+            prompt_kinds=ALL_PROMPT_KINDS,
             multimask="single_click",
-            embedded=True,
             base="lite_medsam",
             delta_file="lite_medsam_clicks.pt",
             everything_prompts="boxes",
