@@ -107,8 +107,9 @@ class ImageFrame:
 
         Equal to ``upscale_logits(low_res) > 0``, computed with less work: a bilinear sample
         is a weighted mean of at most four grid values, so it can only be positive next to a
-        positive grid value. Each mask is resampled (rows, then columns) only over the pixels
-        around its positive grid cells, and thresholded there.
+        positive grid value. Each mask is resampled only over the pixels around its positive
+        grid cells, and thresholded there: columns first, on the few grid rows those pixels
+        read (the slow gather along rows runs on the small grid), then rows.
         """
         height, width = self.original_size
         grid, (valid_h, valid_w) = self._valid_low_res(low_res)
@@ -125,8 +126,9 @@ class ImageFrame:
                 if row_span is None or col_span is None:
                     continue  # no positive cell: an empty mask
                 (r0, r1), (c0, c1) = row_span, col_span
-                values = rows.resample(grid[b, k], r0, r1, dim=0)
-                values = cols.resample(values, c0, c1, dim=1)
+                low, high = int(rows.first[r0]), int(rows.second[r1 - 1]) + 1
+                values = cols.resample(grid[b, k, low:high], c0, c1, dim=1)
+                values = rows.resample(values, r0, r1, dim=0, offset=low)
                 out[b, k, r0:r1, c0:c1] = (values > 0).numpy()
         return out
 
@@ -160,12 +162,15 @@ class _Taps:
     second: torch.Tensor
     weight: torch.Tensor
 
-    def resample(self, values: torch.Tensor, start: int, stop: int, *, dim: int) -> torch.Tensor:
-        """Output pixels ``start:stop`` along ``dim`` of a 2-D tensor."""
+    def resample(
+        self, values: torch.Tensor, start: int, stop: int, *, dim: int, offset: int = 0
+    ) -> torch.Tensor:
+        """Output pixels ``start:stop`` along ``dim`` of a 2-D tensor whose first entry along
+        ``dim`` is input pixel ``offset``."""
         weight = self.weight[start:stop]
         weight = weight[None] if dim == 1 else weight[:, None]
-        low = values.index_select(dim, self.first[start:stop])
-        high = values.index_select(dim, self.second[start:stop])
+        low = values.index_select(dim, self.first[start:stop] - offset)
+        high = values.index_select(dim, self.second[start:stop] - offset)
         return torch.lerp(low, high, weight)
 
 
