@@ -156,7 +156,11 @@ def test_the_shared_image_decoder_matches_the_model_decoder(tiny_predictor, non_
     prompts = validate_prompts(
         embedding.frame.original_size, [[20, 50], [30, 60]], [1, 0], np.array([10, 28, 42, 72.0])
     )
-    fast = tiny_predictor._decode(embedding, prompts, per_box=False)
+
+    def all_tokens(_: torch.Tensor) -> torch.Tensor:
+        return torch.arange(4)
+
+    fast = tiny_predictor._decode(embedding, prompts, per_box=False, choose=all_tokens)
     with torch.inference_mode():
         sparse, dense = tiny_predictor.model.prompt_encoder(
             points=(
@@ -171,8 +175,27 @@ def test_the_shared_image_decoder_matches_the_model_decoder(tiny_predictor, non_
         )
     torch.testing.assert_close(fast[0], plain[0], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(fast[1], plain[1], atol=1e-5, rtol=1e-4)
-    again = tiny_predictor._decode(embedding, prompts, per_box=False)  # prepared image reused
+    # The prepared image is reused.
+    again = tiny_predictor._decode(embedding, prompts, per_box=False, choose=all_tokens)
     torch.testing.assert_close(again[0], fast[0])
+
+
+def test_bfloat16_runs_only_the_mask_upscaling_in_reduced_precision(
+    tiny_model, tiny_spec, non_square_image
+):
+    """In bfloat16 the transformer and IoU head stay float32 (same scores, same tokens);
+    only the upscaling's products are rounded, which moves logits by a little."""
+    exact = Predictor(tiny_model, tiny_spec, device="cpu")
+    reduced = Predictor(tiny_model, tiny_spec, device="cpu", precision="bfloat16")
+    prompt = {"points_xy": [[20, 50]], "point_labels": [1], "box_xyxy": [10, 28, 42, 72]}
+    embedding = exact.set_image(non_square_image)  # one float32 embedding for both
+    want, got = exact.predict(**prompt), reduced.predict(**prompt, embedding=embedding)
+    assert got.low_res_logits.dtype == np.float32
+    np.testing.assert_array_equal(got.token_indices, want.token_indices)
+    np.testing.assert_allclose(got.iou_scores, want.iou_scores, rtol=1e-6)
+    scale = np.abs(want.low_res_logits).max()
+    error = np.abs(got.low_res_logits - want.low_res_logits).max()
+    assert 0 < error < 0.02 * scale  # rounded (so bf16 did run), but only a little
 
 
 def test_mask_prompt_as_previous_logits_or_user_mask(tiny_predictor, non_square_image):

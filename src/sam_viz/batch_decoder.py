@@ -114,6 +114,10 @@ class BatchDecoder:
 
     Args:
         model: A SAM model whose decoder has the standard two-way transformer.
+        upscale_dtype: Dtype of the output upscaling's matrix products (its two transposed
+            convolutions and the hypernetwork product). bfloat16 halves their cost on
+            hardware that computes it natively; the transformer and the IoU head always
+            run in float32, and the logits are returned as float32.
 
     Typical use::
 
@@ -124,7 +128,7 @@ class BatchDecoder:
         low_res = decoder.masks(decoded, token_indices=[0])      # (B, 1, L, L)
     """
 
-    def __init__(self, model: Sam) -> None:
+    def __init__(self, model: Sam, *, upscale_dtype: torch.dtype = torch.float32) -> None:
         self.model = model
         self.decoder = cast(MaskDecoder, model.mask_decoder)
         self.transformer_module = cast(TwoWayTransformer, self.decoder.transformer)
@@ -146,10 +150,14 @@ class BatchDecoder:
         self._norm, self._act1, self._act2 = cast(LayerNorm2d, norm), act1, act2
         # Transposed convs as (C_in, 4 * C_out) matrices; columns ordered (row, col, C_out).
         # (Copies of the weights as they are now: build the decoder after loading them.)
-        self._up1 = conv1.weight.detach().permute(0, 2, 3, 1).reshape(conv1.in_channels, -1)
-        self._up1_bias = cast(torch.Tensor, conv1.bias).detach().repeat(4)
-        self._up2 = conv2.weight.detach().permute(0, 2, 3, 1).reshape(conv2.in_channels, -1)
-        self._up2_bias = cast(torch.Tensor, conv2.bias).detach().repeat(4)
+        dtype = self.upscale_dtype = upscale_dtype
+        up1 = conv1.weight.detach().permute(0, 2, 3, 1).reshape(conv1.in_channels, -1)
+        up2 = conv2.weight.detach().permute(0, 2, 3, 1).reshape(conv2.in_channels, -1)
+        self._up1, self._up2 = up1.to(dtype), up2.to(dtype)
+        self._up1_bias = cast(torch.Tensor, conv1.bias).detach().repeat(4).to(dtype)
+        self._up2_bias = cast(torch.Tensor, conv2.bias).detach().repeat(4).to(dtype)
+        self._norm_weight = self._norm.weight.detach().to(dtype)
+        self._norm_bias = self._norm.bias.detach().to(dtype)
         self._up_channels = (conv1.out_channels, conv2.out_channels)
 
     # --------------------------------------------------------------------------- per image
@@ -404,7 +412,8 @@ class BatchDecoder:
             chunk: Prompt sets upscaled at a time (bounds the temporaries).
 
         Returns:
-            (R, len(token_indices), L, L) float32 logits, R = len(rows).
+            (R, len(token_indices), L, L) float32 logits, R = len(rows), computed in
+            :attr:`upscale_dtype`.
         """
         count = decoded.tokens.shape[0]
         row_list = list(range(count)) if rows is None else [int(r) for r in rows]
@@ -413,31 +422,32 @@ class BatchDecoder:
         hyper = torch.stack(
             [self.decoder.output_hypernetworks_mlps[int(t)](mask_tokens[:, int(t)]) for t in index],
             dim=1,
-        )  # (R, T, C/8)
+        ).to(self.upscale_dtype)  # (R, T, C/8)
         height, width = decoded.grid
         c1, c2 = self._up_channels
         tokens = height * width
-        out = hyper.new_empty((len(row_list), len(index), 4 * height, 4 * width))
+        out = torch.empty((len(row_list), len(index), 4 * height, 4 * width), device=hyper.device)
         # Work buffers reused by every chunk: fresh large buffers cost page faults.
         rows_max = min(chunk, len(row_list))
         first = hyper.new_empty((rows_max * tokens, self._up1.shape[1]))
         second = hyper.new_empty((rows_max * tokens * 4, self._up2.shape[1]))
         for start in range(0, len(row_list), chunk):
-            x = decoded.image_rows(row_list[start : start + chunk])
+            x = decoded.image_rows(row_list[start : start + chunk]).to(self.upscale_dtype)
             b = x.shape[0]
             y1 = torch.addmm(
                 self._up1_bias, x.reshape(-1, x.shape[-1]), self._up1, out=first[: b * tokens]
             )
             y1 = F.layer_norm(
-                y1.view(-1, c1), (c1,), self._norm.weight, self._norm.bias, self._norm.eps
+                y1.view(-1, c1), (c1,), self._norm_weight, self._norm_bias, self._norm.eps
             )
             y1 = _activate(self._act1, y1)
             y2 = torch.addmm(self._up2_bias, y1, self._up2, out=second[: b * tokens * 4])
             y2 = _activate(self._act2, y2).view(b, -1, c2)  # pixels (i, j, a, c, a2, c2)
             logits = y2 @ hyper[start : start + chunk].mT  # (b, M*16, T)
             logits = logits.view(b, height, width, 2, 2, 2, 2, -1)
-            out[start : start + b] = logits.permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(
-                b, -1, 4 * height, 4 * width
+            # Mask pixel (4i + 2a + a2, 4j + 2c + c2), written in place (one copy).
+            out[start : start + b].view(b, -1, height, 2, 2, width, 2, 2).copy_(
+                logits.permute(0, 7, 1, 3, 5, 2, 4, 6)
             )
         return out
 

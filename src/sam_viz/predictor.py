@@ -139,9 +139,10 @@ class Predictor:
         cache: Embedding cache to use; a private in-memory one by default.
         model_key: Identifies the weights in cache keys; defaults to ``spec.name``.
         precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (bf16 only where the
-            hardware computes it natively: a GPU, or a CPU with AMX/AVX512-BF16). Matrix
-            products of the encoder and decoder run in it; inputs, outputs and the mask
-            upscaling stay float32.
+            hardware computes it natively: a GPU, or a CPU with AMX/AVX512-BF16). The
+            encoder's matrix products and the decoder's mask upscaling run in it (the
+            decoder's transformer and IoU head too when a mask prompt is given); inputs,
+            outputs, IoU scores and the resampling to image pixels stay float32.
         """
         self.spec = spec
         self.device = select_device(device)
@@ -335,9 +336,26 @@ class Predictor:
         return logits
 
     def _decode(
-        self, embedding: ImageEmbedding, prompts: Prompts, *, per_box: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the prompt encoder and decoder; returns all 4 tokens' logits and IoU scores."""
+        self,
+        embedding: ImageEmbedding,
+        prompts: Prompts,
+        *,
+        per_box: bool,
+        choose: Callable[[torch.Tensor], torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run the prompt encoder and decoder.
+
+        Args:
+            embedding: The image.
+            prompts: Validated prompts.
+            per_box: One prompt set per box (else one set holding everything).
+            choose: Picks the output tokens to make masks for from the first prompt set's
+                (4,) IoU predictions; masks are only made for those.
+
+        Returns:
+            Low-res logits of the chosen tokens (B, T, L, L), the IoU predictions of all
+            four tokens (B, 4), and the chosen token indices (T,).
+        """
         frame = embedding.frame
         device = self.device
         n_sets = len(prompts.boxes_xyxy) if per_box else 1
@@ -358,27 +376,33 @@ class Predictor:
             masks = torch.as_tensor(prompts.mask, device=device)[None, None].expand(
                 n_sets, -1, -1, -1
             )
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode():
             sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks)
-            if masks is None and self.compute_dtype == torch.float32:
-                return self._decode_sharing_the_image(embedding, sparse)
-            low_res, iou = self.model.mask_decoder.predict_masks(
-                image_embeddings=embedding.features.to(device),
-                image_pe=self._dense_pe,
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-            )
-        return low_res.float(), iou.float()
+            if masks is None:
+                return self._decode_sharing_the_image(embedding, sparse, choose)
+            with self._autocast():
+                low_res, iou = self.model.mask_decoder.predict_masks(
+                    image_embeddings=embedding.features.to(device),
+                    image_pe=self._dense_pe,
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                )
+        tokens = choose(iou[0].float().cpu())
+        return low_res[:, tokens].float(), iou.float(), tokens
 
     def _decode_sharing_the_image(
-        self, embedding: ImageEmbedding, sparse: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self,
+        embedding: ImageEmbedding,
+        sparse: torch.Tensor,
+        choose: Callable[[torch.Tensor], torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The decoder rearranged so its image side is computed once per image.
 
         Without a mask prompt the first block's image-side projections are the same for
         every prompt on an image; :class:`~sam_viz.batch_decoder.BatchDecoder` computes them
         once and moves the other image-side projections to the prompt tokens. Same results
-        up to float rounding, in about half the time.
+        up to float rounding, in about half the time. In reduced precision only the mask
+        upscaling runs in it (see :class:`~sam_viz.batch_decoder.BatchDecoder`).
         """
         key = (embedding.image_key, embedding.model_key, id(embedding.features))
         with self._lock:
@@ -386,13 +410,14 @@ class Predictor:
         if cached is not None and cached[0] == key:
             _, decoder, prepared = cached
         else:
-            decoder = BatchDecoder(self.model)
+            decoder = BatchDecoder(self.model, upscale_dtype=self.compute_dtype)
             prepared = decoder.prepare(embedding.features.to(self.device), self._dense_pe)
             with self._lock:
                 self._prepared = (key, decoder, prepared)
         decoded = decoder.transformer(prepared, sparse)
-        low_res = decoder.masks(decoded, list(range(self.model.mask_decoder.num_mask_tokens)))
-        return low_res.float(), decoded.iou_scores.float()
+        iou = decoded.iou_scores.float()
+        tokens = choose(iou[0].cpu())
+        return decoder.masks(decoded, tokens), iou, tokens
 
     def predict(
         self,
@@ -438,12 +463,15 @@ class Predictor:
         prompts = validate_prompts(
             frame.original_size, points_xy, point_labels, box, self._mask_prompt(mask_input, frame)
         )
-        low_res, iou = self._decode(embedding, prompts, per_box=False)
         single_click = (
             len(prompts.points_xy) == 1 and not len(prompts.boxes_xyxy) and prompts.mask is None
         )
-        tokens = self._candidate_tokens(iou[0], multimask_output, single_click=single_click)
-        low_res, iou = low_res[0, tokens], iou[0, tokens]
+
+        def choose(iou: torch.Tensor) -> torch.Tensor:
+            return self._candidate_tokens(iou, multimask_output, single_click=single_click)
+
+        low_res, iou, tokens = self._decode(embedding, prompts, per_box=False, choose=choose)
+        low_res, iou = low_res[0], iou[0, tokens]
         with torch.inference_mode():
             masks_np = frame.upscale_masks(low_res[None].cpu())[0]
         order = order_by_area(masks_np) if multimask_output else np.arange(1)
@@ -492,8 +520,10 @@ class Predictor:
         prompts = validate_prompts(embedding.frame.original_size, boxes_xyxy=boxes_xyxy)
         if not len(prompts.boxes_xyxy):
             raise ValueError("predict_boxes needs at least one box.")
-        low_res, iou = self._decode(embedding, prompts, per_box=True)
-        low_res, iou = low_res[:, :1], iou[:, 0]
+        low_res, iou, _ = self._decode(
+            embedding, prompts, per_box=True, choose=lambda _: torch.tensor([0])
+        )
+        iou = iou[:, 0]
         with torch.inference_mode():
             masks = embedding.frame.upscale_masks(low_res.cpu())[:, 0]
         return BoxesPrediction(
