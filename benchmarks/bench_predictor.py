@@ -7,8 +7,11 @@ medians and their ratio, plus the IoU between our masks and the reference's.
 
     .venv/bin/python benchmarks/bench_predictor.py [--clicks 40] [--models vit_b lite_medsam]
 
-vit_b uses random weights (the official file cannot be downloaded here; the decoder's cost
-does not depend on the encoder's weights); lite_medsam uses the embedded weights.
+vit_b uses random weights and a random embedding (the official file cannot be downloaded
+here; the decoder's cost does not depend on the weights), so its masks are noise that covers
+the whole image: the worst case for the resampling to image pixels. lite_medsam uses the
+embedded weights and the embedding of scikit-image's coins, resized to ``--size``, so its
+masks are real objects.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from skimage import data
+from skimage.transform import resize
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -90,9 +95,14 @@ def bench(name: str, clicks: int, size: tuple[int, int], precision: str) -> None
     ref = reference_decoder_sam(state, spec)
     predictor = Predictor(model, spec, device="cpu", precision=precision)
     frame = ImageFrame(size, spec.image_size)
-    grid = spec.embedding_size
-    features = torch.randn(1, 256, grid, grid, generator=torch.Generator().manual_seed(1))
-    embedding = ImageEmbedding(features, frame, "bench", name)
+    if spec.embedded:
+        image = resize(data.coins(), size, preserve_range=True).astype(np.uint8)
+        embedding = predictor.set_image(image)
+        features = embedding.features
+    else:
+        grid = spec.embedding_size
+        features = torch.randn(1, 256, grid, grid, generator=torch.Generator().manual_seed(1))
+        embedding = ImageEmbedding(features, frame, "bench", name)
 
     rng = np.random.default_rng(0)
     height, width = size
