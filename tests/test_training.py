@@ -14,8 +14,11 @@ from sam_viz.training.clicks import (
     ClickTrainer,
     PromptSampler,
     TrainConfig,
+    click_levels,
+    containing_masks,
     dice_loss,
     focal_loss,
+    matched_loss,
     trainable_names,
     warm_start_multimask,
 )
@@ -190,13 +193,41 @@ def test_delta_round_trip_and_checks(tiny_model, tmp_path) -> None:
         read_delta(tmp_path / "broken.pt")
 
 
+def _disc(radius: float, size: int = 32) -> torch.Tensor:
+    rows, cols = np.mgrid[:size, :size]
+    return torch.from_numpy((rows - 16) ** 2 + (cols - 16) ** 2 <= radius**2)
+
+
+def test_click_levels_are_the_masks_around_the_click_nearest_in_area_first() -> None:
+    # A nucleolus in a nucleus in a cell, a near-copy of the nucleus, and a mask elsewhere.
+    elsewhere = torch.zeros(32, 32, dtype=torch.bool)
+    elsewhere[:4, :4] = True
+    masks = torch.stack([_disc(14), _disc(8), _disc(3), _disc(8.2), elsewhere, _disc(15)])
+    inside = masks[:, 16, 16]
+    assert inside.tolist() == [True, True, True, True, False, True]
+    # Drawn from the nucleus: its near-copy is skipped; the cell and the larger disc (area
+    # ratios about 3.1 and 3.5) are nearer in area than the nucleolus (about 7).
+    assert click_levels(masks, inside, drawn=1) == [1, 0, 5]
+    assert click_levels(masks, inside, drawn=2) == [2, 1, 0]
+    assert click_levels(masks, inside, drawn=2, limit=2) == [2, 1]
+    only = torch.tensor([False, False, False, False, True, False])
+    assert click_levels(masks, only, drawn=4) == [4]
+
+
+def test_matched_loss_takes_the_cheapest_one_to_one_matching() -> None:
+    losses = torch.tensor([[0.1, 0.9], [0.2, 0.3], [0.8, 0.7]])  # (3 outputs, 2 levels)
+    # Output 0 for level 0 and output 1 for level 1 (0.1 + 0.3) beats any other pairing.
+    loss, output = matched_loss(losses)
+    assert output == 0 and loss.item() == pytest.approx(0.2)
+    loss, output = matched_loss(losses[:, :1])  # one level: SAM's best-of-three
+    assert output == 0 and loss.item() == pytest.approx(0.1)
+    losses = torch.tensor([[0.1, 0.2], [0.9, 0.9], [0.3, 0.9]])
+    loss, output = matched_loss(losses)  # level 1 needs output 0, so level 0 takes output 2
+    assert output == 2 and loss.item() == pytest.approx(0.25)
+
+
 def test_calibration_trains_the_iou_head_alone(tiny_predictor) -> None:
-    from sam_viz.training.calibration import (
-        HEAD_PREFIX,
-        CalibrationConfig,
-        IoUHeadCalibrator,
-        containing_masks,
-    )
+    from sam_viz.training.calibration import HEAD_PREFIX, CalibrationConfig, IoUHeadCalibrator
 
     images = scene_images(tiny_predictor, seed=0, count=2)
     image = images[0]

@@ -22,7 +22,14 @@ import torch
 import torch.nn.functional as F
 
 from sam_viz.modeling.sam import Sam
-from sam_viz.training.clicks import ImagePool, PromptSampler, mask_iou, prompt_tensors, run_steps
+from sam_viz.training.clicks import (
+    ImagePool,
+    PromptSampler,
+    containing_masks,
+    mask_iou,
+    prompt_tensors,
+    run_steps,
+)
 from sam_viz.training.data import TrainingImage
 
 HEAD_PREFIX = "mask_decoder.iou_prediction_head."
@@ -50,13 +57,6 @@ class CalibrationConfig:
     boxes: int = 2
     lr: float = 2e-4
     seed_offset: int = 1
-
-
-def containing_masks(image: TrainingImage, points_xy: np.ndarray) -> torch.Tensor:
-    """(B, M) which of the image's masks contain each (x, y) low-res pixel."""
-    cols = torch.as_tensor(points_xy[:, 0], dtype=torch.long)
-    rows = torch.as_tensor(points_xy[:, 1], dtype=torch.long)
-    return image.masks[:, rows, cols].T
 
 
 class IoUHeadCalibrator:

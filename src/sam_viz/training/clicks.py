@@ -5,7 +5,11 @@ the point embeddings, the not-a-point embedding, the mask-prompt downscaling and
 mask decoder are trained. Each step takes one image and decodes, in a few batched calls:
 
 * single clicks (uniform in a mask, half of them in its interior) with the three multimask
-  outputs: only the best output's mask loss is back-propagated (SAM's ambiguity-aware loss);
+  outputs: only the best output's mask loss is back-propagated (SAM's ambiguity-aware loss).
+  Where the click also lies in other masks (a nucleus inside its cell, a part inside its
+  whole), up to three of those levels are matched to distinct outputs, the matching with
+  the least loss, and each matched pair is trained: the three outputs learn to cover the
+  levels of a click instead of all answering the likeliest one;
 * boxes (the mask's box with noise) and box + click, with the single-mask output; box answers
   are also distilled from the frozen original decoder so box quality is kept;
 * a correction round: a second click sampled from the error region of the first answer
@@ -22,6 +26,7 @@ the base checkpoint's SHA-256 (:mod:`sam_viz.deltas`).
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -72,6 +77,8 @@ class TrainConfig:
         bf16: Decode under bfloat16 autocast on the CPU (weights and optimiser stay float32).
         warm_start_multimask: Start the three multimask outputs from the single-mask output
             (:func:`warm_start_multimask`).
+        nested_levels: Train a single click's outputs on every level of mask that contains
+            it (:func:`click_levels`), not only on the mask it was drawn from.
     """
 
     seed: int = 0
@@ -91,6 +98,7 @@ class TrainConfig:
     distill_weight: float = 1.0
     bf16: bool = True
     warm_start_multimask: bool = True
+    nested_levels: bool = True
 
 
 def trainable_names(model: Sam) -> list[str]:
@@ -152,6 +160,59 @@ def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         inter = (pred & target).flatten(-2).sum(-1).float()
         union = (pred | target).flatten(-2).sum(-1).float()
         return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+def containing_masks(image: TrainingImage, points_xy: np.ndarray) -> torch.Tensor:
+    """(B, M) which of the image's masks contain each (x, y) low-res pixel."""
+    cols = torch.as_tensor(points_xy[:, 0], dtype=torch.long)
+    rows = torch.as_tensor(points_xy[:, 1], dtype=torch.long)
+    return image.masks[:, rows, cols].T
+
+
+def click_levels(
+    masks: torch.Tensor, inside: torch.Tensor, drawn: int, limit: int = 3, same: float = 0.9
+) -> list[int]:
+    """The masks a click can mean: the one it was drawn from, then up to ``limit - 1`` more
+    of those containing it, closest in area first, skipping near-copies (IoU > ``same``) of
+    a mask already taken.
+
+    Args:
+        masks: (M, L, L) bool masks of the image.
+        inside: (M,) which masks contain the click.
+        drawn: The mask the click was drawn from.
+    """
+    areas = masks.flatten(1).sum(1).float()
+    others = [int(i) for i in torch.nonzero(inside).flatten() if int(i) != drawn]
+    others.sort(key=lambda i: abs(math.log(float(areas[i]) / float(areas[drawn]))))
+    levels = [drawn]
+    for index in others:
+        if len(levels) == limit:
+            break
+        overlap = (masks[levels] & masks[index]).flatten(1).sum(1).float()
+        union = areas[levels] + areas[index] - overlap
+        if bool((overlap / union <= same).all()):
+            levels.append(index)
+    return levels
+
+
+def matched_loss(losses: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Mean loss of the best one-to-one matching of K levels to the outputs.
+
+    Args:
+        losses: (outputs, K) loss of each output against each level, level 0 the drawn one.
+
+    Returns:
+        The mean over the K matched pairs, and the output matched to level 0.
+    """
+    outputs, count = losses.shape
+    columns = torch.arange(count)
+    best: tuple[torch.Tensor, int] | None = None
+    for rows in itertools.permutations(range(outputs), count):
+        total = losses[list(rows), columns].mean()
+        if best is None or bool(total < best[0]):
+            best = (total, rows[0])
+    assert best is not None
+    return best
 
 
 # ------------------------------------------------------------------------------ prompts
@@ -373,9 +434,24 @@ class ClickTrainer:
         logits, iou_pred = self._decode(model, features, (clicks, labels), None, None)
         target = targets[torch.from_numpy(pick)]
         multi = logits[:, 1:]
-        per_output = self._mask_losses(multi, target[:, None].expand_as(multi))  # (B, 3)
-        best = per_output.argmin(dim=1)
-        losses["clicks"] = per_output.gather(1, best[:, None]).mean()
+        if config.nested_levels:
+            inside = containing_masks(image, clicks[:, 0])
+            matched, chosen_outputs = [], []
+            for row, drawn in enumerate(pick):
+                levels = click_levels(image.masks, inside[row], int(drawn))
+                level_targets = targets[levels][None].expand(multi.shape[1], -1, -1, -1)
+                level_losses = self._mask_losses(
+                    multi[row][:, None].expand_as(level_targets), level_targets
+                )  # (3, K)
+                loss, output = matched_loss(level_losses)
+                matched.append(loss)
+                chosen_outputs.append(output)
+            best = torch.tensor(chosen_outputs)
+            losses["clicks"] = torch.stack(matched).mean()
+        else:
+            per_output = self._mask_losses(multi, target[:, None].expand_as(multi))  # (B, 3)
+            best = per_output.argmin(dim=1)
+            losses["clicks"] = per_output.gather(1, best[:, None]).mean()
         real_iou = mask_iou(multi, target[:, None].expand_as(multi))
         iou_terms = [F.mse_loss(iou_pred[:, 1:], real_iou)]
         best_iou = real_iou.max(dim=1).values.mean()
