@@ -5,6 +5,8 @@ These run on the tiny random model; the shipped weights' checks are in test_clic
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -154,6 +156,25 @@ def test_trainer_learns_a_scene(tiny_predictor) -> None:
     trainer = _train(tiny_predictor, images, steps=40)
     clicks = [s.clicks for s in trainer.history]
     assert np.mean(clicks[-10:]) < 0.8 * np.mean(clicks[:10])
+
+
+def test_nested_levels_train_several_outputs_per_click(tiny_predictor, monkeypatch) -> None:
+    import sam_viz.training.clicks as clicks_module
+
+    levels: list[int] = []
+
+    def recorded(losses: torch.Tensor) -> tuple[torch.Tensor, int]:
+        levels.append(losses.shape[1])
+        return matched_loss(losses)
+
+    monkeypatch.setattr(clicks_module, "matched_loss", recorded)
+    images = scene_images(tiny_predictor, seed=0, count=4)
+    config = TrainConfig(steps=4, warmup=1, clicks=6, corrections=1, bf16=False)
+    ClickTrainer(tiny_predictor.model, images, replace(config, nested_levels=True)).run()
+    assert len(levels) == 4 * 6 and max(levels) > 1  # some clicks lie in nested masks
+    levels.clear()
+    ClickTrainer(tiny_predictor.model, images, config).run()
+    assert not levels  # off by default: SAM's best of three against the drawn mask
 
 
 def test_trainer_needs_images(tiny_model) -> None:
