@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -69,6 +70,21 @@ def test_predict_returns_three_candidates_at_original_size_ordered_by_area(
     assert sorted(result.token_indices.tolist()) == [1, 2, 3]
     np.testing.assert_array_equal(result.mask("whole"), result.masks[2])
     assert 0 <= result.best < 3
+
+
+def test_candidates_are_ranked_by_predicted_iou_times_stability(tiny_predictor, non_square_image):
+    embedding = tiny_predictor.set_image(non_square_image)
+    result = tiny_predictor.predict(points_xy=[[20, 50]], point_labels=[1])
+    grid = embedding.frame.valid_low_res(torch.from_numpy(result.low_res_logits))[0]
+    inner, outer = (grid > 1).sum((1, 2)), (grid > -1).sum((1, 2))
+    want = np.where(outer > 0, inner / np.maximum(outer, 1), 0)
+    np.testing.assert_allclose(result.stability_scores, want, rtol=1e-6)
+    assert result.best == int(np.argmax(result.iou_scores * result.stability_scores))
+    # A confident but unstable mask loses to a stable one.
+    ranked = dataclasses.replace(
+        result, iou_scores=np.array([0.9, 0.8, 0.7]), stability_scores=np.array([0.5, 1, 1])
+    )
+    assert ranked.best == 1
 
 
 def test_single_mask_output(tiny_predictor, non_square_image):

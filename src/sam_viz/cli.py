@@ -131,9 +131,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 "point_labels": pts[:, 2].astype(int).tolist(),
                 "best": result.names[result.best],
                 "candidates": {
-                    name: {"iou_score": float(score), "area": int(mask.sum())}
-                    for name, score, mask in zip(
-                        result.names, result.iou_scores, result.masks, strict=True
+                    name: {
+                        "iou_score": float(score),
+                        "stability": float(stability),
+                        "area": int(mask.sum()),
+                    }
+                    for name, score, stability, mask in zip(
+                        result.names,
+                        result.iou_scores,
+                        result.stability_scores,
+                        result.masks,
+                        strict=True,
                     )
                 },
             }

