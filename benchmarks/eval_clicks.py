@@ -4,7 +4,8 @@ Prints, for held-out generated scenes (a seed stream training never draws from) 
 scikit-image's coins (held out of the data engine):
 
 * single positive click at each object's interior (its deepest pixel; a coin's centre):
-  mean best-of-three IoU, and how often the IoU head ranks the best candidate first;
+  mean best-of-three IoU, and how often the IoU head ranks the best candidate first (and
+  how often the candidate shown first, by IoU head times stability, is the best);
 * the same per scene kind (cells, nuclei, nucleoli, parts, wholes, blobs);
 * box prompts on the coins: mean IoU of the original and of the trained model;
 * clicks on nuclei inside cells: how often the candidates differ from nucleus to cell.
@@ -60,7 +61,8 @@ def line(name: str, scores: ClickScores) -> str:
         f"{name:<28} clicks {len(scores.best_iou):4d}  best-of-3 IoU {scores.mean_best_iou:.3f}  "
         f"(median {np.median(scores.best_iou):.3f})  IoU head picks the best: unambiguous "
         f"clicks {100 * scores.ranking_accuracy:.0f}% of {int(scores.unambiguous.sum())}, "
-        f"all {100 * scores.ranking_accuracy_all:.0f}%"
+        f"all {100 * scores.ranking_accuracy_all:.0f}%; shown first (IoU head x stability) "
+        f"is the best: {100 * scores.shown_accuracy:.0f}%"
     )
 
 

@@ -65,6 +65,8 @@ class ClickScores:
         best_iou: IoU of the best of the three candidates with the clicked object.
         top_iou: IoU of the candidate the IoU head ranks first.
         top_is_best: Whether that candidate is the best (within :data:`RANK_TOLERANCE`).
+        shown_is_best: Whether the candidate shown first (the prediction's ``best``: IoU
+            head times stability) is the best.
         unambiguous: Whether the clicked pixel lies in the clicked object only. A click in
             a nucleolus is also a click in its nucleus and its cell: every candidate can be
             the one meant, so no ranking is right for all of them, and ranking is judged on
@@ -74,6 +76,7 @@ class ClickScores:
     best_iou: np.ndarray
     top_iou: np.ndarray
     top_is_best: np.ndarray
+    shown_is_best: np.ndarray
     unambiguous: np.ndarray
 
     @property
@@ -84,6 +87,12 @@ class ClickScores:
     def ranking_accuracy(self) -> float:
         """Share of unambiguous clicks whose top-ranked candidate is the best."""
         chosen = self.top_is_best[self.unambiguous]
+        return float(chosen.mean()) if len(chosen) else float("nan")
+
+    @property
+    def shown_accuracy(self) -> float:
+        """Share of unambiguous clicks whose candidate shown first is the best."""
+        chosen = self.shown_is_best[self.unambiguous]
         return float(chosen.mean()) if len(chosen) else float("nan")
 
     @property
@@ -101,7 +110,7 @@ class ClickScores:
 
     @staticmethod
     def _fields() -> tuple[str, ...]:
-        return ("best_iou", "top_iou", "top_is_best", "unambiguous")
+        return ("best_iou", "top_iou", "top_is_best", "shown_is_best", "unambiguous")
 
 
 def click_scores(predictor: Predictor, image: np.ndarray, targets: np.ndarray) -> ClickScores:
@@ -114,7 +123,7 @@ def click_scores(predictor: Predictor, image: np.ndarray, targets: np.ndarray) -
     """
     embedding = predictor.set_image(image)
     targets = np.asarray(targets, bool)
-    best, top, top_is_best, unambiguous = [], [], [], []
+    best, top, top_is_best, shown_is_best, unambiguous = [], [], [], [], []
     for target in targets:
         point = deepest_point(target)
         x, y = int(point[0]), int(point[1])
@@ -125,8 +134,13 @@ def click_scores(predictor: Predictor, image: np.ndarray, targets: np.ndarray) -
         best.append(ious.max())
         top.append(ious[ranked_first])
         top_is_best.append(ious[ranked_first] >= ious.max() - RANK_TOLERANCE)
+        shown_is_best.append(ious[prediction.best] >= ious.max() - RANK_TOLERANCE)
     return ClickScores(
-        np.array(best), np.array(top), np.array(top_is_best, bool), np.array(unambiguous, bool)
+        np.array(best),
+        np.array(top),
+        np.array(top_is_best, bool),
+        np.array(shown_is_best, bool),
+        np.array(unambiguous, bool),
     )
 
 
