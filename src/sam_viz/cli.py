@@ -321,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--precision",
             default="float32",
             choices=["float32", "bfloat16", "auto"],
-            help="image encoder precision (auto: bf16 where the hardware has it)",
+            help="precision of the image encoder and the mask upscaling (auto: bf16 where the "
+            "hardware has it natively)",
         )
 
     seg = sub.add_parser("segment", help="segment objects from box/point prompts")
