@@ -488,16 +488,16 @@ class Predictor:
             return self._candidate_tokens(iou, multimask_output, single_click=single_click)
 
         low_res, iou, tokens = self._decode(embedding, prompts, per_box=False, choose=choose)
-        low_res, iou = low_res[0], iou[0, tokens]
+        low_res, iou = low_res[0].cpu(), iou[0, tokens].cpu()  # float32 from _decode
         with torch.inference_mode():
-            masks_np = frame.upscale_masks(low_res[None].cpu())[0]
+            masks_np = frame.upscale_masks(low_res[None])[0]
         order = order_by_area(masks_np) if multimask_output else np.arange(1)
         names = CANDIDATE_NAMES if multimask_output else ("mask",)
-        stability = stability_scores(frame.valid_low_res(low_res.float().cpu())[0])
+        stability = stability_scores(frame.valid_low_res(low_res)[0])
         return Prediction(
             masks=masks_np[order],
-            iou_scores=iou.float().cpu().numpy()[order],
-            low_res_logits=low_res.float().cpu().numpy()[order],
+            iou_scores=iou.numpy()[order],
+            low_res_logits=low_res.numpy()[order],
             names=tuple(names),
             token_indices=tokens.numpy()[order],
             stability_scores=stability.numpy()[order],
@@ -542,11 +542,9 @@ class Predictor:
         low_res, iou, _ = self._decode(
             embedding, prompts, per_box=True, choose=lambda _: torch.tensor([0])
         )
-        iou = iou[:, 0]
+        low_res, iou = low_res.cpu(), iou[:, 0].cpu()  # float32 from _decode
         with torch.inference_mode():
-            masks = embedding.frame.upscale_masks(low_res.cpu())[:, 0]
+            masks = embedding.frame.upscale_masks(low_res)[:, 0]
         return BoxesPrediction(
-            masks=masks,
-            iou_scores=iou.float().cpu().numpy(),
-            low_res_logits=low_res[:, 0].float().cpu().numpy(),
+            masks=masks, iou_scores=iou.numpy(), low_res_logits=low_res[:, 0].numpy()
         )
