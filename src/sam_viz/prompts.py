@@ -138,5 +138,6 @@ def validate_prompts(
 
 def order_by_area(masks: np.ndarray) -> np.ndarray:
     """Indices that sort candidate masks (K, H, W) from smallest to largest area (stable)."""
-    areas = np.count_nonzero(np.asarray(masks).reshape(len(masks), -1), axis=1)
+    # One count per mask: count_nonzero along an axis is several times slower.
+    areas = [np.count_nonzero(mask) for mask in np.asarray(masks)]
     return np.argsort(areas, kind="stable")
