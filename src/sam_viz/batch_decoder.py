@@ -97,6 +97,11 @@ class DecodedTokens:
         return torch.stack(picked)
 
 
+# Up to this many prompt sets, the final attention adds the positional encoding to the image
+# tokens (one pass) instead of scoring it in a separate product.
+_FEW_SETS = 8
+
+
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     """(..., T, D) to (..., H, T, D/H)."""
     *lead, tokens, width = x.shape
@@ -257,12 +262,15 @@ class BatchDecoder:
         final = self.transformer_module
         outputs = output_tokens.shape[0]
         queries = queries[:, :outputs]
+        # For a few prompt sets, adding the encoding once costs less than a second product
+        # per set; for many, the sum would be a large temporary.
+        few = batch <= _FEW_SETS
         update = self._token_to_image(
             final.final_attn_token_to_image,
             queries + point_embedding[:, :outputs],
             keys,
-            None,
-            prepared.pe,
+            keys + prepared.pe if few else None,
+            None if few else prepared.pe,
         )
         queries = final.norm_final_attn(queries + update)
         iou = decoder.iou_prediction_head(queries[:, 0])
