@@ -116,6 +116,7 @@ class ImageFrame:
         grid = grid.float()
         batch, count = grid.shape[:2]
         out = np.zeros((batch, count, height, width), dtype=bool)
+        out_view = torch.from_numpy(out)  # thresholded straight into the result
         rows = _bilinear_taps(height, valid_h, grid.shape[-2])
         cols = _bilinear_taps(width, valid_w, grid.shape[-1])
         positive = grid > 0
@@ -129,7 +130,7 @@ class ImageFrame:
                 low, high = int(rows.first[r0]), int(rows.second[r1 - 1]) + 1
                 values = cols.resample(grid[b, k, low:high], c0, c1, dim=1)
                 values = rows.resample(values, r0, r1, dim=0, offset=low)
-                out[b, k, r0:r1, c0:c1] = (values > 0).numpy()
+                torch.gt(values, 0, out=out_view[b, k, r0:r1, c0:c1])
         return out
 
     def valid_low_res(self, low_res: torch.Tensor) -> tuple[torch.Tensor, tuple[float, float]]:
@@ -171,7 +172,7 @@ class _Taps:
         weight = weight[None] if dim == 1 else weight[:, None]
         low = values.index_select(dim, self.first[start:stop] - offset)
         high = values.index_select(dim, self.second[start:stop] - offset)
-        return torch.lerp(low, high, weight)
+        return torch.lerp(low, high, weight, out=low)  # low is a fresh gather: reuse it
 
 
 @functools.lru_cache(maxsize=16)
