@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 
 import numpy as np
@@ -20,6 +21,7 @@ from sam_viz.instances import (
     stability_scores,
     touches_window_edge,
 )
+from sam_viz.modeling.common import LayerNorm2d
 from sam_viz.predictor import Cancelled
 from sam_viz.segmentation import Candidates, to_segmentation
 
@@ -78,6 +80,31 @@ def test_batch_decoder_equals_model_decoder(tiny_predictor, kind) -> None:
     torch.testing.assert_close(decoded.iou_scores, expected_iou, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(masks, expected_masks, atol=1e-3, rtol=1e-4)
     torch.testing.assert_close(some, expected_masks[[5, 1]][:, [2, 0]], atol=1e-3, rtol=1e-4)
+
+
+def test_batch_decoder_equals_model_decoder_with_trained_layer_norms(tiny_predictor) -> None:
+    """The factored upscaling carries the first product back through every block's layer
+    norm: with norms that are not the identity (as in real checkpoints), it still equals
+    the model's decoder."""
+    model = copy.deepcopy(tiny_predictor.model)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for module in model.mask_decoder.modules():
+            if isinstance(module, (torch.nn.LayerNorm, LayerNorm2d)):
+                module.weight.copy_(0.5 + torch.rand(module.weight.shape, generator=generator))
+                module.bias.copy_(0.3 * torch.randn(module.bias.shape, generator=generator))
+    features = torch.randn(1, 256, *model.prompt_encoder.image_embedding_size, generator=generator)
+    points = (torch.rand(5, 2, 2, generator=generator) * 128, torch.tensor([[1, 0]] * 5))
+    with torch.inference_mode():
+        sparse, dense = model.prompt_encoder(points=points, boxes=None, masks=None)
+        expected_masks, expected_iou = model.mask_decoder.predict_masks(
+            features, tiny_predictor._dense_pe, sparse, dense
+        )
+        decoder = BatchDecoder(model)
+        decoded = decoder.transformer(decoder.prepare(features, tiny_predictor._dense_pe), sparse)
+        masks = decoder.masks(decoded, [0, 1, 2, 3])
+    torch.testing.assert_close(decoded.iou_scores, expected_iou, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(masks, expected_masks, atol=1e-3, rtol=1e-4)
 
 
 def test_batch_decoder_rejects_a_batch_of_embeddings(tiny_predictor) -> None:

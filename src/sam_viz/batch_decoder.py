@@ -17,6 +17,12 @@ the same function with less arithmetic, using only the model's weights:
 * The upscaling's 2x2 stride-2 transposed convolutions are per-pixel matrix products on the
   channels-last image tokens, and masks are only made for the prompt sets and output
   tokens asked for, after their IoU predictions are known.
+* The first of those products is not applied to the transformer's output image tokens but
+  expanded through it: each block adds a low-rank attention output (image tokens x
+  heads*tokens) to the image tokens and layer-normalises them, and layer norm is an affine
+  map per pixel. So the product equals the prepared image's tokens times a fixed matrix
+  (once per image), rescaled per pixel, plus the attention weights times small matrices:
+  ``(M, 2*(heads*tokens + 2)) @ (..., 4*C')`` per prompt set instead of ``(M, C) @ (C, 4*C')``.
 
 Results equal :meth:`sam_viz.modeling.MaskDecoder.predict_masks` up to float rounding
 (the tests check this). Mask prompts are not supported here (they make the first block's
@@ -50,6 +56,8 @@ class PreparedImage:
         first_keys: (H, M, d) first block's token-to-image keys, per head.
         first_values: (H, M, d) first block's token-to-image values, per head.
         first_queries: (H, M, d) first block's image-to-token queries, per head (scaled).
+        upscale_base: (M, 4*C') the image tokens times :attr:`BatchDecoder` 's expanded
+            first upscaling matrix (see :class:`UpscaleInputs`).
         grid: (h, w) of the embedding.
     """
 
@@ -58,7 +66,50 @@ class PreparedImage:
     first_keys: torch.Tensor
     first_values: torch.Tensor
     first_queries: torch.Tensor
+    upscale_base: torch.Tensor
     grid: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class UpscaleInputs:
+    """The output upscaling's first product for b prompt sets, in factored form.
+
+    The transformer's output image tokens times the first transposed convolution's matrix
+    (plus its bias) equal ``scale * base + mixing.mT @ small`` per prompt set, where
+    ``base`` is :attr:`PreparedImage.upscale_base`.
+
+    Attributes:
+        scale: (b, M) per-pixel factor of the base (the product of every block's inverse
+            layer-norm deviation).
+        mixing: (b, K, M) each block's attention weights and layer-norm terms per pixel,
+            rescaled by the blocks after it.
+        small: (b, K, 4*C') what each row of ``mixing`` contributes to the product.
+    """
+
+    scale: torch.Tensor
+    mixing: torch.Tensor
+    small: torch.Tensor
+
+    def rows(self, rows: list[int]) -> UpscaleInputs:
+        """The inputs of some of the prompt sets."""
+        return UpscaleInputs(self.scale[rows], self.mixing[rows], self.small[rows])
+
+
+@dataclass(frozen=True)
+class _BlockTerms:
+    """What one block's image-side update leaves for the upscaling (see UpscaleInputs).
+
+    Attributes:
+        weights: (B, H*N, M) attention weights of the image tokens over the prompt tokens.
+        values: (B, H*N, C) the values they mix (output projection folded in).
+        mean: (B, M) mean of each updated image token before its layer norm.
+        inv_std: (B, M) inverse standard deviation of the same.
+    """
+
+    weights: torch.Tensor
+    values: torch.Tensor
+    mean: torch.Tensor
+    inv_std: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -68,33 +119,34 @@ class DecodedTokens:
     Attributes:
         tokens: (B, T + 1, C) the output tokens (IoU token, then the T mask tokens) after
             the transformer.
-        image_chunks: The image tokens after the transformer, (b, M, C) per chunk of
+        upscale_chunks: The upscaling's first product in factored form, per chunk of
             prompt sets, in order (kept apart to save copying them into one tensor).
+        upscale_base: (M, 4*C') the prepared image's part of that product.
         iou_scores: (B, T) predicted IoU of each output mask token (token 0 is the
             single-mask output).
         grid: (h, w) of the image tokens.
     """
 
     tokens: torch.Tensor
-    image_chunks: tuple[torch.Tensor, ...]
+    upscale_chunks: tuple[UpscaleInputs, ...]
+    upscale_base: torch.Tensor
     iou_scores: torch.Tensor
     grid: tuple[int, int]
 
-    @property
-    def image_tokens(self) -> torch.Tensor:
-        """(B, M, C) image tokens after the transformer (one tensor; a copy)."""
-        return torch.cat(self.image_chunks)
-
-    def image_rows(self, rows: list[int]) -> torch.Tensor:
-        """(R, M, C) image tokens of the given prompt sets."""
+    def upscale_rows(self, rows: list[int]) -> UpscaleInputs:
+        """The upscaling inputs of the given prompt sets."""
         starts = [0]
-        for part in self.image_chunks:
-            starts.append(starts[-1] + part.shape[0])
+        for part in self.upscale_chunks:
+            starts.append(starts[-1] + part.scale.shape[0])
         picked = []
         for row in rows:
-            chunk = next(i for i in range(len(self.image_chunks)) if row < starts[i + 1])
-            picked.append(self.image_chunks[chunk][row - starts[chunk]])
-        return torch.stack(picked)
+            chunk = next(i for i in range(len(self.upscale_chunks)) if row < starts[i + 1])
+            picked.append(self.upscale_chunks[chunk].rows([row - starts[chunk]]))
+        return UpscaleInputs(
+            torch.cat([p.scale for p in picked]),
+            torch.cat([p.mixing for p in picked]),
+            torch.cat([p.small for p in picked]),
+        )
 
 
 # Up to this many prompt sets, the final attention adds the positional encoding to the image
@@ -119,10 +171,11 @@ class BatchDecoder:
 
     Args:
         model: A SAM model whose decoder has the standard two-way transformer.
-        upscale_dtype: Dtype of the output upscaling's matrix products (its two transposed
-            convolutions and the hypernetwork product). bfloat16 halves their cost on
-            hardware that computes it natively; the transformer and the IoU head always
-            run in float32, and the logits are returned as float32.
+        upscale_dtype: Dtype of the output upscaling after its first (factored) product:
+            the second transposed convolution and the hypernetwork product. bfloat16
+            halves their cost on hardware that computes it natively; the transformer, the
+            first upscaling product and the IoU head always run in float32, and the logits
+            are returned as float32.
 
     Typical use::
 
@@ -158,12 +211,35 @@ class BatchDecoder:
         dtype = self.upscale_dtype = upscale_dtype
         up1 = conv1.weight.detach().permute(0, 2, 3, 1).reshape(conv1.in_channels, -1)
         up2 = conv2.weight.detach().permute(0, 2, 3, 1).reshape(conv2.in_channels, -1)
-        self._up1, self._up2 = up1.to(dtype), up2.to(dtype)
-        self._up1_bias = cast(torch.Tensor, conv1.bias).detach().repeat(4).to(dtype)
+        self._up2 = up2.to(dtype)
         self._up2_bias = cast(torch.Tensor, conv2.bias).detach().repeat(4).to(dtype)
         self._norm_weight = self._norm.weight.detach().to(dtype)
         self._norm_bias = self._norm.bias.detach().to(dtype)
         self._up_channels = (conv1.out_channels, conv2.out_channels)
+        self._expand_first_upscaling(up1, cast(torch.Tensor, conv1.bias).detach().repeat(4))
+
+    def _expand_first_upscaling(self, up1: torch.Tensor, bias: torch.Tensor) -> None:
+        """Carry the first upscaling matrix back through every block's layer norm.
+
+        Block l's output is ``LN_l(z_l) = (z_l - mean) * inv_std * g_l + b_l`` per pixel, so
+        ``LN_l(z_l) @ W = inv_std * (z_l @ (g_l W)) - inv_std * mean * (g_l @ W) + b_l @ W``.
+        Starting from ``W = up1`` at the last block, ``g_l W`` is the matrix the block
+        before it sees (``_expanded[l]``); ``g_l @ W`` and ``b_l @ W`` are the rows its mean
+        and its constant contribute (``_mean_rows[l]``, ``_const_rows[l]``; the last block's
+        constant row carries the convolution's bias).
+        """
+        matrix = up1.float()
+        expanded, mean_rows, const_rows = [], [], []
+        for layer in reversed(self._layers):
+            gain, shift = layer.norm4.weight.detach(), layer.norm4.bias.detach()
+            mean_rows.append(gain @ matrix)
+            const_rows.append(shift @ matrix)
+            matrix = gain[:, None] * matrix
+            expanded.append(matrix)
+        const_rows[0] = const_rows[0] + bias.float()
+        self._expanded = expanded[::-1]
+        self._mean_rows = mean_rows[::-1]
+        self._const_rows = const_rows[::-1]
 
     # --------------------------------------------------------------------------- per image
     @torch.inference_mode()
@@ -196,6 +272,7 @@ class BatchDecoder:
             keys.contiguous(),
             values.contiguous(),
             queries.contiguous(),
+            src[0] @ self._expanded[0].to(src),
             (height, width),
         )
 
@@ -222,7 +299,8 @@ class BatchDecoder:
             return parts[0]
         return DecodedTokens(
             torch.cat([p.tokens for p in parts]),
-            tuple(chunk for p in parts for chunk in p.image_chunks),
+            tuple(chunk for p in parts for chunk in p.upscale_chunks),
+            prepared.upscale_base,
             torch.cat([p.iou_scores for p in parts]),
             prepared.grid,
         )
@@ -236,6 +314,7 @@ class BatchDecoder:
         )
         queries = point_embedding
         keys = prepared.src  # shared until the first block updates it
+        terms = []
         for index, layer in enumerate(self._layers):
             if layer.skip_first_layer_pe:
                 queries = layer.self_attn(q=queries, k=queries, v=queries)
@@ -253,10 +332,16 @@ class BatchDecoder:
             queries = layer.norm3(queries + layer.mlp(queries))
             q = queries + point_embedding
             if index == 0:
-                keys = layer.norm4(self._shared_image_to_token(layer, prepared, q, queries))
+                updated, weights, values = self._shared_image_to_token(layer, prepared, q, queries)
             else:
                 i2t = layer.cross_attn_image_to_token
-                keys = layer.norm4(self._image_to_token(i2t, keys, keys_pe, q, queries))
+                updated, weights, values = self._image_to_token(i2t, keys, keys_pe, q, queries)
+            # The layer norm's own statistics (its aten op returns them) feed the upscaling.
+            norm = layer.norm4
+            keys, mean, inv_std = torch.native_layer_norm(
+                updated, norm.normalized_shape, norm.weight, norm.bias, norm.eps
+            )
+            terms.append(_BlockTerms(weights, values, mean[..., 0], inv_std[..., 0]))
         # The final attention only matters for the output tokens (the IoU and mask tokens):
         # the prompt tokens' last update is never read.
         final = self.transformer_module
@@ -274,7 +359,39 @@ class BatchDecoder:
         )
         queries = final.norm_final_attn(queries + update)
         iou = decoder.iou_prediction_head(queries[:, 0])
-        return DecodedTokens(queries, (keys,), iou, prepared.grid)
+        upscale = self._upscale_inputs(terms)
+        return DecodedTokens(queries, (upscale,), prepared.upscale_base, iou, prepared.grid)
+
+    def _upscale_inputs(self, terms: list[_BlockTerms]) -> UpscaleInputs:
+        """Gather the blocks' terms into the factored first upscaling product.
+
+        Unrolling :meth:`_expand_first_upscaling` through ``z_1 = src + A_1 V_1`` and
+        ``z_l = LN_{l-1}(z_{l-1}) + A_l V_l``, with ``R_l`` the product of the inverse
+        deviations of blocks l and after (``R_{L+1} = 1``)::
+
+            out = R_1 * (src @ W_1) + sum_l [ R_l * A_l (V_l W_l)
+                                              - R_l * mean_l * (g_l @ W_{l+1})
+                                              + R_{l+1} * (b_l @ W_{l+1}) ]
+        """
+        batch, _, pixels = terms[0].weights.shape
+        rows = sum(term.weights.shape[1] + 2 for term in terms)
+        mixing = terms[0].weights.new_empty((batch, rows, pixels))
+        small = terms[0].values.new_empty((batch, rows, self._expanded[0].shape[1]))
+        after = torch.ones_like(terms[-1].inv_std)  # R_{l+1}
+        row = 0
+        for index in reversed(range(len(terms))):
+            term = terms[index]
+            scale = after * term.inv_std  # R_l
+            count = term.weights.shape[1]
+            torch.mul(term.weights, scale[:, None], out=mixing[:, row : row + count])
+            torch.mul(term.mean, scale, out=mixing[:, row + count]).neg_()
+            mixing[:, row + count + 1] = after
+            small[:, row : row + count] = term.values @ self._expanded[index]
+            small[:, row + count] = self._mean_rows[index]
+            small[:, row + count + 1] = self._const_rows[index]
+            row += count + 2
+            after = scale
+        return UpscaleInputs(after, mixing, small)
 
     def _shared_token_to_image(
         self, layer: TwoWayAttentionBlock, prepared: PreparedImage, q_in: torch.Tensor
@@ -351,8 +468,12 @@ class BatchDecoder:
         prepared: PreparedImage,
         q_tokens: torch.Tensor,
         v_in: torch.Tensor,
-    ) -> torch.Tensor:
-        """First block's image-to-token attention; the image queries are the prepared ones."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """First block's image-to-token attention; the image queries are the prepared ones.
+
+        Returns:
+            As :meth:`_image_to_token`.
+        """
         attn = layer.cross_attn_image_to_token
         heads = self.heads
         batch, tokens, _ = q_tokens.shape
@@ -362,8 +483,9 @@ class BatchDecoder:
         scores = torch.bmm(k_all, prepared.first_queries.mT).view(heads, batch, tokens, -1)
         weights = scores.softmax(dim=2).transpose(0, 1).reshape(batch, heads * tokens, -1)
         v = _heads(attn.v_proj(v_in), heads)
+        values = self._out_folded_values(attn, v)
         # Residual + attention output in one product: src + weightsᵀ (values with bias).
-        return torch.baddbmm(prepared.src, weights.mT, self._out_folded_values(attn, v))
+        return torch.baddbmm(prepared.src, weights.mT, values), weights, values
 
     def _image_to_token(
         self,
@@ -372,7 +494,7 @@ class BatchDecoder:
         q_image: torch.Tensor,
         q_tokens: torch.Tensor,
         v_in: torch.Tensor,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Image-to-token attention with the query and output projections moved to the tokens.
 
         Args:
@@ -383,7 +505,8 @@ class BatchDecoder:
             v_in: (B, N, C) tokens (the values).
 
         Returns:
-            (B, M, C) image tokens plus the attention output.
+            (B, M, C) image tokens plus the attention output, the (B, H*N, M) attention
+            weights and the (B, H*N, C) values they mix (output projection folded in).
         """
         heads = self.heads
         batch, tokens, _ = q_tokens.shape
@@ -397,8 +520,9 @@ class BatchDecoder:
         weights = scores.view(batch, heads, tokens, -1).softmax(dim=2)
         weights = weights.view(batch, heads * tokens, -1)
         v = _heads(attn.v_proj(v_in), heads)
+        values = self._out_folded_values(attn, v)
         # The residual is this chunk's own tensor, no longer needed: add in place.
-        return residual.baddbmm_(weights.mT, self._out_folded_values(attn, v))
+        return residual.baddbmm_(weights.mT, values), weights, values
 
     # ------------------------------------------------------------------------------ masks
     @torch.inference_mode()
@@ -421,7 +545,7 @@ class BatchDecoder:
 
         Returns:
             (R, len(token_indices), L, L) float32 logits, R = len(rows), computed in
-            :attr:`upscale_dtype`.
+            :attr:`upscale_dtype` after the first upscaling product.
         """
         count = decoded.tokens.shape[0]
         row_list = list(range(count)) if rows is None else [int(r) for r in rows]
@@ -437,14 +561,14 @@ class BatchDecoder:
         out = torch.empty((len(row_list), len(index), 4 * height, 4 * width), device=hyper.device)
         # Work buffers reused by every chunk: fresh large buffers cost page faults.
         rows_max = min(chunk, len(row_list))
-        first = hyper.new_empty((rows_max * tokens, self._up1.shape[1]))
+        up1_width = decoded.upscale_base.shape[-1]
+        first = decoded.upscale_base.new_empty((rows_max, tokens, up1_width))
         second = hyper.new_empty((rows_max * tokens * 4, self._up2.shape[1]))
         for start in range(0, len(row_list), chunk):
-            x = decoded.image_rows(row_list[start : start + chunk]).to(self.upscale_dtype)
-            b = x.shape[0]
-            y1 = torch.addmm(
-                self._up1_bias, x.reshape(-1, x.shape[-1]), self._up1, out=first[: b * tokens]
-            )
+            inputs = decoded.upscale_rows(row_list[start : start + chunk])
+            b = inputs.scale.shape[0]
+            y1 = torch.mul(decoded.upscale_base, inputs.scale[..., None], out=first[:b])
+            y1 = y1.baddbmm_(inputs.mixing.mT, inputs.small).to(self.upscale_dtype)
             y1 = F.layer_norm(
                 y1.view(-1, c1), (c1,), self._norm_weight, self._norm_bias, self._norm.eps
             )
