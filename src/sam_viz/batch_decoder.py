@@ -518,7 +518,10 @@ class BatchDecoder:
         k_folded = torch.einsum("bhne,hec->bhnc", k, _head_weight(attn.q_proj, heads))
         bias = torch.einsum("bhne,he->bhn", k, attn.q_proj.bias.view(heads, -1))
         k_folded = k_folded.reshape(batch, heads * tokens, -1)
-        scores = torch.baddbmm(bias.reshape(batch, heads * tokens, 1), k_folded, q_image.mT)
+        # (M, H*N) is the faster orientation of the product; the softmax over each head's
+        # few tokens is not (rows of N), so the scores are transposed back for it.
+        scores = torch.baddbmm(bias.reshape(batch, 1, heads * tokens), q_image, k_folded.mT)
+        scores = scores.mT.contiguous()
         weights = scores.view(batch, heads, tokens, -1).softmax(dim=2)
         weights = weights.view(batch, heads * tokens, -1)
         v = _heads(attn.v_proj(v_in), heads)
