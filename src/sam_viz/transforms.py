@@ -120,10 +120,14 @@ class ImageFrame:
         rows = _bilinear_taps(height, valid_h, grid.shape[-2])
         cols = _bilinear_taps(width, valid_w, grid.shape[-1])
         positive = grid > 0
+        # Which grid rows and columns of each mask hold a positive cell (NumPy: the spans
+        # below are a few scalar look-ups each, cheaper there than as tensor ops).
+        positive_rows = positive.any(dim=-1).numpy()
+        positive_cols = positive.any(dim=-2).numpy()
         for b in range(batch):
             for k in range(count):
-                row_span = _sample_span(positive[b, k].any(dim=1), rows)
-                col_span = _sample_span(positive[b, k].any(dim=0), cols)
+                row_span = _sample_span(positive_rows[b, k], rows)
+                col_span = _sample_span(positive_cols[b, k], cols)
                 if row_span is None or col_span is None:
                     continue  # no positive cell: an empty mask
                 (r0, r1), (c0, c1) = row_span, col_span
@@ -186,12 +190,12 @@ def _bilinear_taps(out_size: int, valid: float, in_size: int) -> _Taps:
     return _Taps(torch.from_numpy(first), torch.from_numpy(second), torch.from_numpy(weight))
 
 
-def _sample_span(positive: torch.Tensor, taps: _Taps) -> tuple[int, int] | None:
+def _sample_span(positive: np.ndarray, taps: _Taps) -> tuple[int, int] | None:
     """Output pixels ``(start, stop)`` whose taps can reach a positive input, or None."""
-    where = torch.nonzero(positive).flatten()
+    where = np.flatnonzero(positive)
     if not len(where):
         return None
     lowest, highest = int(where[0]), int(where[-1])
-    start = int(torch.searchsorted(taps.second, lowest, side="left"))
-    stop = int(torch.searchsorted(taps.first, highest, side="right"))
+    start = int(np.searchsorted(taps.second.numpy(), lowest, side="left"))
+    stop = int(np.searchsorted(taps.first.numpy(), highest, side="right"))
     return start, stop
