@@ -90,9 +90,11 @@ class UpscaleInputs:
     mixing: torch.Tensor
     small: torch.Tensor
 
-    def rows(self, rows: list[int]) -> UpscaleInputs:
-        """The inputs of some of the prompt sets."""
-        return UpscaleInputs(self.scale[rows], self.mixing[rows], self.small[rows])
+    def rows(self, start: int, stop: int) -> UpscaleInputs:
+        """The inputs of prompt sets ``start:stop`` (views, not copies)."""
+        return UpscaleInputs(
+            self.scale[start:stop], self.mixing[start:stop], self.small[start:stop]
+        )
 
 
 @dataclass(frozen=True)
@@ -134,14 +136,28 @@ class DecodedTokens:
     grid: tuple[int, int]
 
     def upscale_rows(self, rows: list[int]) -> UpscaleInputs:
-        """The upscaling inputs of the given prompt sets."""
+        """The upscaling inputs of the given prompt sets (runs of consecutive prompt sets
+        in one chunk are sliced, so a single run costs no copy)."""
         starts = [0]
         for part in self.upscale_chunks:
             starts.append(starts[-1] + part.scale.shape[0])
         picked = []
-        for row in rows:
+        index = 0
+        while index < len(rows):
+            row = rows[index]
             chunk = next(i for i in range(len(self.upscale_chunks)) if row < starts[i + 1])
-            picked.append(self.upscale_chunks[chunk].rows([row - starts[chunk]]))
+            last = index
+            while (
+                last + 1 < len(rows)
+                and rows[last + 1] == rows[last] + 1
+                and rows[last + 1] < starts[chunk + 1]
+            ):
+                last += 1
+            first = row - starts[chunk]
+            picked.append(self.upscale_chunks[chunk].rows(first, first + last - index + 1))
+            index = last + 1
+        if len(picked) == 1:
+            return picked[0]
         return UpscaleInputs(
             torch.cat([p.scale for p in picked]),
             torch.cat([p.mixing for p in picked]),
