@@ -157,8 +157,8 @@ class Predictor:
         model_key: Identifies the weights in cache keys; defaults to ``spec.name``.
         precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (bf16 only where the
             hardware computes it natively: a GPU, or a CPU with AMX/AVX512-BF16). The
-            encoder's matrix products and the decoder's mask upscaling run in it (the
-            decoder's transformer and IoU head too when a mask prompt is given); inputs,
+            encoder's matrix products and the decoder's mask upscaling after its first
+            product run in it (the whole decoder when a mask prompt is given); inputs,
             outputs, IoU scores and the resampling to image pixels stay float32.
         """
         self.spec = spec
