@@ -14,15 +14,9 @@ the same function with less arithmetic, using only the model's weights:
   output projection applied after attention equals attention over values already
   projected. Each image-side product then costs (heads x prompt tokens) instead of the
   projection width per image token.
-* The upscaling's 2x2 stride-2 transposed convolutions are per-pixel matrix products on the
-  channels-last image tokens, and masks are only made for the prompt sets and output
-  tokens asked for, after their IoU predictions are known.
-* The first of those products is not applied to the transformer's output image tokens but
-  expanded through it: each block adds a low-rank attention output (image tokens x
-  heads*tokens) to the image tokens and layer-normalises them, and layer norm is an affine
-  map per pixel. So the product equals the prepared image's tokens times a fixed matrix
-  (once per image), rescaled per pixel, plus the attention weights times small matrices:
-  ``(M, 2*(heads*tokens + 2)) @ (..., 4*C')`` per prompt set instead of ``(M, C) @ (C, 4*C')``.
+* The output upscaling runs as per-pixel matrix products, its first one factored through
+  the transformer (:mod:`sam_viz.mask_upscaling`), and masks are only made for the prompt
+  sets and output tokens asked for, after their IoU predictions are known.
 
 Results equal :meth:`sam_viz.modeling.MaskDecoder.predict_masks` up to float rounding
 (the tests check this). Mask prompts are not supported here (they make the first block's
@@ -41,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sam_viz.mask_upscaling import BlockTerms, FactoredUpscaling, UpscaleInputs
 from sam_viz.modeling import MaskDecoder, Sam
-from sam_viz.modeling.common import LayerNorm2d
 from sam_viz.modeling.transformer import Attention, TwoWayAttentionBlock, TwoWayTransformer
 
 
@@ -56,8 +50,8 @@ class PreparedImage:
         first_keys: (H, M, d) first block's token-to-image keys, per head.
         first_values: (H, M, d) first block's token-to-image values, per head.
         first_queries: (H, M, d) first block's image-to-token queries, per head (scaled).
-        upscale_base: (M, 4*C') the image tokens times :attr:`BatchDecoder` 's expanded
-            first upscaling matrix (see :class:`UpscaleInputs`).
+        upscale_base: (M, 4*C') the image's part of the output upscaling's first product
+            (:meth:`sam_viz.mask_upscaling.FactoredUpscaling.base`).
         grid: (h, w) of the embedding.
     """
 
@@ -68,50 +62,6 @@ class PreparedImage:
     first_queries: torch.Tensor
     upscale_base: torch.Tensor
     grid: tuple[int, int]
-
-
-@dataclass(frozen=True)
-class UpscaleInputs:
-    """The output upscaling's first product for b prompt sets, in factored form.
-
-    The transformer's output image tokens times the first transposed convolution's matrix
-    (plus its bias) equal ``scale * base + mixing.mT @ small`` per prompt set, where
-    ``base`` is :attr:`PreparedImage.upscale_base`.
-
-    Attributes:
-        scale: (b, M) per-pixel factor of the base (the product of every block's inverse
-            layer-norm deviation).
-        mixing: (b, K, M) each block's attention weights and layer-norm terms per pixel,
-            rescaled by the blocks after it.
-        small: (b, K, 4*C') what each row of ``mixing`` contributes to the product.
-    """
-
-    scale: torch.Tensor
-    mixing: torch.Tensor
-    small: torch.Tensor
-
-    def rows(self, start: int, stop: int) -> UpscaleInputs:
-        """The inputs of prompt sets ``start:stop`` (views, not copies)."""
-        return UpscaleInputs(
-            self.scale[start:stop], self.mixing[start:stop], self.small[start:stop]
-        )
-
-
-@dataclass(frozen=True)
-class _BlockTerms:
-    """What one block's image-side update leaves for the upscaling (see UpscaleInputs).
-
-    Attributes:
-        weights: (B, H*N, M) attention weights of the image tokens over the prompt tokens.
-        values: (B, H*N, C) the values they mix (output projection folded in).
-        mean: (B, M) mean of each updated image token before its layer norm.
-        inv_std: (B, M) inverse standard deviation of the same.
-    """
-
-    weights: torch.Tensor
-    values: torch.Tensor
-    mean: torch.Tensor
-    inv_std: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -156,13 +106,7 @@ class DecodedTokens:
             first = row - starts[chunk]
             picked.append(self.upscale_chunks[chunk].rows(first, first + last - index + 1))
             index = last + 1
-        if len(picked) == 1:
-            return picked[0]
-        return UpscaleInputs(
-            torch.cat([p.scale for p in picked]),
-            torch.cat([p.mixing for p in picked]),
-            torch.cat([p.small for p in picked]),
-        )
+        return picked[0] if len(picked) == 1 else UpscaleInputs.cat(picked)
 
 
 # Up to this many prompt sets, the final attention adds the positional encoding to the image
@@ -210,52 +154,8 @@ class BatchDecoder:
             cast(TwoWayAttentionBlock, layer) for layer in self.transformer_module.layers
         ]
         self.heads = int(self.transformer_module.num_heads)
-        up = self.decoder.output_upscaling
-        conv1, norm, act1, conv2, act2 = up[0], up[1], up[2], up[3], up[4]
-        if not (
-            isinstance(conv1, nn.ConvTranspose2d)
-            and isinstance(conv2, nn.ConvTranspose2d)
-            and conv1.kernel_size == conv1.stride == (2, 2)
-            and conv2.kernel_size == conv2.stride == (2, 2)
-            and conv1.bias is not None
-            and conv2.bias is not None
-        ):
-            raise ValueError("BatchDecoder needs SAM's 2x2 stride-2 output upscaling.")
-        self._norm, self._act1, self._act2 = cast(LayerNorm2d, norm), act1, act2
-        # Transposed convs as (C_in, 4 * C_out) matrices; columns ordered (row, col, C_out).
-        # (Copies of the weights as they are now: build the decoder after loading them.)
-        dtype = self.upscale_dtype = upscale_dtype
-        up1 = conv1.weight.detach().permute(0, 2, 3, 1).reshape(conv1.in_channels, -1)
-        up2 = conv2.weight.detach().permute(0, 2, 3, 1).reshape(conv2.in_channels, -1)
-        self._up2 = up2.to(dtype)
-        self._up2_bias = cast(torch.Tensor, conv2.bias).detach().repeat(4).to(dtype)
-        self._norm_weight = self._norm.weight.detach().to(dtype)
-        self._norm_bias = self._norm.bias.detach().to(dtype)
-        self._up_channels = (conv1.out_channels, conv2.out_channels)
-        self._expand_first_upscaling(up1, cast(torch.Tensor, conv1.bias).detach().repeat(4))
-
-    def _expand_first_upscaling(self, up1: torch.Tensor, bias: torch.Tensor) -> None:
-        """Carry the first upscaling matrix back through every block's layer norm.
-
-        Block l's output is ``LN_l(z_l) = (z_l - mean) * inv_std * g_l + b_l`` per pixel, so
-        ``LN_l(z_l) @ W = inv_std * (z_l @ (g_l W)) - inv_std * mean * (g_l @ W) + b_l @ W``.
-        Starting from ``W = up1`` at the last block, ``g_l W`` is the matrix the block
-        before it sees (``_expanded[l]``); ``g_l @ W`` and ``b_l @ W`` are the rows its mean
-        and its constant contribute (``_mean_rows[l]``, ``_const_rows[l]``; the last block's
-        constant row carries the convolution's bias).
-        """
-        matrix = up1.float()
-        expanded, mean_rows, const_rows = [], [], []
-        for layer in reversed(self._layers):
-            gain, shift = layer.norm4.weight.detach(), layer.norm4.bias.detach()
-            mean_rows.append(gain @ matrix)
-            const_rows.append(shift @ matrix)
-            matrix = gain[:, None] * matrix
-            expanded.append(matrix)
-        const_rows[0] = const_rows[0] + bias.float()
-        self._expanded = expanded[::-1]
-        self._mean_rows = mean_rows[::-1]
-        self._const_rows = const_rows[::-1]
+        self.upscale_dtype = upscale_dtype
+        self.upscaling = FactoredUpscaling(self.decoder, self._layers, upscale_dtype)
 
     # --------------------------------------------------------------------------- per image
     @torch.inference_mode()
@@ -288,7 +188,7 @@ class BatchDecoder:
             keys.contiguous(),
             values.contiguous(),
             queries.contiguous(),
-            src[0] @ self._expanded[0].to(src),
+            self.upscaling.base(src),
             (height, width),
         )
 
@@ -357,7 +257,7 @@ class BatchDecoder:
             keys, mean, inv_std = torch.native_layer_norm(
                 updated, norm.normalized_shape, norm.weight, norm.bias, norm.eps
             )
-            terms.append(_BlockTerms(weights, values, mean[..., 0], inv_std[..., 0]))
+            terms.append(BlockTerms(weights, values, mean[..., 0], inv_std[..., 0]))
         # The final attention only matters for the output tokens (the IoU and mask tokens):
         # the prompt tokens' last update is never read.
         final = self.transformer_module
@@ -375,39 +275,8 @@ class BatchDecoder:
         )
         queries = final.norm_final_attn(queries + update)
         iou = decoder.iou_prediction_head(queries[:, 0])
-        upscale = self._upscale_inputs(terms)
+        upscale = self.upscaling.inputs(terms)
         return DecodedTokens(queries, (upscale,), prepared.upscale_base, iou, prepared.grid)
-
-    def _upscale_inputs(self, terms: list[_BlockTerms]) -> UpscaleInputs:
-        """Gather the blocks' terms into the factored first upscaling product.
-
-        Unrolling :meth:`_expand_first_upscaling` through ``z_1 = src + A_1 V_1`` and
-        ``z_l = LN_{l-1}(z_{l-1}) + A_l V_l``, with ``R_l`` the product of the inverse
-        deviations of blocks l and after (``R_{L+1} = 1``)::
-
-            out = R_1 * (src @ W_1) + sum_l [ R_l * A_l (V_l W_l)
-                                              - R_l * mean_l * (g_l @ W_{l+1})
-                                              + R_{l+1} * (b_l @ W_{l+1}) ]
-        """
-        batch, _, pixels = terms[0].weights.shape
-        rows = sum(term.weights.shape[1] + 2 for term in terms)
-        mixing = terms[0].weights.new_empty((batch, rows, pixels))
-        small = terms[0].values.new_empty((batch, rows, self._expanded[0].shape[1]))
-        after = torch.ones_like(terms[-1].inv_std)  # R_{l+1}
-        row = 0
-        for index in reversed(range(len(terms))):
-            term = terms[index]
-            scale = after * term.inv_std  # R_l
-            count = term.weights.shape[1]
-            torch.mul(term.weights, scale[:, None], out=mixing[:, row : row + count])
-            torch.mul(term.mean, scale, out=mixing[:, row + count]).neg_()
-            mixing[:, row + count + 1] = after
-            small[:, row : row + count] = term.values @ self._expanded[index]
-            small[:, row + count] = self._mean_rows[index]
-            small[:, row + count + 1] = self._const_rows[index]
-            row += count + 2
-            after = scale
-        return UpscaleInputs(after, mixing, small)
 
     def _shared_token_to_image(
         self, layer: TwoWayAttentionBlock, prepared: PreparedImage, q_in: torch.Tensor
@@ -577,36 +446,17 @@ class BatchDecoder:
             dim=1,
         ).to(self.upscale_dtype)  # (R, T, C/8)
         height, width = decoded.grid
-        c1, c2 = self._up_channels
-        tokens = height * width
         out = torch.empty((len(row_list), len(index), 4 * height, 4 * width), device=hyper.device)
-        # Work buffers reused by every chunk: fresh large buffers cost page faults.
-        rows_max = min(chunk, len(row_list))
-        up1_width = decoded.upscale_base.shape[-1]
-        first = decoded.upscale_base.new_empty((rows_max, tokens, up1_width))
-        second = hyper.new_empty((rows_max * tokens * 4, self._up2.shape[1]))
+        buffers = self.upscaling.buffers(decoded.upscale_base, min(chunk, len(row_list)))
         for start in range(0, len(row_list), chunk):
             inputs = decoded.upscale_rows(row_list[start : start + chunk])
-            b = inputs.scale.shape[0]
-            y1 = torch.mul(decoded.upscale_base, inputs.scale[..., None], out=first[:b])
-            y1 = y1.baddbmm_(inputs.mixing.mT, inputs.small).to(self.upscale_dtype)
-            y1 = F.layer_norm(
-                y1.view(-1, c1), (c1,), self._norm_weight, self._norm_bias, self._norm.eps
-            )
-            y1 = _activate(self._act1, y1)
-            y2 = torch.addmm(self._up2_bias, y1, self._up2, out=second[: b * tokens * 4])
-            y2 = _activate(self._act2, y2).view(b, -1, c2)  # pixels (i, j, a, c, a2, c2)
-            logits = y2 @ hyper[start : start + chunk].mT  # (b, M*16, T)
-            logits = logits.view(b, height, width, 2, 2, 2, 2, -1)
-            # Mask pixel (4i + 2a + a2, 4j + 2c + c2), written in place (one copy).
-            out[start : start + b].view(b, -1, height, 2, 2, width, 2, 2).copy_(
-                logits.permute(0, 7, 1, 3, 5, 2, 4, 6)
+            stop = start + inputs.scale.shape[0]
+            self.upscaling.logits(
+                decoded.upscale_base,
+                inputs,
+                hyper[start:stop],
+                decoded.grid,
+                out[start:stop],
+                buffers,
             )
         return out
-
-
-def _activate(activation: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Apply an activation module, in place when it is a GELU (x is a scratch buffer)."""
-    if isinstance(activation, nn.GELU):
-        return torch.ops.aten.gelu_(x, approximate=activation.approximate)
-    return activation(x)
