@@ -6,6 +6,7 @@ NumPy) on the same weights and the same image embedding, in one process, and pri
 medians and their ratio, plus the IoU between our masks and the reference's.
 
     .venv/bin/python benchmarks/bench_predictor.py [--clicks 40] [--models vit_b lite_medsam]
+        [--breakdown]    # also the median time of each phase of our clicks
 
 vit_b uses random weights and a random embedding (the official file cannot be downloaded
 here; the decoder's cost does not depend on the weights), so its masks are noise that covers
@@ -17,9 +18,12 @@ masks are real objects.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
+from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +36,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from reference_models import reference_sam  # noqa: E402
 
+from sam_viz.batch_decoder import BatchDecoder  # noqa: E402
 from sam_viz.build import build_sam  # noqa: E402
 from sam_viz.cache import ImageEmbedding  # noqa: E402
 from sam_viz.checkpoints import embedded_checkpoint_path, read_state_dict  # noqa: E402
@@ -83,7 +88,41 @@ def reference_click(sam, features, frame: ImageFrame, points_xy, labels, box, al
     return masks[0].numpy(), iou[0].numpy(), low_res[0].numpy()
 
 
-def bench(name: str, clicks: int, size: tuple[int, int], precision: str) -> None:
+# The phases of one of our clicks, timed by --breakdown: (class, method, label).
+PHASES = (
+    (BatchDecoder, "transformer", "transformer + IoU head"),
+    (BatchDecoder, "masks", "low-res masks (upscaling)"),
+    (ImageFrame, "upscale_masks", "masks at image pixels"),
+)
+
+
+@contextlib.contextmanager
+def phase_timers() -> Iterator[dict[str, list[float]]]:
+    """Time every call of the PHASES methods (milliseconds per call, by label)."""
+    times: dict[str, list[float]] = defaultdict(list)
+    originals = [(cls, method, getattr(cls, method)) for cls, method, _ in PHASES]
+
+    def timed(function, label):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            result = function(*args, **kwargs)
+            times[label].append((time.perf_counter() - start) * 1e3)
+            return result
+
+        return wrapper
+
+    for (cls, method, function), (_, _, label) in zip(originals, PHASES, strict=True):
+        setattr(cls, method, timed(function, label))
+    try:
+        yield times
+    finally:
+        for cls, method, function in originals:
+            setattr(cls, method, function)
+
+
+def bench(
+    name: str, clicks: int, size: tuple[int, int], precision: str, breakdown: bool = False
+) -> None:
     spec = MODELS[name]
     torch.manual_seed(0)
     model = build_sam(spec)
@@ -146,6 +185,22 @@ def bench(name: str, clicks: int, size: tuple[int, int], precision: str) -> None
         f"ratio {ref_med / ours_med:5.2f}x  mask IoU vs reference: min {min(ious):.4f} "
         f"mean {np.mean(ious):.4f}"
     )
+    if breakdown:
+        totals = []
+        with phase_timers() as times:
+            for p in prompts:
+                start = time.perf_counter()
+                ours(p)
+                totals.append((time.perf_counter() - start) * 1e3)
+        parts = {label: statistics.median(values) for label, values in times.items()}
+        rest = statistics.median(
+            total - sum(values[i] for values in times.values()) for i, total in enumerate(totals)
+        )
+        print(
+            f"  ours by phase (medians; this run {statistics.median(totals):.1f} ms): "
+            + ", ".join(f"{label} {ms:.1f} ms" for label, ms in parts.items())
+            + f", everything else about {rest:.1f} ms"
+        )
 
 
 def main() -> None:
@@ -154,6 +209,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["vit_b", "lite_medsam"])
     parser.add_argument("--size", default="1024x1024", help="image size HxW")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--breakdown", action="store_true", help="also time the phases of our clicks"
+    )
     parser.add_argument(
         "--precision",
         nargs="+",
@@ -169,7 +227,7 @@ def main() -> None:
     )
     for name in args.models:
         for precision in args.precision:
-            bench(name, args.clicks, (height, width), precision)
+            bench(name, args.clicks, (height, width), precision, args.breakdown)
 
 
 if __name__ == "__main__":
