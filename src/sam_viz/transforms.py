@@ -118,11 +118,11 @@ class ImageFrame:
         out = np.zeros((batch, count, height, width), dtype=bool)
         rows = _bilinear_taps(height, valid_h, grid.shape[-2])
         cols = _bilinear_taps(width, valid_w, grid.shape[-1])
-        positive = grid > 0
+        positive = grid.numpy() > 0
         # Which grid rows and columns of each mask hold a positive cell (NumPy: the spans
         # below are a few scalar look-ups each, cheaper there than as tensor ops).
-        positive_rows = positive.any(dim=-1).numpy()
-        positive_cols = positive.any(dim=-2).numpy()
+        positive_rows = positive.any(axis=-1)
+        positive_cols = positive.any(axis=-2)
         for b in range(batch):
             for k in range(count):
                 row_span = _sample_span(positive_rows[b, k], rows)
