@@ -154,8 +154,12 @@ class BatchDecoder:
             cast(TwoWayAttentionBlock, layer) for layer in self.transformer_module.layers
         ]
         self.heads = int(self.transformer_module.num_heads)
-        self.upscale_dtype = upscale_dtype
         self.upscaling = FactoredUpscaling(self.decoder, self._layers, upscale_dtype)
+
+    @property
+    def upscale_dtype(self) -> torch.dtype:
+        """Dtype of the output upscaling after its first product (see the class)."""
+        return self.upscaling.dtype
 
     # --------------------------------------------------------------------------- per image
     @torch.inference_mode()

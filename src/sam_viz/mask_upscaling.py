@@ -216,7 +216,7 @@ class FactoredUpscaling:
         """
         height, width = grid
         c1, c2 = self.channels
-        b, tokens = inputs.scale.shape
+        b, pixels = inputs.scale.shape
         first, second = buffers
         y1 = torch.mul(base, inputs.scale[..., None], out=first[:b])
         y1 = y1.baddbmm_(inputs.mixing.mT, inputs.small).to(self.dtype)
@@ -224,7 +224,7 @@ class FactoredUpscaling:
             y1.view(-1, c1), (c1,), self._norm_weight, self._norm_bias, self._norm.eps
         )
         y1 = _activate(self._act1, y1)
-        y2 = torch.addmm(self._up2_bias, y1, self._up2, out=second[: b * tokens * 4])
+        y2 = torch.addmm(self._up2_bias, y1, self._up2, out=second[: b * pixels * 4])
         y2 = _activate(self._act2, y2).view(b, -1, c2)  # pixels (i, j, a, c, a2, c2)
         logits = (y2 @ hyper.mT).view(b, height, width, 2, 2, 2, 2, -1)  # (b, M*16, T)
         # Mask pixel (4i + 2a + a2, 4j + 2c + c2), written in place (one copy).
