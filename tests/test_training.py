@@ -20,7 +20,9 @@ from sam_viz.training.clicks import (
     containing_masks,
     dice_loss,
     focal_loss,
+    mask_iou,
     matched_loss,
+    prompt_tensors,
     trainable_names,
     warm_start_multimask,
 )
@@ -264,6 +266,41 @@ def test_calibration_trains_the_iou_head_alone(tiny_predictor) -> None:
     after = tiny_predictor.model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith(HEAD_PREFIX) for k in changed)
+
+
+def test_calibration_counts_ious_as_the_training_does() -> None:
+    from sam_viz.training.calibration import pairwise_iou
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 3, 32, 32, generator=generator)
+    logits[0, 0] = -1.0  # an empty prediction
+    targets = torch.rand(5, 32, 32, generator=generator) > 0.6
+    targets[2] = False  # an empty target: IoU 1 with the empty prediction, 0 with the rest
+    expected = mask_iou(logits[:, :, None], targets[None, None].float())
+    ious = pairwise_iou(logits, targets)
+    assert ious.shape == (4, 3, 5) and torch.equal(ious, expected)
+    assert ious[0, 0, 2] == 1 and ious[1, 0, 2] == 0
+
+
+def test_calibration_sees_the_decoders_own_iou_token_and_masks(tiny_predictor) -> None:
+    from sam_viz.training.calibration import CalibrationConfig, IoUHeadCalibrator
+
+    model = tiny_predictor.model
+    images = scene_images(tiny_predictor, seed=0, count=1)
+    calibrator = IoUHeadCalibrator(model, images, CalibrationConfig(steps=1), seed=0)
+    features = images[0].features
+    prepared = calibrator.decoder.prepare(features, calibrator.dense_pe)
+    clicks = np.array([[[10.0, 12.0]], [[30.0, 5.0]]], np.float32)
+    labels = np.ones((2, 1), np.int64)
+    logits, token = calibrator._decode(prepared, (clicks, labels), None, [1, 2, 3])
+    point_tensors, _ = prompt_tensors((clicks, labels), None, calibrator.to_model)
+    with torch.no_grad():
+        sparse, dense = model.prompt_encoder(points=point_tensors, boxes=None, masks=None)
+        out = model.mask_decoder.predict_masks_with_tokens(
+            features, calibrator.dense_pe, sparse, dense
+        )
+    torch.testing.assert_close(token, out.iou_token, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(logits, out.masks[:, 1:], atol=1e-3, rtol=1e-4)
 
 
 def test_the_pipeline_resumes_its_second_stage_exactly(tmp_path) -> None:
