@@ -8,6 +8,8 @@ scikit-image's coins (held out of the data engine):
   how often the candidate shown first, by IoU head times stability, is the best);
 * the same per scene kind (cells, nuclei, nucleoli, parts, wholes, blobs);
 * box prompts on the coins: mean IoU of the original and of the trained model;
+* tight boxes on every held-out scene object, per kind: what each model makes of the most
+  informative prompt, a reference for the single clicks;
 * clicks on nuclei inside cells: how often the candidates differ from nucleus to cell.
 
 The tests check the same figures on a few scenes (tests/test_clicks_model.py).
@@ -43,6 +45,7 @@ from sam_viz.training.evaluate import (  # noqa: E402
     click_scores,
     coin_click_scores,
     coins_reference,
+    label_masks,
     nested_click,
 )
 
@@ -97,9 +100,17 @@ def main() -> None:
         for kind, parts in sorted(by_kind.items()):
             print(line(f"  {kind}", ClickScores.merge(parts)))
         print(line("coins, centre clicks", coin_click_scores(predictor, coins, reference)))
+        boxes: dict[str, list[float]] = defaultdict(list)
+        for scene in scenes:
+            ious = box_ious(predictor, scene.image, scene.masks)
+            for kind, value in zip(scene.kinds, ious, strict=True):
+                boxes[kind].append(value)
+        every = np.concatenate(list(boxes.values()))
+        kinds = ", ".join(f"{kind} {np.mean(values):.3f}" for kind, values in sorted(boxes.items()))
+        print(f"tight boxes on the held-out scenes: mean IoU {every.mean():.3f} ({kinds})")
 
-    base_boxes = box_ious(original, coins, reference)
-    new_boxes = box_ious(trained, coins, reference)
+    base_boxes = box_ious(original, coins, label_masks(reference))
+    new_boxes = box_ious(trained, coins, label_masks(reference))
     print(
         f"\nboxes on coins: original mean IoU {base_boxes.mean():.4f}, click-trained "
         f"{new_boxes.mean():.4f} (change {new_boxes.mean() - base_boxes.mean():+.4f})"

@@ -4,7 +4,8 @@
   on held-out generated scenes and on scikit-image's coins (one click at each coin's centre);
 * how often the IoU head ranks the best candidate first, on clicks whose pixel belongs to
   one object only (see :class:`ClickScores`);
-* box prompts on coins against the original checkpoint;
+* box prompts on coins against the original checkpoint (and, for reference, tight boxes on
+  the held-out scenes: what the model makes of the most informative prompt);
 * a click on a nucleus inside a cell: the candidates should differ, nucleus to cell.
 """
 
@@ -149,23 +150,34 @@ def scene_click_scores(predictor: Predictor, scenes: Iterable[Scene]) -> ClickSc
     return ClickScores.merge(click_scores(predictor, scene.image, scene.masks) for scene in scenes)
 
 
+def label_masks(labels: np.ndarray) -> np.ndarray:
+    """(M, H, W) boolean masks of labels 1..M of a label image."""
+    return np.stack([labels == label for label in range(1, int(labels.max()) + 1)])
+
+
 def coin_click_scores(
     predictor: Predictor, coins: np.ndarray, reference: np.ndarray
 ) -> ClickScores:
     """One click at the centre of each reference coin."""
-    targets = np.stack([reference == label for label in range(1, int(reference.max()) + 1)])
-    return click_scores(predictor, coins, targets)
+    return click_scores(predictor, coins, label_masks(reference))
 
 
-def box_ious(predictor: Predictor, image: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """IoU of the answer to each reference object's box (its single-mask output)."""
+def box_ious(predictor: Predictor, image: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """IoU of the answer to each target's tight box (its single-mask output).
+
+    Args:
+        predictor: The model.
+        image: The image.
+        targets: (M, H, W) boolean masks (nested ones included).
+
+    Returns:
+        (M,) IoU of each answer with its target.
+    """
     embedding = predictor.set_image(image)
-    boxes, targets = [], []
-    for label in range(1, int(reference.max()) + 1):
-        target = reference == label
+    boxes = []
+    for target in targets:
         rows, cols = np.nonzero(target)
         boxes.append([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1])
-        targets.append(target)
     answer = predictor.predict_boxes(np.array(boxes, np.float64), embedding=embedding)
     return np.array([iou(mask, target) for mask, target in zip(answer.masks, targets, strict=True)])
 
