@@ -12,11 +12,14 @@ apt_packages=()
 if (( want_test_tools )); then
   command -v xvfb-run >/dev/null || apt_packages+=(xvfb xauth)
   command -v chromium >/dev/null || apt_packages+=(chromium)
-  # Qt's xcb platform plugin needs these on a bare machine.
-  dpkg -s libxkbcommon-x11-0 >/dev/null 2>&1 || apt_packages+=(libxkbcommon-x11-0 libxcb-icccm4 \
-    libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 \
-    libxcb-xinput0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 libgl1 libegl1 libdbus-1-3 \
-    libfontconfig1)
+  # Qt's xcb platform plugin needs these on a bare machine. Each is checked: a machine can
+  # have some of them (pulled in by other packages) and not the rest.
+  for package in libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 \
+    libxcb-render-util0 libxcb-xinerama0 libxcb-xinput0 libxcb-xfixes0 libxcb-shape0 \
+    libxcb-cursor0 libgl1 libegl1 libdbus-1-3 libfontconfig1; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" ||
+      apt_packages+=("$package")
+  done
 fi
 if (( ${#apt_packages[@]} )); then
   if [[ $(id -u) -eq 0 ]]; then
