@@ -82,6 +82,30 @@ def test_batch_decoder_equals_model_decoder(tiny_predictor, kind) -> None:
     torch.testing.assert_close(some, expected_masks[[5, 1]][:, [2, 0]], atol=1e-3, rtol=1e-4)
 
 
+def test_batch_decoder_sizes_its_chunks_by_their_memory(tiny_predictor, monkeypatch) -> None:
+    """By default the prompt sets are split so that each chunk's (sets, M, C) image tokens
+    stay within the budget; the result does not depend on the split."""
+    import sam_viz.batch_decoder as batch_decoder
+
+    model = tiny_predictor.model
+    features = torch.randn(1, 256, *model.prompt_encoder.image_embedding_size)
+    points = (torch.rand(5, 1, 2) * 128, torch.ones(5, 1, dtype=torch.int))
+    decoder = BatchDecoder(model)
+    with torch.inference_mode():
+        sparse, _ = model.prompt_encoder(points=points, boxes=None, masks=None)
+        prepared = decoder.prepare(features, tiny_predictor._dense_pe)
+        whole = decoder.transformer(prepared, sparse, chunk=5)
+        per_set = prepared.src.numel() * prepared.src.element_size()
+        monkeypatch.setattr(batch_decoder, "_CHUNK_BYTES", 2 * per_set + 1)
+        split = decoder.transformer(prepared, sparse)
+        monkeypatch.setattr(batch_decoder, "_CHUNK_BYTES", 1)  # less than one set: one each
+        single = decoder.transformer(prepared, sparse)
+    assert [len(d.upscale_chunks) for d in (whole, split, single)] == [1, 3, 5]
+    for decoded in (split, single):
+        torch.testing.assert_close(decoded.iou_scores, whole.iou_scores, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(decoded.tokens, whole.tokens, atol=1e-5, rtol=1e-5)
+
+
 def test_batch_decoder_equals_model_decoder_with_trained_layer_norms(tiny_predictor) -> None:
     """The factored upscaling carries the first product back through every block's layer
     norm: with norms that are not the identity (as in real checkpoints), it still equals
