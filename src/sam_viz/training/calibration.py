@@ -72,7 +72,7 @@ def pairwise_iou(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         (..., M) IoUs; 1 where both masks are empty.
     """
     lead = logits.shape[:-2]
-    pred = (logits > 0).flatten(-2).reshape(-1, logits.shape[-1] * logits.shape[-2]).float()
+    pred = (logits > 0).reshape(-1, logits.shape[-2] * logits.shape[-1]).float()
     target = targets.flatten(1).float()
     inter = pred @ target.T  # exact: counts stay far below 2**24
     union = pred.sum(1, keepdim=True) + target.sum(1) - inter
@@ -133,7 +133,9 @@ class IoUHeadCalibrator:
             sparse, _ = prompt_encoder(points=point_tensors, boxes=box_tensor, masks=None)
             decoded = self.decoder.transformer(prepared, sparse)
             logits = self.decoder.masks(decoded, tokens)
-        return logits.clone(), decoded.tokens[:, 0].clone()
+        # The token feeds the head's autograd graph, so it leaves inference mode as a copy;
+        # the logits are only compared, which inference tensors allow.
+        return logits, decoded.tokens[:, 0].clone()
 
     def step(self) -> float:
         """One optimiser step; returns the loss."""
