@@ -48,12 +48,12 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import reference_models as refmods  # noqa: E402
 
-from sam_viz.cache import EmbeddingCache  # noqa: E402
-from sam_viz.checkpoints import registered_state_dict  # noqa: E402
-from sam_viz.everything import MaskGenerator  # noqa: E402
-from sam_viz.instances import InstanceMask, mask_iou  # noqa: E402
+from sam_viz.automatic.everything import MaskGenerator  # noqa: E402
+from sam_viz.automatic.instances import InstanceMask, mask_iou  # noqa: E402
+from sam_viz.models.checkpoints import registered_state_dict  # noqa: E402
+from sam_viz.models.registry import DEFAULT_MODEL, MODELS  # noqa: E402
 from sam_viz.predictor import Predictor  # noqa: E402
-from sam_viz.registry import DEFAULT_MODEL, MODELS  # noqa: E402
+from sam_viz.predictor.cache import EmbeddingCache  # noqa: E402
 
 _GENERATOR_MODULE = f"{refmods._SAM_PRIVATE_NAME}.automatic_mask_generator"
 
@@ -325,8 +325,8 @@ def run_small(per_size: int) -> None:
     from scipy import ndimage
     from test_crops import boxes_of, small_blobs
 
-    from sam_viz.crops import box_model_side, predict_with_crop
-    from sam_viz.tiling import WindowedImage
+    from sam_viz.windows.crops import box_model_side, predict_with_crop
+    from sam_viz.windows.tiling import WindowedImage
 
     predictor = Predictor.from_pretrained(
         device="cpu", cache=EmbeddingCache(max_items=64), progress=False

@@ -36,13 +36,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from reference_models import reference_sam  # noqa: E402
 
-from sam_viz.batch_decoder import BatchDecoder  # noqa: E402
-from sam_viz.build import build_sam  # noqa: E402
-from sam_viz.cache import ImageEmbedding  # noqa: E402
-from sam_viz.checkpoints import embedded_checkpoint_path, read_state_dict  # noqa: E402
+from sam_viz.models.build import build_sam  # noqa: E402
+from sam_viz.models.checkpoints import embedded_checkpoint_path, read_state_dict  # noqa: E402
+from sam_viz.models.registry import MODELS  # noqa: E402
 from sam_viz.predictor import Predictor  # noqa: E402
-from sam_viz.registry import MODELS  # noqa: E402
-from sam_viz.transforms import ImageFrame  # noqa: E402
+from sam_viz.predictor.batch_decoder import BatchDecoder  # noqa: E402
+from sam_viz.predictor.cache import ImageEmbedding  # noqa: E402
+from sam_viz.predictor.transforms import ImageFrame  # noqa: E402
 
 
 def reference_decoder_sam(state: dict[str, torch.Tensor], spec) -> torch.nn.Module:

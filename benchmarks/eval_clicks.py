@@ -34,10 +34,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from sam_viz.build import build_sam  # noqa: E402
-from sam_viz.checkpoints import load_weights, registered_state_dict  # noqa: E402
+from sam_viz.models.build import build_sam  # noqa: E402
+from sam_viz.models.checkpoints import load_weights, registered_state_dict  # noqa: E402
+from sam_viz.models.registry import MODELS  # noqa: E402
 from sam_viz.predictor import Predictor  # noqa: E402
-from sam_viz.registry import MODELS  # noqa: E402
 from sam_viz.training.data import held_out_scenes  # noqa: E402
 from sam_viz.training.evaluate import (  # noqa: E402
     ClickScores,

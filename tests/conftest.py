@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from sam_viz.build import build_sam
-from sam_viz.registry import ModelSpec, ViTConfig
+from sam_viz.models.build import build_sam
+from sam_viz.models.registry import ModelSpec, ViTConfig
 
 TINY_SPEC = ModelSpec(
     name="tiny_test",

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from sam_viz.cache import EmbeddingCache, ImageEmbedding
-from sam_viz.transforms import ImageFrame
+from sam_viz.predictor.cache import EmbeddingCache, ImageEmbedding
+from sam_viz.predictor.transforms import ImageFrame
 
 
 def _embedding(image_key="img", model_key="model"):

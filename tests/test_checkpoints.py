@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sam_viz import checkpoints
-from sam_viz.checkpoints import (
+from sam_viz.models import checkpoints
+from sam_viz.models.checkpoints import (
     CheckpointError,
     download_checkpoint,
     infer_variant,
@@ -21,7 +21,7 @@ from sam_viz.checkpoints import (
     load_weights,
     read_state_dict,
 )
-from sam_viz.registry import MODELS
+from sam_viz.models.registry import MODELS
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_infer_variant_from_shapes():
 
 
 def test_wrong_model_error_names_keys_and_likely_variant(tmp_path):
-    from sam_viz.build import build_sam
+    from sam_viz.models.build import build_sam
 
     lite = build_sam(MODELS["lite_medsam"])
     path = tmp_path / "lite.pth"

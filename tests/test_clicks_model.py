@@ -10,10 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sam_viz.checkpoints import load_model, read_state_dict, resolve_checkpoint
-from sam_viz.deltas import read_delta
+from sam_viz.models.checkpoints import load_model, read_state_dict, resolve_checkpoint
+from sam_viz.models.deltas import read_delta
+from sam_viz.models.registry import MODELS
 from sam_viz.predictor import Predictor
-from sam_viz.registry import MODELS
+from sam_viz.synthetic.scenes import random_scene
 from sam_viz.training.data import held_out_scenes
 from sam_viz.training.evaluate import (
     ClickScores,
@@ -23,7 +24,6 @@ from sam_viz.training.evaluate import (
     label_masks,
     nested_click,
 )
-from sam_viz.training.scenes import random_scene
 
 SPEC = MODELS["lite_medsam_clicks"]
 
@@ -39,7 +39,7 @@ def original_predictor() -> Predictor:
 
 
 def test_shipped_delta_is_small_and_changes_only_the_prompt_side() -> None:
-    from sam_viz.checkpoints import shipped_delta_path
+    from sam_viz.models.checkpoints import shipped_delta_path
 
     path = shipped_delta_path(SPEC)
     assert path.stat().st_size <= 10_000_000

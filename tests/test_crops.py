@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sam_viz.crops import (
+from sam_viz.models.registry import MODELS
+from sam_viz.windows.crops import (
     CROP_BELOW_MODEL_PIXELS,
     box_model_side,
     crop_window,
@@ -13,8 +14,7 @@ from sam_viz.crops import (
     predict_with_crop,
     should_crop,
 )
-from sam_viz.registry import MODELS
-from sam_viz.tiling import WindowedImage
+from sam_viz.windows.tiling import WindowedImage
 
 LITE = MODELS["lite_medsam"]
 

@@ -9,21 +9,27 @@ import numpy as np
 import pytest
 import torch
 
-from sam_viz.batch_decoder import BatchDecoder
-from sam_viz.everything import EverythingSettings, MaskGenerator, box_grid, crop_windows, point_grid
-from sam_viz.instances import (
+from sam_viz.automatic.everything import (
+    EverythingSettings,
+    MaskGenerator,
+    box_grid,
+    crop_windows,
+    point_grid,
+)
+from sam_viz.automatic.instances import (
     InstanceMask,
     box_iou,
     mask_iou,
     masks_to_boxes,
     nms,
     remove_small_regions,
-    stability_scores,
     touches_window_edge,
 )
+from sam_viz.automatic.results import Candidates, to_segmentation
 from sam_viz.modeling.common import LayerNorm2d
 from sam_viz.predictor import Cancelled
-from sam_viz.segmentation import Candidates, to_segmentation
+from sam_viz.predictor.batch_decoder import BatchDecoder
+from sam_viz.predictor.stability import stability_scores
 
 
 def coin_scores(labels: np.ndarray, reference: np.ndarray) -> tuple[int, int]:
@@ -85,7 +91,7 @@ def test_batch_decoder_equals_model_decoder(tiny_predictor, kind) -> None:
 def test_batch_decoder_sizes_its_chunks_by_their_memory(tiny_predictor, monkeypatch) -> None:
     """By default the prompt sets are split so that each chunk's (sets, M, C) image tokens
     stay within the budget; the result does not depend on the split."""
-    import sam_viz.batch_decoder as batch_decoder
+    import sam_viz.predictor.batch_decoder as batch_decoder
 
     model = tiny_predictor.model
     features = torch.randn(1, 256, *model.prompt_encoder.image_embedding_size)
@@ -305,7 +311,7 @@ def test_generator_scheme_follows_the_model(tiny_predictor, lite_spec) -> None:
 
 @pytest.fixture
 def lite_spec():
-    from sam_viz.registry import MODELS
+    from sam_viz.models.registry import MODELS
 
     return MODELS["lite_medsam"]
 

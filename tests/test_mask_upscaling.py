@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sam_viz.batch_decoder import BatchDecoder
-from sam_viz.mask_upscaling import FactoredUpscaling
+from sam_viz.predictor.batch_decoder import BatchDecoder
+from sam_viz.predictor.mask_upscaling import FactoredUpscaling
 
 
 def test_factored_first_product_equals_the_transposed_convolution(tiny_predictor) -> None:

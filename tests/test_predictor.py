@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from sam_viz.cache import EmbeddingCache
 from sam_viz.predictor import Cancelled, Predictor
+from sam_viz.predictor.cache import EmbeddingCache
 from sam_viz.prompts import validate_prompts
 
 
@@ -144,7 +144,7 @@ def test_points_reach_the_model_as_x_y_in_model_pixels(tiny_predictor, non_squar
 def test_predict_boxes_is_one_batched_call_matching_single_calls(
     tiny_predictor, non_square_image, monkeypatch
 ):
-    from sam_viz.batch_decoder import BatchDecoder
+    from sam_viz.predictor.batch_decoder import BatchDecoder
 
     tiny_predictor.set_image(non_square_image)
     boxes = np.array([[10, 28, 42, 72], [0, 0, 30, 30], [30, 50, 64, 96]], float)

@@ -7,9 +7,9 @@ import threading
 import numpy as np
 import pytest
 
-from sam_viz.cache import EmbeddingCache
+from sam_viz.automatic.stacks import StackImages, embed_stack, propagate, validate_stack
 from sam_viz.predictor import Cancelled, Predictor
-from sam_viz.stacks import StackImages, embed_stack, propagate, validate_stack
+from sam_viz.predictor.cache import EmbeddingCache
 
 
 @pytest.mark.parametrize(

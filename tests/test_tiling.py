@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sam_viz.cache import EmbeddingCache, ImageEmbedding
-from sam_viz.everything import MaskGenerator
+from sam_viz.automatic.everything import MaskGenerator
 from sam_viz.image import image_key
+from sam_viz.models.registry import MODELS
 from sam_viz.predictor import Predictor
-from sam_viz.registry import MODELS
-from sam_viz.tiling import TiledImage, TileGrid, WindowedImage, default_tiling, embed_rgb01
+from sam_viz.predictor.cache import EmbeddingCache, ImageEmbedding
+from sam_viz.windows.tiling import TiledImage, TileGrid, WindowedImage, default_tiling, embed_rgb01
 
 
 def test_tiles_partition_the_image_and_windows_add_the_halo() -> None:

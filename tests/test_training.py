@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from sam_viz.deltas import apply_delta, compute_deltas, read_delta, save_delta
+from sam_viz.models.deltas import apply_delta, compute_deltas, read_delta, save_delta
+from sam_viz.synthetic.scenes import random_scene, scenes
 from sam_viz.training.clicks import (
     ClickTrainer,
     PromptSampler,
@@ -27,7 +28,6 @@ from sam_viz.training.clicks import (
     warm_start_multimask,
 )
 from sam_viz.training.data import encode, scene_images
-from sam_viz.training.scenes import random_scene, scenes
 
 
 def test_scenes_are_reproducible_and_nested() -> None:
@@ -139,7 +139,7 @@ def test_trainer_changes_only_the_prompt_side(tiny_predictor) -> None:
 
 
 def test_training_is_reproducible_from_its_seed(tiny_spec) -> None:
-    from sam_viz.build import build_sam
+    from sam_viz.models.build import build_sam
     from sam_viz.predictor import Predictor
 
     def run(seed: int) -> dict[str, torch.Tensor]:

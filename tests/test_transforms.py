@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sam_viz.transforms import ImageFrame
+from sam_viz.predictor.transforms import ImageFrame
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ The package root imports only the UI-free core. The napari plugin is reached thr
 its manifest (``napari.yaml``) and the Jupyter widget through ``sam_viz.jupyter``.
 """
 
+from sam_viz.models.registry import DEFAULT_MODEL, MODELS, ModelSpec
 from sam_viz.predictor import Prediction, Predictor
-from sam_viz.registry import DEFAULT_MODEL, MODELS, ModelSpec
 
 __all__ = ["DEFAULT_MODEL", "MODELS", "ModelSpec", "Prediction", "Predictor"]
 __version__ = "0.1.0"

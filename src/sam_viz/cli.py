@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sam_viz.registry import DEFAULT_MODEL, MODELS
+from sam_viz.models.registry import DEFAULT_MODEL, MODELS
 
 
 def _numbers(text: str, counts: tuple[int, ...], what: str) -> list[float]:
@@ -65,8 +65,8 @@ class _Progress:
 
 
 def _load_predictor(args: argparse.Namespace):
-    from sam_viz.cache import EmbeddingCache
     from sam_viz.predictor import Predictor
+    from sam_viz.predictor.cache import EmbeddingCache
 
     cache = EmbeddingCache(directory=args.cache_dir) if getattr(args, "cache_dir", None) else None
     return Predictor.from_pretrained(
@@ -197,7 +197,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_everything(args: argparse.Namespace) -> int:
     import tifffile
 
-    from sam_viz.everything import MaskGenerator
+    from sam_viz.automatic.everything import MaskGenerator
     from sam_viz.io import read_image
 
     image = read_image(args.image)
@@ -270,7 +270,7 @@ def cmd_train_clicks(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from sam_viz.checkpoints import (
+    from sam_viz.models.checkpoints import (
         CheckpointError,
         cache_dir,
         embedded_checkpoint_path,
@@ -386,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         "--output",
         default="lite_medsam_clicks.pt",
-        help="delta file to write (the shipped one is src/sam_viz/weights/lite_medsam_clicks.pt)",
+        help="delta file to write (the shipped one is "
+        "src/sam_viz/models/weights/lite_medsam_clicks.pt)",
     )
     train.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     train.add_argument("--steps", type=int, default=None, help="optimiser steps (default 2200)")
@@ -425,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sam-viz`` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from sam_viz.checkpoints import CheckpointError
+    from sam_viz.models.checkpoints import CheckpointError
 
     try:
         return int(args.func(args))

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from sam_viz.everything import EverythingSettings, MaskGenerator
+from sam_viz.automatic.everything import EverythingSettings, MaskGenerator
 from sam_viz.jupyter import widget as widget_module
 from sam_viz.jupyter.canvas import EVERYTHING, OBJECTS
 from sam_viz.jupyter.display import labels_overlay_rgba

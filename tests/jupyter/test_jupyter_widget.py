@@ -205,7 +205,7 @@ def test_prompt_errors_go_to_the_status_line(widget, mouse, spy):
 
 
 def test_missing_weights_are_reported_in_the_widget(monkeypatch, non_square_image, mouse):
-    from sam_viz.checkpoints import CheckpointError
+    from sam_viz.models.checkpoints import CheckpointError
     from sam_viz.predictor import Predictor
 
     def no_weights(*args, **kwargs):

@@ -10,7 +10,7 @@ from napari.layers import Labels
 from napari_test_helpers import wait_idle
 from qtpy.QtCore import QTimer
 
-from sam_viz.everything import EverythingSettings, MaskGenerator
+from sam_viz.automatic.everything import EverythingSettings, MaskGenerator
 
 pytestmark = pytest.mark.gui
 
@@ -141,7 +141,7 @@ def test_cancel_leaves_no_partial_layer(make_widget, qtbot, tiny_predictor, non_
 
 
 def test_errors_become_messages(make_widget, qtbot, tiny_predictor, monkeypatch):
-    from sam_viz.everything import MaskGenerator as Generator
+    from sam_viz.automatic.everything import MaskGenerator as Generator
 
     def broken(self, *args, **kwargs):
         raise ValueError("no objects for you")

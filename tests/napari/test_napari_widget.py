@@ -453,12 +453,14 @@ def test_bad_input_gives_messages_not_exceptions(
 def test_missing_weights_show_the_install_command(
     make_widget, qtbot, non_square_image, monkeypatch
 ):
-    import sam_viz.checkpoints
+    import sam_viz.models.checkpoints
     from sam_viz._napari import _widget
 
     errors = []
     monkeypatch.setattr(_widget, "show_error", errors.append)
-    monkeypatch.setattr(sam_viz.checkpoints, "EMBEDDED_DISTRIBUTION", "sam-viz-no-such-weights")
+    monkeypatch.setattr(
+        sam_viz.models.checkpoints, "EMBEDDED_DISTRIBUTION", "sam-viz-no-such-weights"
+    )
     _viewer, widget = make_widget(non_square_image)  # the real default factory and model
     assert widget.controls.model_combo.currentData() == "lite_medsam"
     widget.shapes_layer.add_rectangles(rectangle(30, 12, 70, 40))

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from sam_viz._napari._slicing import Plane, plane_data
-from sam_viz.everything import MaskGenerator
+from sam_viz.automatic.everything import MaskGenerator
+from sam_viz.automatic.results import Segmentation
+from sam_viz.automatic.stacks import Propagation, propagate
 from sam_viz.predictor import Predictor, ProgressCallback
-from sam_viz.segmentation import Segmentation
-from sam_viz.stacks import Propagation, propagate
 
 NEEDS_STACK = (
     "Propagation needs a stack (an image with a z or time axis before its rows and columns); "
@@ -80,7 +80,8 @@ def propagate_object(
     progress: ProgressCallback,
     cancel: threading.Event,
 ) -> Propagation:
-    """Carry an object from its slice through the stack (see :func:`sam_viz.stacks.propagate`).
+    """Carry an object from its slice through the stack
+    (see :func:`sam_viz.automatic.stacks.propagate`).
 
     Args:
         predictor: The widget's predictor.

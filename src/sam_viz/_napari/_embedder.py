@@ -17,8 +17,8 @@ from qtpy.QtCore import QObject, Signal
 from sam_viz._napari._scheduling import PlaneQueue
 from sam_viz._napari._slicing import Plane, plane_data
 from sam_viz._napari._workers import Failed, call_safely
-from sam_viz.cache import ImageEmbedding
 from sam_viz.predictor import Cancelled, Predictor
+from sam_viz.predictor.cache import ImageEmbedding
 
 ProgressReport = Callable[[Plane, int, int, int, int], None]
 

@@ -19,9 +19,9 @@ from napari.layers import Image, Labels, Points, Shapes
 from napari.utils.colormaps import DirectLabelColormap
 
 from sam_viz._napari._slicing import Plane, plane_geometry
+from sam_viz.automatic.results import Segmentation
 from sam_viz.objects import commit_pixels, next_label
 from sam_viz.render import CANDIDATE_COLORS
-from sam_viz.segmentation import Segmentation
 
 POINTS_NAME = "SAM points"
 SHAPES_NAME = "SAM boxes"
@@ -216,7 +216,7 @@ def show_everything(layer: Labels, plane: Plane, segmentation: Segmentation) -> 
     Args:
         layer: The everything layer (the image's shape, channels excluded).
         plane: Leading indices of the plane (``()`` for 2-D).
-        segmentation: What :class:`~sam_viz.everything.MaskGenerator` found on that plane.
+        segmentation: What :class:`~sam_viz.automatic.everything.MaskGenerator` found on that plane.
 
     Returns:
         The ids of the objects written.

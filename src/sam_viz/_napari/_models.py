@@ -11,10 +11,10 @@ from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QWidget
 
 from sam_viz._napari._workers import Failed, call_safely
-from sam_viz.cache import EmbeddingCache
 from sam_viz.device import available_devices
+from sam_viz.models.registry import DEFAULT_MODEL, MODELS, ModelSpec
 from sam_viz.predictor import Predictor
-from sam_viz.registry import DEFAULT_MODEL, MODELS, ModelSpec
+from sam_viz.predictor.cache import EmbeddingCache
 
 PredictorFactory = Callable[[str, str], Predictor]
 """Builds a predictor from (registry name or checkpoint path, device name)."""

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from sam_viz._napari._prompts import PromptSet
-from sam_viz.cache import ImageEmbedding
 from sam_viz.predictor import Predictor
+from sam_viz.predictor.cache import ImageEmbedding
 from sam_viz.prompts import CANDIDATE_NAMES
 from sam_viz.render import masks_to_labels
 

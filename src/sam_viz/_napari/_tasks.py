@@ -24,10 +24,10 @@ from sam_viz._napari import _layers
 from sam_viz._napari._automatic import StackSlice, propagate_object, segment_plane
 from sam_viz._napari._slicing import Plane
 from sam_viz._napari._workers import Failed, call_safely
-from sam_viz.everything import EverythingSettings, MaskGenerator
+from sam_viz.automatic.everything import EverythingSettings, MaskGenerator
+from sam_viz.automatic.results import Segmentation
+from sam_viz.automatic.stacks import Propagation
 from sam_viz.predictor import Cancelled, Predictor
-from sam_viz.segmentation import Segmentation
-from sam_viz.stacks import Propagation
 
 Say = Callable[..., None]
 """Shows a message: ``say(text, level, notify=True)``, level info, warning or error."""

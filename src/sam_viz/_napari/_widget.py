@@ -47,9 +47,9 @@ from sam_viz._napari._slicing import (
 )
 from sam_viz._napari._tasks import LongTasks, Target
 from sam_viz._napari._workers import Failed, SerialWorker
-from sam_viz.cache import ImageEmbedding
-from sam_viz.everything import EverythingSettings
+from sam_viz.automatic.everything import EverythingSettings
 from sam_viz.predictor import Cancelled, Predictor
+from sam_viz.predictor.cache import ImageEmbedding
 from sam_viz.prompts import CANDIDATE_NAMES
 
 if TYPE_CHECKING:

@@ -34,10 +34,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sam_viz.cache import ImageEmbedding
 from sam_viz.predictor import Predictor
+from sam_viz.predictor.cache import ImageEmbedding
+from sam_viz.predictor.transforms import ImageFrame
 from sam_viz.prompts import NEGATIVE, POSITIVE, validate_prompts
-from sam_viz.transforms import ImageFrame
 
 # point_embeddings[i] is the learned vector for: negative point, positive point, box corners.
 POINT_EMBEDDING_NAMES = ("negative point", "positive point", "box top-left", "box bottom-right")

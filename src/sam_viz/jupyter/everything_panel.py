@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import ipywidgets as widgets
 
+from sam_viz.automatic.results import Segmentation
 from sam_viz.jupyter.session import EverythingRun, GenerateFn
-from sam_viz.segmentation import Segmentation
 
 # Shows a status line: ``say(html_message, kind)`` with kind info, warning or error.
 Say = Callable[[str, str], None]

@@ -15,10 +15,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from sam_viz.automatic.results import Segmentation
 from sam_viz.objects import ObjectLabels
 from sam_viz.predictor import Cancelled, Prediction, ProgressCallback
 from sam_viz.prompts import NEGATIVE, POSITIVE
-from sam_viz.segmentation import Segmentation
 
 
 @dataclass(frozen=True)

@@ -22,18 +22,18 @@ import ipywidgets as widgets
 import numpy as np
 from ipycanvas import hold_canvas
 
-from sam_viz.everything import EverythingSettings, MaskGenerator
+from sam_viz.automatic.everything import EverythingSettings, MaskGenerator
+from sam_viz.automatic.results import Segmentation
 from sam_viz.image import Contrast, to_rgb01, validate_image
 from sam_viz.jupyter.canvas import CANDIDATE, PROMPTS, PromptCanvas
 from sam_viz.jupyter.display import DisplayFrame
 from sam_viz.jupyter.everything_panel import EverythingPanel
 from sam_viz.jupyter.session import EverythingRun, PromptSet, Session
+from sam_viz.models.registry import DEFAULT_MODEL, MODELS
 from sam_viz.objects import ObjectLabels
 from sam_viz.predictor import Cancelled, Prediction, Predictor, ProgressCallback
 from sam_viz.prompts import NEGATIVE, POSITIVE
-from sam_viz.registry import DEFAULT_MODEL, MODELS
 from sam_viz.render import CANDIDATE_COLORS, to_display_rgb
-from sam_viz.segmentation import Segmentation
 
 
 class SamWidget(widgets.VBox):
@@ -365,8 +365,9 @@ class SamWidget(widgets.VBox):
             self._set_status("Prompts cleared.")
 
     def segment_everything(self, background: bool = True) -> EverythingRun:
-        """Find every object in the image (:class:`~sam_viz.everything.MaskGenerator`), in a
-        background thread by default, as the "Everything" button does.
+        """Find every object in the image
+        (:class:`~sam_viz.automatic.everything.MaskGenerator`), in a background thread by
+        default, as the "Everything" button does.
 
         The progress bar follows the run and Stop cancels it. The label image found is
         outlined on the canvas and kept in :attr:`everything`; committed objects

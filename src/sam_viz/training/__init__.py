@@ -1,6 +1,6 @@
 """Click training for the embedded LiteMedSAM: generated data, SAM's recipe, checks.
 
-:mod:`~sam_viz.training.scenes` makes scenes with exact nested masks,
+:mod:`~sam_viz.synthetic.scenes` makes scenes with exact nested masks,
 :mod:`~sam_viz.training.data` encodes them (and the data engine's masks on scikit-image's
 samples), :mod:`~sam_viz.training.clicks` trains, :mod:`~sam_viz.training.pipeline` runs it
 all from one seed (``sam-viz train-clicks``) and :mod:`~sam_viz.training.evaluate` holds the

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam_viz.batch_decoder import BatchDecoder, PreparedImage
 from sam_viz.modeling.sam import Sam
+from sam_viz.predictor.batch_decoder import BatchDecoder, PreparedImage
 from sam_viz.training.clicks import (
     ImagePool,
     PromptSampler,

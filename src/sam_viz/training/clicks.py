@@ -20,7 +20,7 @@ The IoU head regresses the real IoU of every output it scores. Losses are SAM's:
 (weight 20) plus dice per mask, and mean squared error for the IoU head.
 
 The result is a *delta*: the changed tensors minus the original ones, in float16, written with
-the base checkpoint's SHA-256 (:mod:`sam_viz.deltas`).
+the base checkpoint's SHA-256 (:mod:`sam_viz.models.deltas`).
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 Two sources, both made on this machine:
 
-* generated scenes (:mod:`sam_viz.training.scenes`) with exact nested masks;
+* generated scenes (:mod:`sam_viz.synthetic.scenes`) with exact nested masks;
 * the images that ship with scikit-image, with masks the model produces itself from box
-  prompts (SAM's "masks generated automatically": :class:`~sam_viz.everything.MaskGenerator`
-  with the box scheme), each in several augmented versions (crops, flips, rotations,
+  prompts (SAM's "masks generated automatically":
+  :class:`~sam_viz.automatic.everything.MaskGenerator` with the box scheme), each in several
+  augmented versions (crops, flips, rotations,
   inverted contrast). scikit-image's ``coins`` is held out: the checks click on it.
 
 The image encoder is frozen, so every image is encoded once; masks are kept on the decoder's
@@ -20,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sam_viz.everything import EverythingSettings, MaskGenerator
+from sam_viz.automatic.everything import EverythingSettings, MaskGenerator
 from sam_viz.predictor import Predictor
-from sam_viz.training.scenes import Scene, scenes
+from sam_viz.synthetic.scenes import Scene, scenes
 
 # scikit-image samples that need no download, and are not held out for evaluation.
 NATURAL_IMAGES: tuple[str, ...] = (

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from sam_viz.predictor import Predictor
-from sam_viz.training.scenes import Scene
+from sam_viz.synthetic.scenes import Scene
 
 # A top-ranked candidate within this IoU of the best one counts as the best (two candidates
 # can be the same mask but for a few pixels).

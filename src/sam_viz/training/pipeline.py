@@ -8,7 +8,7 @@
    calibration (:class:`~sam_viz.training.calibration.IoUHeadCalibrator`), which starts from
    the first stage's weights as a delta file holds them, so ``--resume-from`` a first-stage
    delta continues exactly;
-3. the delta file (:func:`sam_viz.deltas.save_delta`) with the settings and timings.
+3. the delta file (:func:`sam_viz.models.deltas.save_delta`) with the settings and timings.
 
 The same seed, machine and thread count give the same file: every random draw comes from the
 seed, and the CPU kernels used are deterministic.
@@ -26,10 +26,10 @@ from typing import cast
 
 import torch
 
-from sam_viz.checkpoints import EMBEDDED_MODEL, embedded_checkpoint_path, read_state_dict
-from sam_viz.deltas import compute_deltas, read_delta, save_delta
+from sam_viz.models.checkpoints import EMBEDDED_MODEL, embedded_checkpoint_path, read_state_dict
+from sam_viz.models.deltas import compute_deltas, read_delta, save_delta
+from sam_viz.models.registry import MODELS
 from sam_viz.predictor import Predictor
-from sam_viz.registry import MODELS
 from sam_viz.training.calibration import HEAD_PREFIX, CalibrationConfig, IoUHeadCalibrator
 from sam_viz.training.clicks import ClickTrainer, StepLosses, TrainConfig, trainable_names
 from sam_viz.training.data import natural_images, scene_images

@@ -5,8 +5,8 @@ LiteMedSAM), so a 4096x4096 micrograph loses most of its detail. Here an image i
 tiles: each tile owns an *inner* region (tiles' inner regions do not overlap) and is encoded
 with a *halo* of context around it, so an object near a tile border is seen whole by the
 tile that owns its centre. Each tile's embedding is an ordinary
-:class:`~sam_viz.cache.ImageEmbedding` of the tile's pixels, cached (in memory and, with an
-``EmbeddingCache(directory=...)``, on disk) like any other.
+:class:`~sam_viz.predictor.cache.ImageEmbedding` of the tile's pixels, cached (in memory
+and, with an ``EmbeddingCache(directory=...)``, on disk) like any other.
 
 Conventions: windows and boxes are ``XYXY`` in pixels of the whole image with exclusive
 ends; points are ``(x, y)``. ``tile_size`` is the side of a tile's inner region and
@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sam_viz.cache import ImageEmbedding
 from sam_viz.image import Contrast, to_rgb01, validate_image
+from sam_viz.models.registry import ModelSpec
 from sam_viz.predictor import Prediction, Predictor, ProgressCallback
-from sam_viz.registry import ModelSpec
+from sam_viz.predictor.cache import ImageEmbedding
 
 Window = tuple[int, int, int, int]
 MIN_TILE_SIZE = 16

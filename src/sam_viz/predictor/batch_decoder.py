@@ -15,7 +15,7 @@ the same function with less arithmetic, using only the model's weights:
   projected. Each image-side product then costs (heads x prompt tokens) instead of the
   projection width per image token.
 * The output upscaling runs as per-pixel matrix products, its first one factored through
-  the transformer (:mod:`sam_viz.mask_upscaling`), and masks are only made for the prompt
+  the transformer (:mod:`sam_viz.predictor.mask_upscaling`), and masks are only made for the prompt
   sets and output tokens asked for, after their IoU predictions are known.
 
 Results equal :meth:`sam_viz.modeling.MaskDecoder.predict_masks` up to float rounding
@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sam_viz.mask_upscaling import BlockTerms, FactoredUpscaling, UpscaleInputs
 from sam_viz.modeling import MaskDecoder, Sam
 from sam_viz.modeling.transformer import Attention, TwoWayAttentionBlock, TwoWayTransformer
+from sam_viz.predictor.mask_upscaling import BlockTerms, FactoredUpscaling, UpscaleInputs
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class PreparedImage:
         first_values: (H, M, d) first block's token-to-image values, per head.
         first_queries: (H, M, d) first block's image-to-token queries, per head (scaled).
         upscale_base: (M, 4*C') the image's part of the output upscaling's first product
-            (:meth:`sam_viz.mask_upscaling.FactoredUpscaling.base`).
+            (:meth:`sam_viz.predictor.mask_upscaling.FactoredUpscaling.base`).
         grid: (h, w) of the embedding.
     """
 

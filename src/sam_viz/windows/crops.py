@@ -36,9 +36,9 @@ import threading
 
 import numpy as np
 
+from sam_viz.models.registry import ModelSpec
 from sam_viz.predictor import Prediction, Predictor, ProgressCallback
-from sam_viz.registry import ModelSpec
-from sam_viz.tiling import Window, WindowedImage
+from sam_viz.windows.tiling import Window, WindowedImage
 
 # Use a crop when the box's longer side, measured in model-input pixels, is below this.
 CROP_BELOW_MODEL_PIXELS = 24.0
@@ -152,7 +152,7 @@ def predict_with_crop(
 
     Args:
         predictor: The shared predictor (its current image is left alone).
-        image: The whole image (array), or a :class:`~sam_viz.tiling.WindowedImage` of it
+        image: The whole image (array), or a :class:`~sam_viz.windows.tiling.WindowedImage` of it
             (reuse one for many prompts: its contrast is computed once).
         box_xyxy: (x0, y0, x1, y1) box in image pixels.
         points_xy: Optional (N, 2) extra points (x, y) in image pixels.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from sam_viz.transforms import ImageFrame
+from sam_viz.predictor.transforms import ImageFrame
 
 CACHE_FORMAT_VERSION = 1
 

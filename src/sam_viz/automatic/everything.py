@@ -14,7 +14,7 @@ by non-maximum suppression (NMS) on their boxes. Two prompt schemes:
 
 Small objects: with ``crop_n_layers`` > 0 the generator also runs on overlapping crops of
 the image (2x2, 4x4, ...), each encoded at the model's input size. Images larger than the
-model input are cut into tiles with a halo (:mod:`sam_viz.tiling`); an object is taken from
+model input are cut into tiles with a halo (:mod:`sam_viz.windows.tiling`); an object is taken from
 the tile that owns its centre, and objects larger than the halo are joined across tiles.
 
 Conventions: points ``(x, y)`` and boxes ``XYXY`` (exclusive ends) in pixels of the image.
@@ -30,22 +30,22 @@ from typing import Literal
 
 import numpy as np
 
-from sam_viz.batch_decoder import BatchDecoder
-from sam_viz.cache import ImageEmbedding
-from sam_viz.grids import box_grid, crop_windows, point_grid
-from sam_viz.grids import centres as prompt_centres
-from sam_viz.image import Contrast
-from sam_viz.instances import (
+from sam_viz.automatic.grids import box_grid, crop_windows, point_grid
+from sam_viz.automatic.grids import centres as prompt_centres
+from sam_viz.automatic.instances import (
     InstanceMask,
     mask_nms,
     nms,
     remove_small_regions,
     touches_window_edge,
 )
+from sam_viz.automatic.results import Candidates, Segmentation, merge_tiles, to_segmentation
+from sam_viz.automatic.window_decoder import WindowDecoder
+from sam_viz.image import Contrast
 from sam_viz.predictor import Cancelled, Predictor, ProgressCallback
-from sam_viz.segmentation import Candidates, Segmentation, merge_tiles, to_segmentation
-from sam_viz.tiling import TileGrid, Window, WindowedImage, default_tiling
-from sam_viz.window_decoder import WindowDecoder
+from sam_viz.predictor.batch_decoder import BatchDecoder
+from sam_viz.predictor.cache import ImageEmbedding
+from sam_viz.windows.tiling import TileGrid, Window, WindowedImage, default_tiling
 
 PromptScheme = Literal["auto", "boxes", "points"]
 
@@ -75,7 +75,7 @@ class EverythingSettings:
         skip_covered: Decode box sizes from the largest down, and skip boxes centred on an
             object already found with confidence (``"boxes"``).
         local_first_pass: Decode the grid boxes on a patch of the embedding around each
-            (see :mod:`sam_viz.window_decoder`); the refined masks are decoded in full.
+            (see :mod:`sam_viz.automatic.window_decoder`); the refined masks are decoded in full.
         refine_margin: Margin added to each side of a tight box, as a fraction of its side.
         first_pass_iou_thresh: Predicted IoU a grid box's mask needs before refinement.
         first_pass_stability_thresh: Stability score a grid box's mask needs before

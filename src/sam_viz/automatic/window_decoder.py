@@ -1,8 +1,8 @@
 """Decode many prompts on one window's embedding into compact candidate masks.
 
-Used by :mod:`sam_viz.everything`: prompts are decoded in batches (:class:`BatchDecoder`),
+Used by :mod:`sam_viz.automatic.everything`: prompts are decoded in batches (:class:`BatchDecoder`),
 masks are made only for the outputs whose predicted IoU passes, upscaled to the window,
-scored for stability and kept as :class:`~sam_viz.instances.InstanceMask` crops.
+scored for stability and kept as :class:`~sam_viz.automatic.instances.InstanceMask` crops.
 
 Local decoding (``local=True``, box prompts only) serves a first, exploratory pass: each
 box is decoded on a square patch of the embedding around it (about 2.5 times its side)
@@ -22,11 +22,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from sam_viz.batch_decoder import BatchDecoder, PreparedImage
-from sam_viz.cache import ImageEmbedding
-from sam_viz.instances import InstanceMask, compact, masks_to_boxes, stability_scores
+from sam_viz.automatic.instances import InstanceMask, compact, masks_to_boxes
+from sam_viz.automatic.results import Candidates
 from sam_viz.predictor import Predictor
-from sam_viz.segmentation import Candidates
+from sam_viz.predictor.batch_decoder import BatchDecoder, PreparedImage
+from sam_viz.predictor.cache import ImageEmbedding
+from sam_viz.predictor.stability import stability_scores
 
 # Patch side for local decoding, as a multiple of the box side; and the smallest patch.
 LOCAL_CONTEXT = 3.0

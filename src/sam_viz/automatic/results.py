@@ -1,6 +1,6 @@
 """Results of automatic segmentation: candidate masks, merging across tiles, label images.
 
-Conventions as in :mod:`sam_viz.instances`: boxes ``XYXY`` with exclusive ends in image
+Conventions as in :mod:`sam_viz.automatic.instances`: boxes ``XYXY`` with exclusive ends in image
 pixels; label images are (H, W) int32 with 0 for background.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sam_viz.instances import (
+from sam_viz.automatic.instances import (
     InstanceMask,
     mask_overlap,
     nms,
@@ -128,7 +128,7 @@ class Candidates:
 
 @dataclass(frozen=True)
 class Segmentation:
-    """Everything a :class:`~sam_viz.everything.MaskGenerator` found in an image.
+    """Everything a :class:`~sam_viz.automatic.everything.MaskGenerator` found in an image.
 
     Attributes:
         labels: (H, W) int32 label image; 0 is background. Smaller objects lie on top of

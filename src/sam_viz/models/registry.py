@@ -66,7 +66,7 @@ class ModelSpec:
         license: Licence of the weights.
         base: For weights shipped as a delta: the registered variant whose checkpoint the
             delta is added to (its image encoder, and so its embeddings, are unchanged).
-        delta_file: The delta's file name inside ``sam_viz/weights``.
+        delta_file: The delta's file name inside ``sam_viz/models/weights``.
         everything_prompts: The prompt grid "segment everything" uses by default, when it
             should not simply follow :attr:`trained_with_points`.
     """

@@ -21,13 +21,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sam_viz.batch_decoder import BatchDecoder, PreparedImage
-from sam_viz.cache import EmbeddingCache, ImageEmbedding
-from sam_viz.checkpoints import load_model
 from sam_viz.device import compute_dtype, select_device
 from sam_viz.image import Contrast, image_key, to_rgb01, validate_image
-from sam_viz.instances import stability_scores
 from sam_viz.modeling import Sam
+from sam_viz.models.checkpoints import load_model
+from sam_viz.models.registry import ModelSpec
+from sam_viz.predictor.batch_decoder import BatchDecoder, PreparedImage
+from sam_viz.predictor.cache import EmbeddingCache, ImageEmbedding
+from sam_viz.predictor.stability import stability_scores
+from sam_viz.predictor.transforms import ImageFrame
 from sam_viz.prompts import (
     CANDIDATE_NAMES,
     MASK_PROMPT_LOGIT,
@@ -35,8 +37,6 @@ from sam_viz.prompts import (
     order_by_area,
     validate_prompts,
 )
-from sam_viz.registry import ModelSpec
-from sam_viz.transforms import ImageFrame
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -150,7 +150,7 @@ class Predictor:
         precision: str = "float32",
     ) -> None:
         """Args:
-        model: A loaded model (see :func:`sam_viz.checkpoints.load_model`).
+        model: A loaded model (see :func:`sam_viz.models.checkpoints.load_model`).
         spec: The variant it is.
         device: ``"auto"``/None, ``"cpu"``, ``"cuda"``, ``"mps"``.
         cache: Embedding cache to use; a private in-memory one by default.
@@ -416,10 +416,10 @@ class Predictor:
         """The decoder rearranged so its image side is computed once per image.
 
         Without a mask prompt the first block's image-side projections are the same for
-        every prompt on an image; :class:`~sam_viz.batch_decoder.BatchDecoder` computes them
-        once and moves the other image-side projections to the prompt tokens. Same results
-        up to float rounding, in about half the time. In reduced precision only the mask
-        upscaling runs in it (see :class:`~sam_viz.batch_decoder.BatchDecoder`).
+        every prompt on an image; :class:`~sam_viz.predictor.batch_decoder.BatchDecoder`
+        computes them once and moves the other image-side projections to the prompt
+        tokens: the same results up to float rounding. In reduced precision only the mask
+        upscaling runs in it (see :class:`~sam_viz.predictor.batch_decoder.BatchDecoder`).
         """
         key = (embedding.image_key, embedding.model_key, id(embedding.features))
         with self._lock:

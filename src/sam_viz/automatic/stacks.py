@@ -2,7 +2,7 @@
 
 A stack is an array ``(Z, H, W)`` (grayscale) or ``(Z, H, W, C)`` with C in 1, 3, 4; Z is
 depth or time. Contrast is computed once over the whole stack, so every slice is normalised
-alike. Each slice's embedding is an ordinary cached :class:`~sam_viz.cache.ImageEmbedding`
+alike. Each slice's embedding is an ordinary cached :class:`~sam_viz.predictor.cache.ImageEmbedding`
 (with ``EmbeddingCache(directory=...)`` they persist on disk, keyed by slice content and
 model, and a file of another image or model is refused).
 
@@ -22,12 +22,12 @@ from typing import Literal
 import numpy as np
 import torch
 
-from sam_viz.cache import ImageEmbedding
-from sam_viz.crops import predict_with_crop, should_crop
 from sam_viz.image import Contrast, validate_image
-from sam_viz.instances import stability_scores
 from sam_viz.predictor import Cancelled, Predictor, ProgressCallback
-from sam_viz.tiling import WindowedImage
+from sam_viz.predictor.cache import ImageEmbedding
+from sam_viz.predictor.stability import stability_scores
+from sam_viz.windows.crops import predict_with_crop, should_crop
+from sam_viz.windows.tiling import WindowedImage
 
 Direction = Literal["both", "forward", "backward"]
 
@@ -193,10 +193,11 @@ def propagate(
     """Carry an object from one slice to its neighbours until it ends.
 
     On each next slice the previous mask's box (plus ``margin``) is the prompt; small boxes
-    are answered from a crop around them (:func:`sam_viz.crops.should_crop`). The object has
+    are answered from a crop around them (:func:`sam_viz.windows.crops.should_crop`). The object has
     ended when the new mask is empty or smaller than ``min_area``, its predicted IoU is
-    below ``min_score``, its stability score (see :func:`sam_viz.instances.stability_scores`)
-    is below ``min_stability``, less than ``min_overlap`` of it lies on the previous mask,
+    below ``min_score``, its stability score
+    (:func:`~sam_viz.predictor.stability.stability_scores`) is below ``min_stability``,
+    less than ``min_overlap`` of it lies on the previous mask,
     or it is more than ``max_growth`` times the previous mask's area (it leaked into a
     neighbour). Past an object's end the model still outlines something in the box, but
     with soft edges: on noisy synthetic balls such masks score 0.6-0.8 in predicted IoU and

@@ -1,0 +1,1 @@
+"""Automatic segmentation: segment everything, instance masks and their merging, stacks."""

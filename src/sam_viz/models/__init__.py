@@ -1,0 +1,1 @@
+"""Model variants and their weights: the registry, checkpoint files, deltas, building a model."""

@@ -1,0 +1,1 @@
+"""Generated images with exact masks: training scenes and microscopy fields."""
