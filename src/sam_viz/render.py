@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 
-# Colour per candidate, by name (RGB 0..255), and a qualitative palette for object labels.
+# Colour per candidate, by name (RGB 0..255).
 CANDIDATE_COLORS: dict[str, tuple[int, int, int]] = {
     "subpart": (255, 159, 28),
     "part": (46, 196, 182),
     "whole": (231, 29, 54),
     "mask": (231, 29, 54),
 }
+
+
+# A qualitative palette for object labels (label k gets entry (k - 1) mod its length).
 _PALETTE = np.array(
     [
         (230, 25, 75),
@@ -42,12 +45,9 @@ _PALETTE = np.array(
 )
 
 
-def label_color(label: int) -> tuple[int, int, int]:
-    """RGB colour of object ``label`` (>= 1) in the shared palette."""
-    if label < 1:
-        raise ValueError(f"Object labels start at 1, got {label}.")
-    r, g, b = _PALETTE[(label - 1) % len(_PALETTE)]
-    return int(r), int(g), int(b)
+def candidate_color(name: str) -> tuple[int, int, int]:
+    """Overlay colour (RGB) of a candidate by name (SAM's single mask: ``"mask"``)."""
+    return CANDIDATE_COLORS.get(name, CANDIDATE_COLORS["mask"])
 
 
 def masks_to_labels(masks: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
@@ -69,15 +69,6 @@ def masks_to_labels(masks: np.ndarray, labels: np.ndarray | None = None) -> np.n
     for mask, label in zip(masks, ids, strict=True):
         out[mask] = label
     return out
-
-
-def mask_to_rgba(mask: np.ndarray, color: tuple[int, int, int], alpha: float = 0.5) -> np.ndarray:
-    """A bool mask (H, W) to an RGBA uint8 image: ``color`` at ``alpha`` inside, clear outside."""
-    mask = np.asarray(mask, dtype=bool)
-    rgba = np.zeros((*mask.shape, 4), dtype=np.uint8)
-    rgba[mask, :3] = color
-    rgba[mask, 3] = round(255 * alpha)
-    return rgba
 
 
 def labels_to_rgba(labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:

@@ -37,7 +37,7 @@ import torch
 from sam_viz.predictor import Predictor
 from sam_viz.predictor.cache import ImageEmbedding
 from sam_viz.predictor.transforms import ImageFrame
-from sam_viz.prompts import NEGATIVE, POSITIVE, validate_prompts
+from sam_viz.prompts import POSITIVE, validate_prompts
 
 # point_embeddings[i] is the learned vector for: negative point, positive point, box corners.
 POINT_EMBEDDING_NAMES = ("negative point", "positive point", "box top-left", "box bottom-right")
@@ -363,10 +363,3 @@ def decoder_trace(
         sparse=sparse,
         dense=_numpy(dense_embed[0]),
     )
-
-
-def point_label_name(label: int) -> str:
-    """"positive point" for 1, "negative point" for 0."""
-    if label not in (POSITIVE, NEGATIVE):
-        raise ValueError(f"A point label is 1 (positive) or 0 (negative), got {label}.")
-    return "positive point" if label == POSITIVE else "negative point"

@@ -221,11 +221,6 @@ def magnify(picture: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(picture, factor, axis=0), factor, axis=1)
 
 
-def fit_factor(shape_hw: tuple[int, int], target: int) -> int:
-    """The whole magnification that brings the longest side closest to ``target``, >= 1."""
-    return max(1, round(target / max(shape_hw)))
-
-
 def draw_marker(
     picture: np.ndarray, xy: tuple[float, float], color: tuple[int, int, int], radius: int = 3
 ) -> np.ndarray:
@@ -306,4 +301,3 @@ def mosaic(maps: np.ndarray, *, columns: int | None = None, gap: int = 1,
         out[r * (height + gap):r * (height + gap) + height,
             c * (width + gap):c * (width + gap) + width] = tile
     return out
-

@@ -145,11 +145,6 @@ def click_scores(predictor: Predictor, image: np.ndarray, targets: np.ndarray) -
     )
 
 
-def scene_click_scores(predictor: Predictor, scenes: Iterable[Scene]) -> ClickScores:
-    """:func:`click_scores` on every mask of every scene."""
-    return ClickScores.merge(click_scores(predictor, scene.image, scene.masks) for scene in scenes)
-
-
 def label_masks(labels: np.ndarray) -> np.ndarray:
     """(M, H, W) boolean masks of labels 1..M of a label image."""
     return np.stack([labels == label for label in range(1, int(labels.max()) + 1)])
