@@ -157,10 +157,11 @@ _VIT_L = ViTConfig(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(
 # MobileSAM's TinyViT keeps its (unused) ImageNet classifier head in the checkpoint.
 _MOBILE_TINY_VIT = TinyViTConfig(patch_embed_stride=4, classifier_head_classes=1000)
 
-# micro-sam's models fine-tuned for microscopy, as its model registry lists them (the newest
-# version of each: v4 for light microscopy and vit_b/vit_l organelles, v2 for vit_t
-# organelles). Each file is the SAM state dict; the instance-segmentation decoder micro-sam
-# adds is a separate file that we do not use.
+# micro-sam's models fine-tuned for microscopy, as its model registry lists them: the newest
+# version of each, v4 for vit_b and vit_l, v3 for vit_t_lm and v2 for vit_t_em_organelles
+# (the model-zoo folder versions 1.2, 1.1 and 1 mark v4, v3 and v2). Each file is the SAM
+# state dict; the instance-segmentation decoder micro-sam adds is a separate file that we do
+# not use.
 _MICRO_SAM_URL = "https://uk1s3.embassy.ebi.ac.uk/public-datasets/bioimage.io/"
 _MICRO_SAM_LICENSE = "CC-BY-4.0"
 
@@ -268,7 +269,7 @@ MODELS: dict[str, ModelSpec] = {
             encoder=_MOBILE_TINY_VIT,
             path="faithful-chicken/1.1/files/vit_t.pt",
             xxh128="72ec5074774761a6e5c05a08942f981e",
-            version="v4",
+            version="v3",
         ),
         _micro_sam(
             name="vit_b_lm",
