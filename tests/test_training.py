@@ -15,19 +15,13 @@ from sam_viz.models.deltas import apply_delta, compute_deltas, read_delta, save_
 from sam_viz.synthetic.scenes import random_scene, scenes
 from sam_viz.training.clicks import (
     ClickTrainer,
-    PromptSampler,
     TrainConfig,
-    click_levels,
-    containing_masks,
-    dice_loss,
-    focal_loss,
-    mask_iou,
-    matched_loss,
-    prompt_tensors,
     trainable_names,
     warm_start_multimask,
 )
 from sam_viz.training.data import encode, scene_images
+from sam_viz.training.losses import dice_loss, focal_loss, mask_iou, matched_loss, pairwise_iou
+from sam_viz.training.sampling import PromptSampler, click_levels, containing_masks, prompt_tensors
 
 
 def test_scenes_are_reproducible_and_nested() -> None:
@@ -269,8 +263,6 @@ def test_calibration_trains_the_iou_head_alone(tiny_predictor) -> None:
 
 
 def test_calibration_counts_ious_as_the_training_does() -> None:
-    from sam_viz.training.calibration import pairwise_iou
-
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(4, 3, 32, 32, generator=generator)
     logits[0, 0] = -1.0  # an empty prediction

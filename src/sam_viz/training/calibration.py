@@ -23,14 +23,10 @@ import torch.nn.functional as F
 
 from sam_viz.modeling.sam import Sam
 from sam_viz.predictor.batch_decoder import BatchDecoder, PreparedImage
-from sam_viz.training.clicks import (
-    ImagePool,
-    PromptSampler,
-    containing_masks,
-    prompt_tensors,
-    run_steps,
-)
 from sam_viz.training.data import TrainingImage
+from sam_viz.training.losses import pairwise_iou
+from sam_viz.training.sampling import ImagePool, PromptSampler, containing_masks, prompt_tensors
+from sam_viz.training.steps import run_steps
 
 HEAD_PREFIX = "mask_decoder.iou_prediction_head."
 
@@ -39,12 +35,8 @@ HEAD_PREFIX = "mask_decoder.iou_prediction_head."
 class CalibrationConfig:
     """Settings of the IoU-head stage.
 
-    Off by default (``steps=0``): on an earlier 1,800-step first stage, 600 steps raised the
-    unambiguous held-out scene clicks the head ranks right from 52% to 60% but lowered the
-    coins from 54% to 29% (``benchmarks/eval_clicks.py``). On the shipped first stage, up to
-    1,500 steps moved 40 validation scenes from 62% to 61-66% and the coins from 58% to
-    42-67%, with or without a listwise ranking term added to the loss, so the shipped
-    weights do not use it.
+    Off by default (``steps=0``): in the runs tried it did not rank held-out clicks better
+    on both the scenes and the coins (``docs/decisions.md``, "IoU-head calibration").
 
     Attributes:
         steps: Optimiser steps (one image each); 0 skips the stage.
@@ -59,25 +51,6 @@ class CalibrationConfig:
     boxes: int = 2
     lr: float = 2e-4
     seed_offset: int = 1
-
-
-def pairwise_iou(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """IoU of every thresholded mask with every target, counted with one matrix product.
-
-    Args:
-        logits: (..., L, L) mask logits.
-        targets: (M, L, L) boolean masks.
-
-    Returns:
-        (..., M) IoUs; 1 where both masks are empty.
-    """
-    lead = logits.shape[:-2]
-    pred = (logits > 0).reshape(-1, logits.shape[-2] * logits.shape[-1]).float()
-    target = targets.flatten(1).float()
-    inter = pred @ target.T  # exact: counts stay far below 2**24
-    union = pred.sum(1, keepdim=True) + target.sum(1) - inter
-    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-    return iou.view(*lead, targets.shape[0])
 
 
 class IoUHeadCalibrator:
@@ -113,7 +86,7 @@ class IoUHeadCalibrator:
         self.optimizer = torch.optim.AdamW(self.head.parameters(), lr=config.lr, weight_decay=0.0)
         self.dense_pe = model.prompt_encoder.get_dense_pe().detach()
         # The decoder is frozen here, so its batch form (exact, float32) computes what the
-        # head sees, 1.8x faster per step than the training graph in bfloat16.
+        # head sees for less than the training graph costs.
         self.decoder = BatchDecoder(model)
         self.to_model = model.image_size / images[0].masks.shape[-1]
         self.pool = ImagePool(images, self.rng, scene_fraction)

@@ -26,24 +26,27 @@ the base checkpoint's SHA-256 (:mod:`sam_viz.models.deltas`).
 from __future__ import annotations
 
 import copy
-import itertools
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from torch import nn
 
 from sam_viz.modeling.sam import Sam
 from sam_viz.training.data import NATURAL_IMAGES, TrainingImage
-
-if TYPE_CHECKING:
-    from sam_viz.training.calibration import IoUHeadCalibrator as IoUHeadStage
+from sam_viz.training.losses import dice_loss, focal_loss, mask_iou, matched_loss
+from sam_viz.training.sampling import (
+    ImagePool,
+    PromptSampler,
+    click_levels,
+    containing_masks,
+    prompt_tensors,
+)
+from sam_viz.training.steps import StepLosses, run_steps
 
 # Prompt-encoder tensors the clicks need; the box-corner embeddings and no_mask_embed stay.
 _PROMPT_ENCODER_TRAINED = (
@@ -78,12 +81,9 @@ class TrainConfig:
         warm_start_multimask: Start the three multimask outputs from the single-mask output
             (:func:`warm_start_multimask`).
         nested_levels: Train a single click's outputs on every level of mask that contains
-            it (:func:`click_levels`), not only on the mask it was drawn from. Off in the
-            shipped weights: with 2,200 steps it moved the held-out figures
-            (``benchmarks/eval_clicks.py``) by about as much as a different seed would:
-            best-of-three on scenes 0.746 to 0.749 (cells 0.74 to 0.78, nucleoli 0.50 to
-            0.46), ranking of unambiguous clicks 60% to 55% on scenes and 58% to 79% on
-            coins, nucleus and cell both among the candidates 26% to 29%.
+            it (:func:`~sam_viz.training.sampling.click_levels`), not only on the mask it was
+            drawn from. Off in the shipped weights: it moved the held-out checks no more
+            than a different seed does (``docs/decisions.md``, "Click training").
     """
 
     seed: int = 0
@@ -137,207 +137,6 @@ def warm_start_multimask(model: Sam, generator: torch.Generator, noise: float = 
         last = cast(nn.Linear, decoder.iou_prediction_head.layers[-1])
         last.weight[1:] = last.weight[0]
         last.bias[1:] = last.bias[0]
-
-
-# ------------------------------------------------------------------------------ losses
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25) -> torch.Tensor:
-    """Per-mask sigmoid focal loss (gamma 2), averaged over pixels: (..., L, L) -> (...)."""
-    prob = logits.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p_t = prob * target + (1 - prob) * (1 - target)
-    weight = alpha * target + (1 - alpha) * (1 - target)
-    return (weight * ce * (1 - p_t) ** 2).mean(dim=(-2, -1))
-
-
-def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-mask soft dice loss: (..., L, L) -> (...)."""
-    prob = logits.sigmoid().flatten(-2)
-    target = target.flatten(-2)
-    overlap = (prob * target).sum(-1)
-    return 1 - (2 * overlap + 1) / (prob.sum(-1) + target.sum(-1) + 1)
-
-
-def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """IoU of the thresholded logits with the target: (..., L, L) -> (...), no gradient."""
-    with torch.no_grad():
-        pred = logits > 0
-        target = target > 0.5
-        inter = (pred & target).flatten(-2).sum(-1).float()
-        union = (pred | target).flatten(-2).sum(-1).float()
-        return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-
-
-def containing_masks(image: TrainingImage, points_xy: np.ndarray) -> torch.Tensor:
-    """(B, M) which of the image's masks contain each (x, y) low-res pixel."""
-    cols = torch.as_tensor(points_xy[:, 0], dtype=torch.long)
-    rows = torch.as_tensor(points_xy[:, 1], dtype=torch.long)
-    return image.masks[:, rows, cols].T
-
-
-def click_levels(
-    masks: torch.Tensor, inside: torch.Tensor, drawn: int, limit: int = 3, same: float = 0.9
-) -> list[int]:
-    """The masks a click can mean: the one it was drawn from, then up to ``limit - 1`` more
-    of those containing it, closest in area first, skipping near-copies (IoU > ``same``) of
-    a mask already taken.
-
-    Args:
-        masks: (M, L, L) bool masks of the image.
-        inside: (M,) which masks contain the click.
-        drawn: The mask the click was drawn from.
-    """
-    areas = masks.flatten(1).sum(1).float()
-    others = [int(i) for i in torch.nonzero(inside).flatten() if int(i) != drawn]
-    others.sort(key=lambda i: abs(math.log(float(areas[i]) / float(areas[drawn]))))
-    levels = [drawn]
-    for index in others:
-        if len(levels) == limit:
-            break
-        overlap = (masks[levels] & masks[index]).flatten(1).sum(1).float()
-        union = areas[levels] + areas[index] - overlap
-        if bool((overlap / union <= same).all()):
-            levels.append(index)
-    return levels
-
-
-def matched_loss(losses: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Mean loss of the best one-to-one matching of K levels to the outputs.
-
-    Args:
-        losses: (outputs, K) loss of each output against each level, level 0 the drawn one.
-
-    Returns:
-        The mean over the K matched pairs, and the output matched to level 0.
-    """
-    outputs, count = losses.shape
-    columns = torch.arange(count)
-    best: tuple[torch.Tensor, int] | None = None
-    for rows in itertools.permutations(range(outputs), count):
-        total = losses[list(rows), columns].mean()
-        if best is None or bool(total < best[0]):
-            best = (total, rows[0])
-    assert best is not None
-    return best
-
-
-# ------------------------------------------------------------------------------ prompts
-class PromptSampler:
-    """Draws clicks and boxes from masks on the low-res grid (pixel units of that grid)."""
-
-    def __init__(self, rng: np.random.Generator) -> None:
-        self.rng = rng
-
-    def click(self, mask: np.ndarray, interior: bool) -> np.ndarray:
-        """(x, y) of a pixel in the mask, uniform over it or over its deeper half."""
-        if interior:
-            depth = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-            mask = depth >= 0.5 * depth.max()
-        rows, cols = np.nonzero(mask)
-        pick = self.rng.integers(len(rows))
-        return np.array([cols[pick], rows[pick]], np.float32)
-
-    def box(self, mask: np.ndarray) -> np.ndarray:
-        """The mask's box (x0, y0, x1, y1) with SAM's noise: 10% of each side, at most 5 px."""
-        rows, cols = np.nonzero(mask)
-        box: np.ndarray = np.array(
-            [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], np.float32
-        )
-        side = np.array([box[2] - box[0], box[3] - box[1]] * 2, np.float32)
-        noise = np.clip(self.rng.normal(0, 0.1, 4) * side, -5, 5)
-        box = box + noise  # float64 from here (noise is float64)
-        limit = mask.shape[1], mask.shape[0]
-        x0, x1 = sorted(np.clip(box[[0, 2]], 0, limit[0]))
-        y0, y1 = sorted(np.clip(box[[1, 3]], 0, limit[1]))
-        return np.array([x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)], np.float32)
-
-    def correction(self, logits: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, int]:
-        """A click in the error region: positive on a missed pixel, negative on a false one."""
-        error = (logits > 0) != mask
-        if not error.any():
-            return self.click(mask, interior=True), 1
-        rows, cols = np.nonzero(error)
-        pick = self.rng.integers(len(rows))
-        row, col = rows[pick], cols[pick]
-        return np.array([col, row], np.float32), int(mask[row, col])
-
-
-# ------------------------------------------------------------------------------ training
-class ImagePool:
-    """Draws a training image: a generated scene with probability ``scene_fraction``.
-
-    Args:
-        images: The encoded training images.
-        rng: The random generator (shared with the rest of the stage's draws).
-        scene_fraction: Share of draws that are generated scenes (when both kinds exist).
-    """
-
-    def __init__(
-        self, images: list[TrainingImage], rng: np.random.Generator, scene_fraction: float
-    ) -> None:
-        self.images = images
-        self.rng = rng
-        self.scene_fraction = scene_fraction
-        self.scenes = [i for i, image in enumerate(images) if image.generated]
-        self.others = [i for i, image in enumerate(images) if not image.generated]
-
-    def draw(self) -> TrainingImage:
-        use_scene = self.scenes and (not self.others or self.rng.random() < self.scene_fraction)
-        pool = self.scenes if use_scene else self.others
-        return self.images[pool[self.rng.integers(len(pool))]]
-
-
-def prompt_tensors(
-    points: tuple[np.ndarray, np.ndarray] | None, boxes: np.ndarray | None, scale: float
-) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None]:
-    """Low-res-grid clicks (BxNx2, labels BxN) and boxes (Bx4) as model-input tensors."""
-    point_tensors = None
-    if points is not None:
-        point_tensors = (torch.from_numpy(points[0] * scale), torch.from_numpy(points[1]))
-    box_tensor = None if boxes is None else torch.from_numpy(boxes * scale)
-    return point_tensors, box_tensor
-
-
-Step = TypeVar("Step")
-
-
-def run_steps(
-    stage: ClickTrainer | IoUHeadStage,
-    total: int,
-    summarize: Callable[[list[Step]], object],
-    log: Callable[[int, Any, float], None] | None,
-    cancel: Callable[[], bool] | None,
-    log_every: int,
-) -> list[Step]:
-    """Call ``stage.step()`` until ``stage.step_index`` reaches ``total`` (or ``cancel()``).
-
-    Every ``log_every`` steps, ``log(step, summarize(the last steps' results), elapsed_s)``.
-    """
-    history: list[Step] = []
-    start = time.perf_counter()
-    while stage.step_index < total:
-        if cancel is not None and cancel():
-            break
-        history.append(cast(Step, stage.step()))
-        if log is not None and (stage.step_index % log_every == 0 or stage.step_index == total):
-            log(stage.step_index, summarize(history[-log_every:]), time.perf_counter() - start)
-    stage.model.eval()
-    return history
-
-
-@dataclass
-class StepLosses:
-    """Losses of one step (floats, for the log)."""
-
-    clicks: float
-    boxes: float
-    corrections: float
-    iou: float
-    distill: float
-    best_iou: float
-
-    @property
-    def total(self) -> float:
-        return self.clicks + self.boxes + self.corrections + self.iou + self.distill
 
 
 class ClickTrainer:
@@ -530,11 +329,4 @@ class ClickTrainer:
         log_every: int = 25,
     ) -> list[StepLosses]:
         """Run all steps; ``log(step, mean losses of the last steps, elapsed_s)`` reports."""
-
-        def mean(recent: list[StepLosses]) -> StepLosses:
-            return StepLosses(*(float(np.mean([getattr(s, f) for s in recent])) for f in _FIELDS))
-
-        return run_steps(self, self.config.steps, mean, log, cancel, log_every)
-
-
-_FIELDS = ("clicks", "boxes", "corrections", "iou", "distill", "best_iou")
+        return run_steps(self, self.config.steps, StepLosses.mean, log, cancel, log_every)

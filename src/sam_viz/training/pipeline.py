@@ -31,8 +31,9 @@ from sam_viz.models.deltas import compute_deltas, read_delta, save_delta
 from sam_viz.models.registry import MODELS
 from sam_viz.predictor import Predictor
 from sam_viz.training.calibration import HEAD_PREFIX, CalibrationConfig, IoUHeadCalibrator
-from sam_viz.training.clicks import ClickTrainer, StepLosses, TrainConfig, trainable_names
+from sam_viz.training.clicks import ClickTrainer, TrainConfig, trainable_names
 from sam_viz.training.data import natural_images, scene_images
+from sam_viz.training.steps import StepLosses
 
 Report = Callable[[str], None]
 
