@@ -25,6 +25,7 @@ from sam_viz.automatic.instances import (
     remove_small_regions,
     touches_window_edge,
 )
+from sam_viz.automatic.merging import merge_tiles
 from sam_viz.automatic.results import Candidates, to_segmentation
 from sam_viz.modeling.common import LayerNorm2d
 from sam_viz.predictor import Cancelled
@@ -77,9 +78,9 @@ def test_batch_decoder_equals_model_decoder(tiny_predictor, kind) -> None:
     with torch.inference_mode():
         sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=None)
         expected_masks, expected_iou = model.mask_decoder.predict_masks(
-            features, tiny_predictor._dense_pe, sparse, dense
+            features, tiny_predictor.dense_pe, sparse, dense
         )
-        prepared = decoder.prepare(features, tiny_predictor._dense_pe)
+        prepared = decoder.prepare(features, tiny_predictor.dense_pe)
         decoded = decoder.transformer(prepared, sparse, chunk=3)
         masks = decoder.masks(decoded, [0, 1, 2, 3], chunk=2)
         some = decoder.masks(decoded, [2, 0], rows=torch.tensor([5, 1]))
@@ -99,7 +100,7 @@ def test_batch_decoder_sizes_its_chunks_by_their_memory(tiny_predictor, monkeypa
     decoder = BatchDecoder(model)
     with torch.inference_mode():
         sparse, _ = model.prompt_encoder(points=points, boxes=None, masks=None)
-        prepared = decoder.prepare(features, tiny_predictor._dense_pe)
+        prepared = decoder.prepare(features, tiny_predictor.dense_pe)
         whole = decoder.transformer(prepared, sparse, chunk=5)
         per_set = prepared.src.numel() * prepared.src.element_size()
         monkeypatch.setattr(batch_decoder, "_CHUNK_BYTES", 2 * per_set + 1)
@@ -128,10 +129,10 @@ def test_batch_decoder_equals_model_decoder_with_trained_layer_norms(tiny_predic
     with torch.inference_mode():
         sparse, dense = model.prompt_encoder(points=points, boxes=None, masks=None)
         expected_masks, expected_iou = model.mask_decoder.predict_masks(
-            features, tiny_predictor._dense_pe, sparse, dense
+            features, tiny_predictor.dense_pe, sparse, dense
         )
         decoder = BatchDecoder(model)
-        decoded = decoder.transformer(decoder.prepare(features, tiny_predictor._dense_pe), sparse)
+        decoded = decoder.transformer(decoder.prepare(features, tiny_predictor.dense_pe), sparse)
         masks = decoder.masks(decoded, [0, 1, 2, 3])
     torch.testing.assert_close(decoded.iou_scores, expected_iou, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(masks, expected_masks, atol=1e-3, rtol=1e-4)
@@ -140,7 +141,7 @@ def test_batch_decoder_equals_model_decoder_with_trained_layer_norms(tiny_predic
 def test_batch_decoder_rejects_a_batch_of_embeddings(tiny_predictor) -> None:
     decoder = BatchDecoder(tiny_predictor.model)
     with pytest.raises(ValueError, match=r"\(1, C, h, w\)"):
-        decoder.prepare(torch.zeros(2, 256, 8, 8), tiny_predictor._dense_pe)
+        decoder.prepare(torch.zeros(2, 256, 8, 8), tiny_predictor.dense_pe)
 
 
 # ---------------------------------------------------------------------------- prompt grids
@@ -235,6 +236,51 @@ def _candidates(masks: list[np.ndarray], iou: list[float]) -> Candidates:
     return Candidates.empty().extend(
         (compact, np.ones(len(masks), np.float32)), np.asarray(iou), np.zeros((len(masks), 4))
     )
+
+
+def _rectangle(shape: tuple[int, int], x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def test_merge_tiles_keeps_the_owners_copy_and_joins_fragments() -> None:
+    shape = (60, 100)
+    left = ((0, 0, 70, 60), (0, 0, 50, 60))  # (window, inner region it owns)
+    right = ((30, 0, 100, 60), (50, 0, 100, 60))
+    coin = _rectangle(shape, 40, 20, 48, 28)  # centre x = 44: the left tile owns it
+    blob = _rectangle(shape, 55, 2, 80, 12)  # centre x = 67.5: the right tile owns it
+    bar = _rectangle(shape, 10, 40, 90, 50)  # longer than the halo: each tile sees a piece
+
+    def found(masks: list[np.ndarray], iou: list[float], stability: list[float]) -> Candidates:
+        compact = [InstanceMask.from_full(m) for m in masks]
+        return Candidates.empty().extend(
+            (compact, np.asarray(stability)), np.asarray(iou), np.zeros((len(masks), 4))
+        )
+
+    in_left = _rectangle(shape, *left[0])
+    in_right = _rectangle(shape, *right[0])
+    per_tile = [
+        # The coin, the blob's piece cut by the window (covered by the right tile's whole
+        # blob: dropped) and the bar's piece.
+        (*left, found([coin, blob & in_left, bar & in_left], [0.8, 0.9, 0.9], [0.9, 1, 0.95])),
+        # A better-scored copy of the coin one pixel wider, loses to the owner's copy.
+        (
+            *right,
+            found(
+                [_rectangle(shape, 39, 20, 48, 28), blob, bar & in_right],
+                [0.99, 0.9, 0.7],
+                [1.0, 1.0, 0.85],
+            ),
+        ),
+    ]
+    merged = merge_tiles(per_tile, shape, nms_thresh=0.7)
+    boxes = sorted(tuple(int(v) for v in box) for box in merged.boxes)
+    assert boxes == [(10, 40, 90, 50), (40, 20, 48, 28), (55, 2, 80, 12)]
+    (joined,) = [i for i, m in enumerate(merged.masks) if m.box_xyxy == (10, 40, 90, 50)]
+    assert np.array_equal(merged.masks[joined].full(shape), bar)
+    assert merged.iou[joined] == pytest.approx(0.8)  # the pieces' mean
+    assert merged.stability[joined] == pytest.approx(0.85)  # the weakest piece's
 
 
 def test_label_image_puts_small_objects_on_top_and_drops_hidden_ones() -> None:

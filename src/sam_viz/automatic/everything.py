@@ -39,7 +39,8 @@ from sam_viz.automatic.instances import (
     remove_small_regions,
     touches_window_edge,
 )
-from sam_viz.automatic.results import Candidates, Segmentation, merge_tiles, to_segmentation
+from sam_viz.automatic.merging import merge_tiles
+from sam_viz.automatic.results import Candidates, Segmentation, to_segmentation
 from sam_viz.automatic.window_decoder import WindowDecoder
 from sam_viz.image import Contrast
 from sam_viz.predictor import Cancelled, Predictor, ProgressCallback
@@ -48,6 +49,11 @@ from sam_viz.predictor.cache import ImageEmbedding
 from sam_viz.windows.tiling import TileGrid, Window, WindowedImage, default_tiling
 
 PromptScheme = Literal["auto", "boxes", "points"]
+
+# A tile's prompts are laid over its inner region plus this fraction of its window's longest
+# side: a prompt centred just outside the inner region can still hit an object whose centre
+# (what decides which tile owns it) lies inside.
+TILE_PROMPT_MARGIN = 0.05
 
 __all__ = [
     "EverythingSettings",
@@ -322,7 +328,7 @@ class MaskGenerator:
             groups = [box_grid((height, width), [side], self.settings.box_stride) for side in sides]
         if inner is not None:  # a tile: prompt only where objects it owns can be
             ix0, iy0, ix1, iy1 = inner
-            margin = 0.05 * max(height, width)
+            margin = TILE_PROMPT_MARGIN * max(height, width)
             for index, prompts in enumerate(groups):
                 xy = prompt_centres(prompts)
                 inside = (
