@@ -69,6 +69,10 @@ __all__ = [
 class EverythingSettings:
     """How :class:`MaskGenerator` lays prompts and filters masks.
 
+    The point scheme's defaults are those of SAM's reference generator; the box scheme's
+    were set on one image, scikit-image's coins, with the embedded LiteMedSAM
+    (docs/decisions.md, "Segment everything").
+
     Attributes:
         prompts: ``"points"``, ``"boxes"`` or ``"auto"`` (the model's
             ``spec.everything_prompts`` where set, else points for models trained with
@@ -85,8 +89,8 @@ class EverythingSettings:
         refine_margin: Margin added to each side of a tight box, as a fraction of its side.
         first_pass_iou_thresh: Predicted IoU a grid box's mask needs before refinement.
         first_pass_stability_thresh: Stability score a grid box's mask needs before
-            refinement (LiteMedSAM outlines background texture in an empty box with
-            predicted IoU up to 0.89 but stability below 0.82; coins score 0.77-0.95).
+            refinement (in a box on empty background LiteMedSAM outlines texture with a
+            high predicted IoU but a low stability).
         cover_stability_thresh: A grid box's mask this stable (and above
             ``first_pass_iou_thresh``) marks its pixels as found for ``skip_covered``.
         refine_dedupe_iou: Before refinement, masks overlapping a better one by more than
@@ -96,7 +100,7 @@ class EverythingSettings:
         pred_iou_thresh: Keep masks whose predicted IoU exceeds this.
         stability_score_thresh: Keep masks whose stability score reaches this; by default
             0.95 for points (SAM's default) and 0.9 for boxes (LiteMedSAM's boundaries are
-            softer: its good masks score 0.92-0.96).
+            softer than SAM's, so its good masks score lower).
         stability_score_offset: Logit offset of the stability score.
         box_nms_thresh: Box IoU above which the lower-scored of two masks is dropped.
         crop_n_layers: Extra layers of crops (layer i has 2^i x 2^i crops) for small objects.

@@ -200,8 +200,9 @@ def propagate(
     less than ``min_overlap`` of it lies on the previous mask,
     or it is more than ``max_growth`` times the previous mask's area (it leaked into a
     neighbour). Past an object's end the model still outlines something in the box, but
-    with soft edges: on noisy synthetic balls such masks score 0.6-0.8 in predicted IoU and
-    0.6-0.72 in stability, masks of the object 0.82-0.98 and 0.85-0.98.
+    with soft edges, so such masks score lower in predicted IoU and stability than masks of
+    the object; the default cut-offs sit between the two (set on synthetic balls only:
+    docs/decisions.md, "Propagation").
 
     Args:
         predictor: The shared predictor (its current image is left alone).
@@ -210,8 +211,8 @@ def propagate(
         mask: (H, W) bool mask of the object on that slice.
         direction: ``"both"``, ``"forward"`` (increasing index) or ``"backward"``.
         margin: Margin added to each side of the box, as a fraction of its size.
-        use_mask_prompt: Also give the previous mask as a mask prompt (off: with the
-            embedded LiteMedSAM it made masks slightly worse on the test balls).
+        use_mask_prompt: Also give the previous mask as a mask prompt (off: it did not
+            help the embedded LiteMedSAM; docs/decisions.md, "Propagation").
         min_score: Lowest predicted IoU accepted.
         min_stability: Lowest stability score accepted.
         min_overlap: Lowest fraction of the new mask lying on the previous one.

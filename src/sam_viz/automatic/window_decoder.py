@@ -5,11 +5,11 @@ masks are made only for the outputs whose predicted IoU passes, upscaled to the 
 scored for stability and kept as :class:`~sam_viz.automatic.instances.InstanceMask` crops.
 
 Local decoding (``local=True``, box prompts only) serves a first, exploratory pass: each
-box is decoded on a square patch of the embedding around it (about 2.5 times its side)
-instead of the whole 64x64 grid. The decoder then works on a tenth of the image tokens for
-small boxes. Its masks are close to the whole-grid ones (median IoU 0.91-0.96 on coins
-for boxes of 32-96 model pixels) but not equal, so they only pick which objects to refine;
-the final masks come from whole-grid decoding.
+box is decoded on a square patch of the embedding around it (:data:`LOCAL_CONTEXT` times
+its side, at least :data:`MIN_LOCAL_TOKENS` cells) instead of the whole grid, so the
+decoder works on a small part of the image tokens for small boxes. Its masks are close to
+the whole-grid ones but not equal (docs/decisions.md, "Segment everything"), so they only
+pick which objects to refine; the final masks come from whole-grid decoding.
 
 Conventions: prompts in pixels of the window (points ``(x, y)``, boxes ``XYXY``).
 """
@@ -29,7 +29,8 @@ from sam_viz.predictor.batch_decoder import BatchDecoder, PreparedImage
 from sam_viz.predictor.cache import ImageEmbedding
 from sam_viz.predictor.stability import stability_scores
 
-# Patch side for local decoding, as a multiple of the box side; and the smallest patch.
+# Patch side for local decoding, as a multiple of the box side (context enough for the box's
+# object to be outlined as on the whole grid); and the smallest patch, in embedding cells.
 LOCAL_CONTEXT = 3.0
 MIN_LOCAL_TOKENS = 8
 # Logit given to low-res pixels outside a local patch (far below any mask cut-off).
@@ -62,7 +63,7 @@ class WindowDecoder:
         self.batch_size = batch_size
         self.stability_offset = stability_offset
         self.features = embedding.features.to(predictor.device)
-        self.dense_pe = predictor._dense_pe
+        self.dense_pe = predictor.dense_pe
         self.prepared = decoder.prepare(self.features, self.dense_pe)
 
     def decode(

@@ -110,10 +110,9 @@ class DecodedTokens:
 
 
 # Image-side temporaries ((sets, M, C) tensors) of at most this many bytes per chunk of
-# prompt sets: 4 sets for SAM's 64x64x256 tokens. They stay in the CPU's last-level cache and
-# are reused by the allocator, where 64 sets at a time (256 MB tensors) are fresh pages each
-# call. On 2 cores, 64 point prompts took 0.65-0.95 s instead of 0.98-1.0 s (LiteMedSAM and
-# ViT-B decoders, alternating runs); 2 sets at a time 0.71 s, 1 set 0.75-1.0 s.
+# prompt sets (4 sets for SAM's 64x64x256 tokens): small chunks stay in the CPU's last-level
+# cache and are reused by the allocator, where large ones are fresh pages each call
+# (measurements: docs/decisions.md, "Decoder speed").
 _CHUNK_BYTES = 16 * 2**20
 
 # Up to this many prompt sets, the final attention adds the positional encoding to the image
@@ -147,7 +146,7 @@ class BatchDecoder:
     Typical use::
 
         decoder = BatchDecoder(predictor.model)
-        prepared = decoder.prepare(embedding.features, predictor._dense_pe)
+        prepared = decoder.prepare(embedding.features, predictor.dense_pe)
         sparse, _ = predictor.model.prompt_encoder(points=None, boxes=boxes, masks=None)
         decoded = decoder.transformer(prepared, sparse)
         low_res = decoder.masks(decoded, token_indices=[0])      # (B, 1, L, L)
@@ -335,8 +334,8 @@ class BatchDecoder:
         # Scores q · (W_k (x + pe) + b_k): the bias term is constant over image tokens.
         q_folded = torch.einsum("bhne,hec->bhnc", q * scale, _head_weight(attn.k_proj, heads))
         q_folded = q_folded.reshape(batch, heads * tokens, -1)
-        # Scores as (B, M, H*N), image tokens times the few folded queries: in this
-        # orientation the product runs about a third faster than (H*N, C) x (C, M).
+        # Scores as (B, M, H*N), image tokens times the few folded queries: the faster
+        # orientation of this product on the CPU (docs/decisions.md, "Decoder speed").
         if keys_pe is not None:
             scores = keys_pe @ q_folded.mT
         else:

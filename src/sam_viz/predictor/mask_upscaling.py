@@ -17,8 +17,8 @@ layer-normalises them, and a layer norm is an affine map per pixel. So the produ
   (:meth:`~FactoredUpscaling.inputs`, per prompt set):
 
 an (M, K) x (K, 4*C') product per prompt set with K = blocks x (heads*tokens + 2), instead
-of (M, C) x (C, 4*C'). For SAM's decoder, (4096, 132) x (132, 256) instead of
-(4096, 256) x (256, 256) for a click with a box.
+of (M, C) x (C, 4*C'): fewer rows while the prompt has few tokens (docs/decisions.md,
+"Decoder speed", works one through).
 """
 
 from __future__ import annotations
