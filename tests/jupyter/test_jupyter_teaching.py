@@ -6,7 +6,8 @@ import numpy as np
 
 from sam_viz.jupyter import anatomy
 from sam_viz.jupyter.display import mosaic, png_bytes, png_to_array, strip
-from sam_viz.jupyter.teaching import PromptEncoderExplorer, figure_html, token_strips
+from sam_viz.jupyter.explorer import PromptEncoderExplorer
+from sam_viz.jupyter.figures import figure_html, token_strips
 
 
 def test_explorer_follows_the_point(tiny_predictor, non_square_image, mouse, monkeypatch):

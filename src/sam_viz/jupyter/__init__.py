@@ -16,7 +16,7 @@ _EXPORTS = {
     "SamWidget": "sam_viz.jupyter.widget",
     "PromptSet": "sam_viz.jupyter.session",
     "Session": "sam_viz.jupyter.session",
-    "PromptEncoderExplorer": "sam_viz.jupyter.teaching",
+    "PromptEncoderExplorer": "sam_viz.jupyter.explorer",
     "DisplayFrame": "sam_viz.jupyter.display",
 }
 

@@ -1,7 +1,8 @@
 """What SAM's prompt encoder and mask decoder compute, step by step, as arrays.
 
-UI-free (NumPy and PyTorch only): the teaching views in :mod:`sam_viz.jupyter.teaching`
-draw these, and tests compare them with the model's own modules.
+UI-free (NumPy and PyTorch only): the teaching views (:mod:`sam_viz.jupyter.figures`,
+:mod:`sam_viz.jupyter.explorer`) draw these, and tests compare them with the model's own
+modules.
 
 The path of a prompt, in SAM's own module names:
 
