@@ -1,0 +1,781 @@
+"""Synthetic microscopy fields that imitate real acquisitions, with exact instance labels.
+
+The training scenes (:mod:`sam_viz.synthetic.scenes`) are small and stylised. These fields
+are what a microscope hands a user: 512-4096 px, many 10-80 px objects, crowded regions
+where objects touch, and the acquisition's defects. Five kinds:
+
+* ``"nuclei"``: a DNA stain (Hoechst/DAPI, as in BBBC039 or the fluorescence part of
+  DSB2018): dim 16-bit counts on a camera offset, nuclei of uneven brightness with chromatin
+  texture and darker nucleoli, a few small bright mitotic figures, some out of focus,
+  point-spread blur, scattered light, uneven illumination, shot and read noise.
+* ``"cells_fluorescence"``: a cytoplasm stain: sheets of touching cells and isolated ones,
+  brightest over the nucleus, dim at the borders between neighbours.
+* ``"cells_phase"``: phase contrast: grey background, dark cells with bright halos, rounded
+  phase-bright cells.
+* ``"cells_brightfield"``: bright field: faint, slightly darker cells with darker rims,
+  8- or 16-bit.
+* ``"histology"``: H&E-like RGB: hematoxylin nuclei (labelled) in eosin stroma.
+
+Objects are wobbly ellipses; where two overlap, each pixel goes to the object it lies deeper
+in, so touching objects share a flattened border, as annotated ones do. Every label is one
+4-connected region; objects left with too few of their pixels are dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+from skimage.measure import label as connected_components
+
+FIELD_KINDS = ("nuclei", "cells_fluorescence", "cells_phase", "cells_brightfield", "histology")
+TUNING_SEEDS = range(0, 10_000)  # for choosing thresholds and defaults
+HELD_OUT_SEEDS = range(1_000_000, 1_010_000)  # for benchmarks only, never for tuning
+_CELL_MODALITIES = ("fluorescence", "phase", "brightfield")
+_MIN_AREA = 15  # pixels; smaller fragments are not objects an annotator would draw
+_KEEP_FRACTION = 0.3  # an object clipped to less than this share of its pixels is dropped
+_F32 = np.float32
+
+
+@dataclass(frozen=True)
+class Field:
+    """A generated field and its instance labels.
+
+    Attributes:
+        image: (H, W) uint16 for fluorescence and phase contrast; (H, W) uint8 or uint16 for
+            bright field; (H, W, 3) uint8 RGB for histology.
+        labels: (H, W) int32 instance labels: 0 background, objects 1..N, each one
+            4-connected region.
+        kind: One of :data:`FIELD_KINDS`.
+        diameter: Median equivalent diameter (2 * sqrt(area / pi)) of the objects, pixels.
+    """
+
+    image: np.ndarray
+    labels: np.ndarray
+    kind: str
+    diameter: float
+
+    @property
+    def n_objects(self) -> int:
+        """The number of labelled objects."""
+        return int(self.labels.max()) if self.labels.size else 0
+
+
+# --------------------------------------------------------------------------- noise fields
+
+
+def _loguniform(rng: np.random.Generator, low: float, high: float, size=None):
+    return np.exp(rng.uniform(np.log(low), np.log(high), size))
+
+
+def _upsample(small: np.ndarray, shape: tuple[int, int], step: float, origin: float = 0.0):
+    """Bilinear resampling of a coarse grid to ``shape``: pixel i lies at grid position
+    (i - origin) / step. Done as two small matrix products (much faster than gathers)."""
+    matrices = []
+    for size, grid in zip(shape, small.shape, strict=True):
+        position = np.clip((np.arange(size) - origin) / step, 0, grid - 1)
+        low = np.minimum(position.astype(np.int64), grid - 2)
+        weight = (position - low).astype(_F32)
+        matrix = np.zeros((size, grid), _F32)
+        matrix[np.arange(size), low] = 1 - weight
+        matrix[np.arange(size), low + 1] = weight
+        matrices.append(matrix)
+    return (matrices[0] @ small.astype(_F32)) @ matrices[1].T
+
+
+def _noise(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> np.ndarray:
+    """Gaussian random field with correlation length ``scale`` px, mean 0 and std 1.
+
+    The std is the field's theoretical one, not the sample's: a window much smaller than
+    ``scale`` sees a nearly constant field, as it should.
+    """
+    if scale <= 3.0:
+        white = rng.standard_normal(shape, _F32)
+        return ndimage.gaussian_filter(white, scale, truncate=3.0) / _filtered_std(scale)
+    # Smooth fields are drawn on a coarse grid (3 samples per scale) and interpolated.
+    step = scale / 3.0
+    small = rng.standard_normal(tuple(int(s / step) + 3 for s in shape), _F32)
+    small = ndimage.gaussian_filter(small, 3.0, mode="wrap", truncate=3.0) / _filtered_std(3.0)
+    return _upsample(small, shape, step)
+
+
+def _filtered_std(sigma: float) -> float:
+    """Std of 2-D white noise after ``gaussian_filter(sigma, truncate=3)``."""
+    radius = int(3.0 * sigma + 0.5)
+    weights = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    return float(np.sum(weights**2) / np.sum(weights) ** 2)  # (1-D variance) ** 2 / ...
+
+
+def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur; wide kernels are applied on a block-averaged copy (same result, faster)."""
+    if sigma < 6.0:
+        return ndimage.gaussian_filter(image, sigma, truncate=3.0)
+    step = int(sigma / 2.0)
+    height, width = image.shape
+    padded = np.pad(image, ((0, -height % step), (0, -width % step)), mode="edge")
+    small = padded.reshape(padded.shape[0] // step, step, -1, step).mean(axis=(1, 3))
+    small = ndimage.gaussian_filter(small, sigma / step, truncate=3.0)
+    return _upsample(small, image.shape, step, origin=(step - 1) / 2)  # block centres
+
+
+def _illumination(rng: np.random.Generator, shape: tuple[int, int], strength: float):
+    """Uneven illumination around 1: vignetting, a tilt and a smooth blotch."""
+    height, width = shape
+    rows = (np.arange(height, dtype=_F32) - rng.uniform(0.3, 0.7) * height) / max(shape)
+    cols = (np.arange(width, dtype=_F32) - rng.uniform(0.3, 0.7) * width) / max(shape)
+    radius2 = rows[:, None] ** 2 + cols[None, :] ** 2
+    tilt = rng.normal(0, 0.5, 2)
+    field = 1.0 - strength * (1.2 * radius2 - tilt[0] * rows[:, None] - tilt[1] * cols[None, :])
+    field += 0.3 * strength * _noise(rng, shape, max(shape) / 3)
+    return np.clip(field, 0.3, None).astype(_F32)
+
+
+def _camera(
+    rng: np.random.Generator,
+    electrons: np.ndarray,
+    *,
+    gain: float,
+    offset: float,
+    read_noise: float,
+    dtype=np.uint16,
+) -> np.ndarray:
+    """Counts from expected photoelectrons: shot noise, gain, offset, read noise, quantisation.
+
+    ``read_noise`` is in counts; each column gets its own small offset (sCMOS fixed pattern).
+    """
+    counts = gain * rng.poisson(np.maximum(electrons, 0)).astype(_F32)
+    counts += offset + rng.normal(0, 0.3 * read_noise, electrons.shape[1]).astype(_F32)
+    counts += read_noise * rng.standard_normal(electrons.shape, _F32)
+    return np.clip(np.round(counts), 0, np.iinfo(dtype).max).astype(dtype)
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+@dataclass
+class _Objects:
+    """Wobbly ellipses: centres (N, 2) as (row, col), equivalent radius, short/long axis
+    ratio, orientation, radius harmonics (N, 4) complex for orders 2-5, edge roughness."""
+
+    centres: np.ndarray
+    radius: np.ndarray
+    aspect: np.ndarray
+    angle: np.ndarray
+    harmonics: np.ndarray
+    rough: np.ndarray
+
+    def take(self, index: np.ndarray) -> _Objects:
+        return _Objects(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
+
+
+def _shapes(
+    rng: np.random.Generator,
+    centres: np.ndarray,
+    radius: np.ndarray,
+    aspect: tuple[float, float],
+    wobble: float,
+    rough: float,
+) -> _Objects:
+    """Random orientations and outlines around given centres and equivalent radii."""
+    n = len(centres)
+    orders = np.arange(2, 6)
+    amplitude = wobble * rng.exponential(1.0, (n, 1)) / orders**0.8
+    harmonics = amplitude * rng.normal(0, 1, (n, 4)) * np.exp(2j * np.pi * rng.random((n, 4)))
+    return _Objects(
+        centres=centres,
+        radius=radius,
+        aspect=rng.beta(*aspect, n) * 0.8 + 0.2,
+        angle=rng.uniform(0, np.pi, n),
+        harmonics=harmonics,
+        rough=rough * rng.uniform(0.5, 1.5, n),
+    )
+
+
+def _candidates(rng: np.random.Generator, shape: tuple[int, int], count: int, weight):
+    """``count`` points drawn with a density proportional to a coarse weight map."""
+    grid_h, grid_w = weight.shape
+    cells = rng.choice(weight.size, size=count, p=(weight / weight.sum()).ravel())
+    rows = (cells // grid_w + rng.random(count)) * shape[0] / grid_h
+    cols = (cells % grid_w + rng.random(count)) * shape[1] / grid_w
+    return np.stack([rows, cols], axis=1)
+
+
+def _hard_core(points: np.ndarray, radius: np.ndarray, factor: float, limit: int):
+    """Indices of the first ``limit`` points, in order, kept by sequential thinning: a point
+    is dropped when a kept earlier one lies closer than ``factor`` times their radii's sum.
+
+    Computed in parallel rounds (a point is kept when no undecided earlier neighbour is left),
+    which gives exactly the sequential result.
+    """
+    n = len(points)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    pairs = cKDTree(points).query_pairs(2 * factor * radius.max(), output_type="ndarray")
+    first, second = pairs[:, 0], pairs[:, 1]  # first < second
+    gap = np.hypot(*(points[first] - points[second]).T)
+    conflict = gap < factor * (radius[first] + radius[second])
+    first, second = first[conflict], second[conflict]
+    state = np.zeros(n, np.int8)  # 0 undecided, 1 kept, -1 dropped
+    while (state == 0).any():
+        live = (state[first] == 0) & (state[second] == 0)
+        blocked = np.zeros(n, bool)
+        blocked[second[live]] = True
+        state[(state == 0) & ~blocked] = 1
+        state[second[(state[first] == 1) & (state[second] == 0)]] = -1
+        state[first[(state[second] == 1) & (state[first] == 0)]] = -1
+    return np.flatnonzero(state == 1)[:limit]
+
+
+def _rasterise(
+    shape: tuple[int, int], objects: _Objects, roughness: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paint the objects; each pixel goes to the object it lies deepest in.
+
+    Args:
+        shape: (H, W) of the field.
+        objects: The objects to paint.
+        roughness: (H, W) noise field that roughens the outlines; each object reads it at
+            its own offset, so neighbours' outlines differ.
+
+    Returns:
+        labels: (H, W) int32, object i painted as i + 1 (not yet cleaned up).
+        depth: (H, W) float32 normalised radius of the pixel in its object (0 centre, 1 edge).
+    """
+    height, width = shape
+    n = len(objects.radius)
+    long_axis = (objects.radius / np.sqrt(objects.aspect)).astype(_F32)
+    short_axis = (objects.radius * np.sqrt(objects.aspect)).astype(_F32)
+    bound = (1 + np.abs(objects.harmonics).sum(1) + 3 * objects.rough).astype(_F32)
+    reach = long_axis * bound + 1.0
+    order = np.argsort(reach)
+    cos, sin = np.cos(objects.angle).astype(_F32), np.sin(objects.angle).astype(_F32)
+    coef_re = objects.harmonics.real.astype(_F32)
+    coef_im = objects.harmonics.imag.astype(_F32)
+    rough_flat = roughness.ravel()
+    rough_shift = (np.arange(n, dtype=np.int64) * 2_654_435_761) % rough_flat.size
+    best = np.full(height * width, np.inf, _F32)
+    found_pixels, found_rho, found_ids = [], [], []
+    budget = 1_000_000  # patch pixels per batch
+    start = 0
+    while start < n:
+        # A batch of similar-sized objects, each in a (P, P) patch around its centre.
+        half = int(np.ceil(reach[order[start]]))
+        stop = min(n, start + max(1, budget // (2 * half + 1) ** 2))
+        half = int(np.ceil(reach[order[stop - 1]]))
+        index = order[start:stop]
+        start = stop
+        offsets = np.arange(-half, half + 1)
+        origin = np.floor(objects.centres[index]).astype(np.int64)
+        rows = origin[:, 0, None] + offsets  # (n, P)
+        cols = origin[:, 1, None] + offsets
+        dy = (rows - objects.centres[index, 0, None]).astype(_F32)[:, :, None]
+        dx = (cols - objects.centres[index, 1, None]).astype(_F32)[:, None, :]
+        c, s = cos[index, None, None], sin[index, None, None]
+        u = (dx * c + dy * s) / long_axis[index, None, None]
+        v = (dy * c - dx * s) / short_axis[index, None, None]
+        rho = np.hypot(u, v)
+        # Keep the pixels the wobbly outline can reach, as flat lists.
+        near = rho < bound[index, None, None]
+        near &= ((rows >= 0) & (rows < height))[:, :, None]
+        near &= ((cols >= 0) & (cols < width))[:, None, :]
+        which, i, j = np.nonzero(near)
+        u, v, rho = u[near], v[near], rho[near]
+        obj = index[which]
+        pixels = rows[which, i] * width + cols[which, j]
+        # The outline's radius wobbles with the angle (harmonics 2-5) and the roughness.
+        cos_1, sin_1 = u / np.maximum(rho, 1e-6), v / np.maximum(rho, 1e-6)
+        cos_k, sin_k = cos_1, sin_1
+        outline = np.ones_like(rho)
+        for k in range(4):
+            cos_k, sin_k = cos_k * cos_1 - sin_k * sin_1, sin_k * cos_1 + cos_k * sin_1
+            outline += coef_re[obj, k] * cos_k - coef_im[obj, k] * sin_k
+        rho /= np.maximum(outline, 0.3)
+        rho += (
+            objects.rough[obj].astype(_F32)
+            * rough_flat[(pixels + rough_shift[obj]) % rough_flat.size]
+        )
+        inside = rho < 1.0
+        pixels, rho = pixels[inside], rho[inside]
+        np.minimum.at(best, pixels, rho)
+        found_pixels.append(pixels)
+        found_rho.append(rho)
+        found_ids.append(obj[inside].astype(np.int32) + 1)
+    labels = np.zeros(height * width, np.int32)
+    if found_pixels:
+        pixels = np.concatenate(found_pixels)
+        values = np.concatenate(found_rho)
+        ids = np.concatenate(found_ids)
+        win = values == best[pixels]
+        labels[pixels[win]] = ids[win]
+    depth = np.where(np.isfinite(best), best, 1.0).reshape(shape)
+    return labels.reshape(shape), depth
+
+
+def _clean(labels: np.ndarray, expected_area: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keep each object's largest 4-connected piece; drop objects clipped too much.
+
+    Returns:
+        labels: (H, W) int32 renumbered 1..N.
+        source: (N + 1,) the index of each new label's object in ``expected_area`` (-1 for 0).
+    """
+    pieces = connected_components(labels, background=0, connectivity=1)
+    count = int(pieces.max())
+    owner = np.zeros(count + 1, np.int64)
+    owner[pieces.ravel()] = labels.ravel()
+    size = np.bincount(pieces.ravel(), minlength=count + 1)
+    size[0] = 0
+    largest = np.zeros(len(expected_area) + 1, np.int64)
+    by_size = np.argsort(size, kind="stable")
+    largest[owner[by_size]] = by_size  # the last write is the largest piece
+    area = size[largest]
+    keep = area >= np.maximum(_MIN_AREA, _KEEP_FRACTION * np.r_[np.inf, expected_area])
+    keep[0] = False
+    new_id = np.where(keep, np.cumsum(keep), 0).astype(np.int32)
+    piece_lut = np.where(largest[owner] == np.arange(count + 1), new_id[owner], 0)
+    piece_lut[0] = 0
+    source = np.r_[-1, np.flatnonzero(keep) - 1]
+    return piece_lut.astype(np.int32)[pieces], source
+
+
+def _median_diameter(labels: np.ndarray) -> float:
+    area = np.bincount(labels.ravel())[1:]
+    area = area[area > 0]
+    return float(np.median(2 * np.sqrt(area / np.pi))) if len(area) else 0.0
+
+
+def _checked_shape(shape) -> tuple[int, int]:
+    if len(shape) != 2 or min(shape) < 32:
+        raise ValueError(f"shape must be (height, width) with both at least 32, got {shape!r}")
+    return int(shape[0]), int(shape[1])
+
+
+def _checked_positive(name: str, value: float | None) -> float | None:
+    if value is not None and not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number or None, got {value!r}")
+    return value
+
+
+def _fit_diameter(
+    build: Callable[[np.random.Generator, float], tuple],
+    seed: int,
+    nominal: float,
+    requested: float | None,
+) -> tuple:
+    """Run a geometry builder; when a diameter was requested, rescale until the labelled
+    objects' median diameter is within 3 % of it (clipping by neighbours shrinks objects)."""
+    scale = 1.0
+    result = build(np.random.default_rng(seed), nominal)
+    for _ in range(3):
+        measured = _median_diameter(result[0])
+        if requested is None or measured == 0 or abs(measured / requested - 1) < 0.03:
+            break
+        scale *= requested / measured
+        result = build(np.random.default_rng(seed), nominal * scale)
+    return result
+
+
+# --------------------------------------------------------------------------- nuclei
+
+
+@dataclass
+class _Nuclei:
+    labels: np.ndarray
+    depth: np.ndarray
+    mitotic: np.ndarray  # (N + 1,) bool per label
+    area: np.ndarray
+
+
+def _nuclei_geometry(
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    diameter: float,
+    density: float,
+    *,
+    clustering: float,
+    mitotic_rate: float,
+    size_spread: float = 0.18,
+    aspect: tuple[float, float] = (6.0, 1.8),
+    wobble: float = 0.04,
+    rough: float = 0.04,
+    spacing: float = 0.9,
+) -> _Nuclei:
+    height, width = shape
+    radius = 0.5 * diameter
+    target = int(density * height * width / (np.pi * radius**2)) + 1
+    # Colonies: a smooth weight map; candidates follow it, a fifth are spread evenly.
+    grid = max(4.0, 2 * radius)
+    weight_shape = (int(np.ceil(height / grid)), int(np.ceil(width / grid)))
+    scale = rng.uniform(4, 15) * diameter / grid
+    weight = np.exp(clustering * _noise(rng, weight_shape, scale)).astype(np.float64)
+    weight = 0.8 * weight / weight.mean() + 0.2
+    count = 3 * target + 20
+    points = _candidates(rng, shape, count, weight)
+    sizes = radius * np.exp(size_spread * rng.standard_normal(count))
+    mitotic = rng.random(count) < mitotic_rate
+    sizes[mitotic] *= rng.uniform(0.45, 0.7, mitotic.sum())
+    keep = _hard_core(points, sizes, spacing, target)
+    objects = _shapes(rng, points[keep], sizes[keep], aspect, wobble, rough)
+    mitotic = mitotic[keep]
+    objects.aspect[mitotic] = rng.uniform(0.25, 0.7, mitotic.sum())  # plates and rods
+    labels, depth = _rasterise(shape, objects, _noise(rng, shape, max(1.0, 0.12 * diameter)))
+    area = np.pi * objects.radius**2
+    labels, source = _clean(labels, area)
+    return _Nuclei(labels, depth, np.r_[False, mitotic[source[1:]]], area[source[1:]])
+
+
+def nuclei_field(
+    seed: int,
+    shape: tuple[int, int] = (512, 512),
+    *,
+    diameter: float | None = None,
+    density: float | None = None,
+) -> Field:
+    """A widefield DNA-stain image (Hoechst/DAPI-like) of nuclei, as a 16-bit camera gives it.
+
+    Args:
+        seed: Random seed; the same seed and arguments give the same field.
+        shape: (H, W) in pixels.
+        diameter: Typical nucleus diameter in pixels; drawn from 10-40 when None. Objects
+            vary around it (about 18 %), mitotic figures are smaller.
+        density: Share of the field the nuclei would cover before clipping (0.02 sparse,
+            0.5 confluent); drawn over that range when None.
+
+    Returns:
+        A :class:`Field` of kind ``"nuclei"``: uint16 counts on a camera offset.
+
+    Raises:
+        ValueError: For a bad shape, diameter or density.
+    """
+    shape = _checked_shape(shape)
+    _checked_positive("diameter", diameter)
+    _checked_positive("density", density)
+    rng = np.random.default_rng(seed)
+    nominal = diameter if diameter is not None else float(_loguniform(rng, 10, 40))
+    if density is None:
+        density = float(_loguniform(rng, 0.03, 0.5))
+    clustering = rng.uniform(0.0, 2.0)
+    mitotic_rate = rng.uniform(0.0, 0.05)
+    geometry_seed, render_seed = rng.integers(2**63, size=2)
+
+    def build(geo_rng, size):
+        nuclei = _nuclei_geometry(
+            geo_rng, shape, size, density, clustering=clustering, mitotic_rate=mitotic_rate
+        )
+        return nuclei.labels, nuclei
+
+    _, nuclei = _fit_diameter(build, int(geometry_seed), nominal, diameter)
+    image = _render_nuclei(np.random.default_rng(int(render_seed)), nuclei, nominal)
+    return Field(image, nuclei.labels, "nuclei", _median_diameter(nuclei.labels))
+
+
+def _render_nuclei(rng: np.random.Generator, nuclei: _Nuclei, diameter: float) -> np.ndarray:
+    labels = nuclei.labels
+    shape = labels.shape
+    n = int(labels.max())
+    inside = labels > 0
+    # Per nucleus: brightness (x2-x4 between dim and bright ones), focus.
+    spread = rng.uniform(0.2, 0.38)
+    bright = np.exp(spread * rng.standard_normal(n + 1))
+    bright[nuclei.mitotic] *= rng.uniform(1.8, 3.0)
+    out_of_focus = rng.random(n + 1) < rng.uniform(0.0, 0.2)
+    out_of_focus[nuclei.mitotic] = False
+    bright[out_of_focus] *= rng.uniform(0.4, 0.8, out_of_focus.sum())
+    bright[0] = 0.0
+    # Inside a nucleus: a flat dome (thickness), chromatin grain, darker nucleoli.
+    flatness = rng.uniform(0.25, 0.7)
+    dome = np.power(np.clip(1 - nuclei.depth**2, 0, 1), flatness, dtype=_F32)
+    grain = rng.uniform(0.06, 0.16) * _noise(rng, shape, rng.uniform(0.8, 1.5))
+    grain += rng.uniform(0.04, 0.12) * _noise(rng, shape, max(1.5, 0.1 * diameter))
+    grain[nuclei.mitotic[labels]] *= 2.0
+    nucleoli = np.clip((_noise(rng, shape, max(1.0, 0.07 * diameter)) - 1.7) / 0.6, 0, 1)
+    nucleoli *= rng.uniform(0.2, 0.5) * ~nuclei.mitotic[labels]
+    signal = bright[labels] * dome * np.clip(1 + grain, 0.2, None) * (1 - nucleoli)
+    signal[~inside] = 0.0
+    # Optics: point-spread blur, a wider one out of focus, scattered light.
+    psf = rng.uniform(0.7, 1.4)
+    blurred = out_of_focus[labels]
+    image = _blur(np.where(blurred, 0, signal).astype(_F32), psf)
+    if blurred.any():
+        image += _blur(np.where(blurred, signal, 0).astype(_F32), rng.uniform(0.1, 0.2) * diameter)
+    image += rng.uniform(0.01, 0.06) * _blur(image, 2.5 * diameter)
+    # Background (unbound dye, autofluorescence) and uneven illumination.
+    background = rng.uniform(0.01, 0.12) * (1 + 0.25 * _noise(rng, shape, max(shape) / 4))
+    image = (image + background) * _illumination(rng, shape, rng.uniform(0.05, 0.35))
+    # Camera: a few hundred counts at most above an offset.
+    gain = float(_loguniform(rng, 0.5, 2.0))  # counts per photoelectron
+    peak = float(_loguniform(rng, 40, 450))  # counts of a typical nucleus above offset
+    offset = float(rng.choice([100, 100, 100, 200, 500]))
+    return _camera(
+        rng,
+        image * (peak / gain),
+        gain=gain,
+        offset=offset,
+        read_noise=gain * rng.uniform(1.0, 2.5),
+    )
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def cell_field(
+    seed: int,
+    shape: tuple[int, int] = (512, 512),
+    *,
+    diameter: float | None = None,
+    modality: str = "fluorescence",
+) -> Field:
+    """Whole cells: sheets of touching cells and isolated ones, each labelled.
+
+    Args:
+        seed: Random seed; the same seed and arguments give the same field.
+        shape: (H, W) in pixels.
+        diameter: Typical cell diameter in pixels; drawn from 25-80 when None.
+        modality: ``"fluorescence"`` (cytoplasm stain, uint16), ``"phase"`` (phase contrast,
+            uint16) or ``"brightfield"`` (uint8 or uint16).
+
+    Returns:
+        A :class:`Field` of kind ``"cells_<modality>"``.
+
+    Raises:
+        ValueError: For a bad shape, diameter or modality.
+    """
+    shape = _checked_shape(shape)
+    _checked_positive("diameter", diameter)
+    if modality not in _CELL_MODALITIES:
+        raise ValueError(f"modality must be one of {_CELL_MODALITIES}, got {modality!r}")
+    rng = np.random.default_rng(seed)
+    nominal = diameter if diameter is not None else float(_loguniform(rng, 25, 80))
+    confluence = rng.uniform(0.15, 0.9)
+    geometry_seed, render_seed = rng.integers(2**63, size=2)
+
+    def build(geo_rng, size):
+        return _cell_geometry(geo_rng, shape, size, confluence)
+
+    labels, rounded = _fit_diameter(build, int(geometry_seed), nominal, diameter)
+    render = {
+        "fluorescence": _render_fluorescent_cells,
+        "phase": _render_phase,
+        "brightfield": _render_brightfield,
+    }[modality]
+    image = render(np.random.default_rng(int(render_seed)), labels, rounded, nominal)
+    return Field(image, labels, f"cells_{modality}", _median_diameter(labels))
+
+
+def _cell_geometry(rng, shape, diameter, confluence):
+    """Cells: seeds packed in colony regions (touching cells whose borders split the space
+    between them) plus scattered isolated cells; a few are small, round (dividing) cells."""
+    height, width = shape
+    radius = 0.5 * diameter
+    grid = max(4.0, radius)
+    weight_shape = (int(np.ceil(height / grid)), int(np.ceil(width / grid)))
+    colony = _noise(rng, weight_shape, rng.uniform(2, 5) * diameter / grid)
+    threshold = np.quantile(colony, 1 - confluence)
+    weight = (colony > threshold) + 0.03
+    target = int(confluence * height * width / (np.pi * radius**2) * 1.1) + 3
+    count = 4 * target
+    points = _candidates(rng, shape, count, weight.astype(np.float64))
+    sizes = 1.25 * radius * np.exp(0.2 * rng.standard_normal(count))
+    rounded = rng.random(count) < 0.05
+    sizes[rounded] *= 0.5
+    keep = _hard_core(points, sizes, 0.62, target)
+    objects = _shapes(rng, points[keep], sizes[keep], (3.0, 2.0), 0.09, 0.08)
+    rounded = rounded[keep]
+    objects.aspect[rounded] = rng.uniform(0.85, 1.0, rounded.sum())
+    objects.harmonics[rounded] *= 0.2
+    objects.rough[rounded] *= 0.2
+    labels, _ = _rasterise(shape, objects, _noise(rng, shape, 0.15 * diameter))
+    labels, source = _clean(labels, np.pi * objects.radius**2)
+    return labels, np.r_[False, rounded[source[1:]]]
+
+
+def _cell_interior(labels: np.ndarray):
+    """Distance of each pixel to its cell's border, and that distance relative to the cell's
+    deepest point (1 at the middle, 0 at the edge)."""
+    edge = np.zeros(labels.shape, bool)
+    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    edge[:, :-1] |= labels[:, 1:] != labels[:, :-1]
+    edge[1:] |= labels[1:] != labels[:-1]
+    edge[:-1] |= labels[1:] != labels[:-1]
+    distance = ndimage.distance_transform_edt((labels > 0) & ~edge).astype(_F32)
+    distance[labels > 0] += 0.5
+    deepest = np.asarray(ndimage.maximum(distance, labels, np.arange(int(labels.max()) + 1)), _F32)
+    deepest[0] = 1.0
+    return distance, distance / np.maximum(deepest[labels], 1.0)
+
+
+def _cell_layers(rng, labels, rounded, diameter):
+    """Thickness (0 outside, about 1 at the middle of a cell) and the nucleus share (0-1)."""
+    distance, relative = _cell_interior(labels)
+    n = int(labels.max())
+    edge_width = rng.uniform(0.06, 0.12) * diameter
+    thickness = (1 - np.exp(-distance / edge_width)) * (0.45 + 0.55 * relative)
+    thickness *= np.exp(0.15 * rng.standard_normal(n + 1))[labels]
+    thickness[rounded[labels]] = 1.8 * np.sqrt(relative[rounded[labels]])
+    thickness[labels == 0] = 0
+    wobble = 0.08 * _noise(rng, labels.shape, 0.1 * diameter)
+    cut = rng.uniform(0.45, 0.65, n + 1)[labels]
+    nucleus = 1 / (1 + np.exp(-(relative + wobble - cut) / 0.04))
+    nucleus[rounded[labels] | (labels == 0)] = 0
+    return thickness.astype(_F32), nucleus.astype(_F32)
+
+
+def _render_fluorescent_cells(rng, labels, rounded, diameter):
+    shape = labels.shape
+    n = int(labels.max())
+    thickness, nucleus = _cell_layers(rng, labels, rounded, diameter)
+    bright = np.exp(rng.uniform(0.2, 0.4) * rng.standard_normal(n + 1))
+    grain = 1 + rng.uniform(0.1, 0.25) * _noise(rng, shape, rng.uniform(0.8, 1.6))
+    grain += 0.15 * _noise(rng, shape, 0.05 * diameter)
+    nucleus_level = rng.choice([rng.uniform(0.5, 0.8), rng.uniform(1.1, 1.4)])
+    signal = bright[labels] * thickness * np.clip(grain, 0.2, None)
+    signal *= 1 + (nucleus_level - 1) * nucleus
+    image = _blur(signal.astype(_F32), rng.uniform(0.8, 1.6))
+    image += rng.uniform(0.02, 0.08) * _blur(image, 2 * diameter)
+    background = rng.uniform(0.02, 0.1) * (1 + 0.3 * _noise(rng, shape, max(shape) / 4))
+    image = (image + background) * _illumination(rng, shape, rng.uniform(0.05, 0.3))
+    gain = float(_loguniform(rng, 0.5, 2.0))
+    peak = float(_loguniform(rng, 80, 900))
+    return _camera(
+        rng, image * (peak / gain), gain=gain, offset=100.0, read_noise=gain * rng.uniform(1, 2.5)
+    )
+
+
+def _phase_signal(rng, labels, rounded, diameter):
+    """Optical path difference: thickness plus organelle texture."""
+    thickness, nucleus = _cell_layers(rng, labels, rounded, diameter)
+    granules = np.clip(_noise(rng, labels.shape, 1.2) - 1.0, 0, None)
+    path = thickness * (1 + 0.25 * nucleus + 0.35 * granules * (1 - nucleus))
+    return path.astype(_F32)
+
+
+def _render_phase(rng, labels, rounded, diameter):
+    shape = labels.shape
+    path = _phase_signal(rng, labels, rounded, diameter)
+    # Phase contrast shows the path minus its local mean: dark cells, bright halos outside.
+    halo = rng.uniform(0.12, 0.3) * diameter
+    contrast = path - _blur(path, halo)
+    is_round = rounded[labels]
+    contrast[is_round] *= -1.5  # thick rounded cells appear bright with a dark rim
+    image = 1 - rng.uniform(0.25, 0.5) * _blur(contrast, rng.uniform(0.7, 1.2))
+    image *= _illumination(rng, shape, rng.uniform(0.05, 0.2))
+    level = float(_loguniform(rng, 1500, 8000))
+    return _camera(rng, image * level, gain=1.0, offset=100.0, read_noise=2.0)
+
+
+def _render_brightfield(rng, labels, rounded, diameter):
+    shape = labels.shape
+    path = _phase_signal(rng, labels, rounded, diameter)
+    # Slight absorption plus a defocus term (a Laplacian of the path): darker rims.
+    absorption = rng.uniform(0.02, 0.07)
+    smooth = _blur(path, 0.04 * diameter + 1)
+    rim = smooth - _blur(path, 0.12 * diameter + 2)
+    image = 1 - absorption * _blur(path, 1.0) + rng.uniform(0.15, 0.35) * rim * -1
+    image *= _illumination(rng, shape, rng.uniform(0.1, 0.3))
+    if rng.random() < 0.5:
+        level = rng.uniform(150, 220)
+        noisy = rng.poisson(np.maximum(image * level * 20, 0)) / 20.0 + rng.normal(0, 0.8, shape)
+        return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
+    level = float(_loguniform(rng, 2000, 20000))
+    return _camera(rng, image * level, gain=1.0, offset=100.0, read_noise=3.0)
+
+
+# --------------------------------------------------------------------------- histology
+
+_HEMATOXYLIN = np.array([0.65, 0.70, 0.29])  # optical density per unit stain (Ruifrok-Johnston)
+_EOSIN = np.array([0.07, 0.99, 0.11])
+
+
+def histology_field(
+    seed: int, shape: tuple[int, int] = (512, 512), *, diameter: float | None = None
+) -> Field:
+    """An H&E-stained tissue section: hematoxylin nuclei (labelled) in eosin stroma.
+
+    Args:
+        seed: Random seed; the same seed and arguments give the same field.
+        shape: (H, W) in pixels.
+        diameter: Typical nucleus diameter in pixels; drawn from 8-25 when None.
+
+    Returns:
+        A :class:`Field` of kind ``"histology"`` with an (H, W, 3) uint8 RGB image.
+
+    Raises:
+        ValueError: For a bad shape or diameter.
+    """
+    shape = _checked_shape(shape)
+    _checked_positive("diameter", diameter)
+    rng = np.random.default_rng(seed)
+    nominal = diameter if diameter is not None else float(_loguniform(rng, 8, 25))
+    density = rng.uniform(0.15, 0.45)
+    geometry_seed, render_seed = rng.integers(2**63, size=2)
+
+    def build(geo_rng, size):
+        nuclei = _nuclei_geometry(
+            geo_rng, shape, size, density, clustering=2.0, mitotic_rate=0.15,
+            size_spread=0.22, aspect=(2.5, 2.0), wobble=0.07, rough=0.06, spacing=0.85,
+        )  # fmt: skip
+        return nuclei.labels, nuclei
+
+    _, nuclei = _fit_diameter(build, int(geometry_seed), nominal, diameter)
+    image = _render_histology(np.random.default_rng(int(render_seed)), nuclei, nominal)
+    return Field(image, nuclei.labels, "histology", _median_diameter(nuclei.labels))
+
+
+def _render_histology(rng, nuclei: _Nuclei, diameter: float) -> np.ndarray:
+    labels = nuclei.labels
+    shape = labels.shape
+    n = int(labels.max())
+    inside = labels > 0
+    # Tissue: stroma fibres (contour lines of a random field), cytoplasm, empty spaces.
+    fibres = np.exp(-((_noise(rng, shape, rng.uniform(3, 6)) / 0.35) ** 2))
+    tissue = _noise(rng, shape, rng.uniform(1.5, 4) * diameter)
+    empty = np.clip((tissue - rng.uniform(1.0, 2.0)) / 0.2, 0, 1)
+    eosin = (0.35 + 0.35 * fibres + 0.1 * _noise(rng, shape, 2.0)) * (1 - empty)
+    eosin *= rng.uniform(0.7, 1.3)
+    hema = 0.08 * (1 - empty) * (1 + 0.5 * _noise(rng, shape, 3.0))
+    # Nuclei: dark lymphocyte-like small ones, vesicular larger ones with a dark rim.
+    dark = np.exp(0.25 * rng.standard_normal(n + 1)) * rng.uniform(0.9, 1.4)
+    dark[nuclei.mitotic] *= 1.5
+    vesicular = rng.random(n + 1) < rng.uniform(0.2, 0.7)
+    rim = np.where(vesicular[labels], 0.55 + 0.6 * nuclei.depth**4, 1.0)
+    chromatin = 1 + 0.3 * _noise(rng, shape, 1.0)
+    stain = dark[labels] * rim * np.clip(chromatin, 0.3, None)
+    hema = np.where(inside, stain, hema)
+    eosin = np.where(inside, 0.25 * eosin, eosin)
+    hema = _blur(hema.astype(_F32), rng.uniform(0.6, 1.0))
+    eosin = _blur(eosin.astype(_F32), 0.8)
+    density = hema[..., None] * _HEMATOXYLIN * rng.uniform(0.9, 1.3) + eosin[..., None] * _EOSIN
+    rgb = 245 * np.exp(-density) + rng.normal(0, 2.5, (*shape, 3))
+    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def make_field(kind: str, seed: int, shape: tuple[int, int] = (512, 512), **kwargs) -> Field:
+    """A field of the named kind (one of :data:`FIELD_KINDS`); keyword arguments go to the
+    kind's generator (``diameter``, and ``density`` for nuclei)."""
+    if kind == "nuclei":
+        return nuclei_field(seed, shape, **kwargs)
+    if kind.startswith("cells_") and kind in FIELD_KINDS:
+        return cell_field(seed, shape, modality=kind.removeprefix("cells_"), **kwargs)
+    if kind == "histology":
+        return histology_field(seed, shape, **kwargs)
+    raise ValueError(f"kind must be one of {FIELD_KINDS}, got {kind!r}")
+
+
+def tiled(field: Field, reps: tuple[int, int]) -> Field:
+    """The same field repeated ``reps`` = (rows, columns) times: the same objects in a larger
+    field, each copy's labels renumbered after the previous copies'."""
+    if len(reps) != 2 or min(reps) < 1:
+        raise ValueError(f"reps must be two positive integers (rows, columns), got {reps!r}")
+    rows, cols = int(reps[0]), int(reps[1])
+    n = field.n_objects
+    copy = np.arange(rows * cols, dtype=np.int32).reshape(rows, cols) * n
+    offset = np.kron(copy, np.ones(field.labels.shape, np.int32))
+    labels = np.tile(field.labels, (rows, cols))
+    labels = np.where(labels > 0, labels + offset, 0).astype(np.int32)
+    image_reps = (rows, cols) + (1,) * (field.image.ndim - 2)
+    return Field(np.tile(field.image, image_reps), labels, field.kind, field.diameter)
