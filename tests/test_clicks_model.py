@@ -25,6 +25,8 @@ from sam_viz.training.evaluate import (
     nested_click,
 )
 
+pytestmark = pytest.mark.slow  # every test loads the shipped model or its delta
+
 SPEC = MODELS["lite_medsam_clicks"]
 
 

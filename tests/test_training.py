@@ -46,9 +46,15 @@ def test_scenes_are_reproducible_and_nested() -> None:
     )
 
 
+@pytest.fixture(scope="module")
+def thirty_scene_images() -> list[np.ndarray]:
+    return [scene.image for scene in scenes(0, 30)]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
-def test_scenes_cover_the_dtypes_microscopes_write(dtype) -> None:
-    images = [scene.image for scene in scenes(0, 30)]
+def test_scenes_cover_the_dtypes_microscopes_write(dtype, thirty_scene_images) -> None:
+    images = thirty_scene_images
     assert any(image.dtype == np.dtype(dtype) for image in images)
     assert any(image.ndim == 3 for image in images) and any(image.ndim == 2 for image in images)
 
@@ -147,6 +153,7 @@ def test_training_is_reproducible_from_its_seed(tiny_spec) -> None:
     assert any(not torch.equal(first[k], other[k]) for k in first)
 
 
+@pytest.mark.slow
 def test_trainer_learns_a_scene(tiny_predictor) -> None:
     images = scene_images(tiny_predictor, seed=2, count=1)
     trainer = _train(tiny_predictor, images, steps=40)
@@ -295,6 +302,7 @@ def test_calibration_sees_the_decoders_own_iou_token_and_masks(tiny_predictor) -
     torch.testing.assert_close(logits, out.masks[:, 1:], atol=1e-3, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_the_pipeline_resumes_its_second_stage_exactly(tmp_path) -> None:
     """The real embedded model, a minimal recipe: stage 1 alone, then resumed, equals both."""
     from sam_viz.training.pipeline import train_clicks
