@@ -73,17 +73,18 @@ def _loguniform(rng: np.random.Generator, low: float, high: float, size=None):
 
 def _upsample(small: np.ndarray, shape: tuple[int, int], step: float, origin: float = 0.0):
     """Bilinear resampling of a coarse grid to ``shape``: pixel i lies at grid position
-    (i - origin) / step. Done as two small matrix products (much faster than gathers)."""
-    matrices = []
-    for size, grid in zip(shape, small.shape, strict=True):
+    (i - origin) / step. Columns first (on the small array), then whole-row gathers."""
+
+    def weights(size: int, grid: int):
         position = np.clip((np.arange(size) - origin) / step, 0, grid - 1)
         low = np.minimum(position.astype(np.int64), grid - 2)
-        weight = (position - low).astype(_F32)
-        matrix = np.zeros((size, grid), _F32)
-        matrix[np.arange(size), low] = 1 - weight
-        matrix[np.arange(size), low + 1] = weight
-        matrices.append(matrix)
-    return (matrices[0] @ small.astype(_F32)) @ matrices[1].T
+        return low, (position - low).astype(_F32)
+
+    small = small.astype(_F32, copy=False)
+    low, weight = weights(shape[1], small.shape[1])
+    wide = small[:, low] * (1 - weight) + small[:, low + 1] * weight
+    low, weight = weights(shape[0], small.shape[0])
+    return wide[low] * (1 - weight)[:, None] + wide[low + 1] * weight[:, None]
 
 
 def _noise(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> np.ndarray:
@@ -92,13 +93,13 @@ def _noise(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> np
     The std is the field's theoretical one, not the sample's: a window much smaller than
     ``scale`` sees a nearly constant field, as it should.
     """
-    if scale <= 3.0:
+    if scale <= 4.0:
         white = rng.standard_normal(shape, _F32)
         return ndimage.gaussian_filter(white, scale, truncate=3.0) / _filtered_std(scale)
-    # Smooth fields are drawn on a coarse grid (3 samples per scale) and interpolated.
-    step = scale / 3.0
+    # Smooth fields are drawn on a coarse grid (2 samples per scale) and interpolated.
+    step = scale / 2.0
     small = rng.standard_normal(tuple(int(s / step) + 3 for s in shape), _F32)
-    small = ndimage.gaussian_filter(small, 3.0, mode="wrap", truncate=3.0) / _filtered_std(3.0)
+    small = ndimage.gaussian_filter(small, 2.0, mode="wrap", truncate=3.0) / _filtered_std(2.0)
     return _upsample(small, shape, step)
 
 
@@ -147,7 +148,7 @@ def _camera(
     ``read_noise`` is in counts; each column gets its own small offset (sCMOS fixed pattern).
     """
     counts = gain * rng.poisson(np.maximum(electrons, 0)).astype(_F32)
-    counts += offset + rng.normal(0, 0.3 * read_noise, electrons.shape[1]).astype(_F32)
+    counts += offset + rng.normal(0, 0.1 * read_noise, electrons.shape[1]).astype(_F32)
     counts += read_noise * rng.standard_normal(electrons.shape, _F32)
     return np.clip(np.round(counts), 0, np.iinfo(dtype).max).astype(dtype)
 
@@ -385,7 +386,7 @@ class _Nuclei:
     labels: np.ndarray
     depth: np.ndarray
     mitotic: np.ndarray  # (N + 1,) bool per label
-    area: np.ndarray
+    roughness: np.ndarray  # the noise field that roughened the outlines (scale 0.1 diameter)
 
 
 def _nuclei_geometry(
@@ -395,12 +396,13 @@ def _nuclei_geometry(
     density: float,
     *,
     clustering: float,
+    spacing: float,
     mitotic_rate: float,
+    micronuclei_rate: float = 0.0,
     size_spread: float = 0.18,
     aspect: tuple[float, float] = (6.0, 1.8),
     wobble: float = 0.04,
     rough: float = 0.04,
-    spacing: float = 0.9,
 ) -> _Nuclei:
     height, width = shape
     radius = 0.5 * diameter
@@ -413,17 +415,36 @@ def _nuclei_geometry(
     weight = 0.8 * weight / weight.mean() + 0.2
     count = 3 * target + 20
     points = _candidates(rng, shape, count, weight)
+    # Candidates in dense places come first, so colonies fill up (neighbours touch) before
+    # the sparse places get their share.
+    local = weight[
+        (points[:, 0] * weight_shape[0] / height).astype(int),
+        (points[:, 1] * weight_shape[1] / width).astype(int),
+    ]
+    points = points[np.argsort(rng.exponential(size=count) / local ** min(clustering, 1.0))]
+    # Sizes: a lognormal spread, a few large (polyploid) nuclei, small mitotic figures.
     sizes = radius * np.exp(size_spread * rng.standard_normal(count))
+    sizes[rng.random(count) < 0.03] *= 1.4
     mitotic = rng.random(count) < mitotic_rate
     sizes[mitotic] *= rng.uniform(0.45, 0.7, mitotic.sum())
     keep = _hard_core(points, sizes, spacing, target)
-    objects = _shapes(rng, points[keep], sizes[keep], aspect, wobble, rough)
-    mitotic = mitotic[keep]
+    points, sizes, mitotic = points[keep], sizes[keep], mitotic[keep]
+    # Micronuclei: tiny round bodies against the edge of some nuclei.
+    parents = np.flatnonzero((rng.random(len(keep)) < micronuclei_rate) & ~mitotic)
+    micro = sizes[parents] * rng.uniform(0.15, 0.3, len(parents))
+    direction = rng.uniform(0, 2 * np.pi, len(parents))
+    reach = sizes[parents] + micro * rng.uniform(0.6, 1.6, len(parents))
+    around = points[parents] + reach[:, None] * np.stack([np.sin(direction), np.cos(direction)], 1)
+    points = np.concatenate([points, around])
+    sizes = np.concatenate([sizes, micro])
+    mitotic = np.concatenate([mitotic, np.zeros(len(parents), bool)])
+    objects = _shapes(rng, points, sizes, aspect, wobble, rough)
     objects.aspect[mitotic] = rng.uniform(0.25, 0.7, mitotic.sum())  # plates and rods
-    labels, depth = _rasterise(shape, objects, _noise(rng, shape, max(1.0, 0.12 * diameter)))
-    area = np.pi * objects.radius**2
-    labels, source = _clean(labels, area)
-    return _Nuclei(labels, depth, np.r_[False, mitotic[source[1:]]], area[source[1:]])
+    objects.aspect[len(keep) :] = rng.uniform(0.7, 1.0, len(parents))
+    roughness = _noise(rng, shape, max(1.0, 0.1 * diameter))
+    labels, depth = _rasterise(shape, objects, roughness)
+    labels, source = _clean(labels, np.pi * objects.radius**2)
+    return _Nuclei(labels, depth, np.r_[False, mitotic[source[1:]]], roughness)
 
 
 def nuclei_field(
@@ -454,16 +475,19 @@ def nuclei_field(
     _checked_positive("density", density)
     rng = np.random.default_rng(seed)
     nominal = diameter if diameter is not None else float(_loguniform(rng, 10, 40))
-    if density is None:
-        density = float(_loguniform(rng, 0.03, 0.5))
-    clustering = rng.uniform(0.0, 2.0)
-    mitotic_rate = rng.uniform(0.0, 0.05)
+    if density is None:  # half the fields crowded, half sparse to moderate
+        crowded = rng.random() < 0.5
+        density = rng.uniform(0.25, 0.5) if crowded else float(_loguniform(rng, 0.02, 0.25))
+    options = {
+        "clustering": rng.uniform(0.0, 2.5),  # 0: evenly spread; 2.5: dense colonies
+        "spacing": rng.uniform(0.7, 0.95),  # below 1, neighbours press against each other
+        "mitotic_rate": rng.uniform(0.0, 0.05),
+        "micronuclei_rate": rng.uniform(0.0, 0.03),
+    }
     geometry_seed, render_seed = rng.integers(2**63, size=2)
 
     def build(geo_rng, size):
-        nuclei = _nuclei_geometry(
-            geo_rng, shape, size, density, clustering=clustering, mitotic_rate=mitotic_rate
-        )
+        nuclei = _nuclei_geometry(geo_rng, shape, size, density, **options)
         return nuclei.labels, nuclei
 
     _, nuclei = _fit_diameter(build, int(geometry_seed), nominal, diameter)
@@ -485,13 +509,13 @@ def _render_nuclei(rng: np.random.Generator, nuclei: _Nuclei, diameter: float) -
     bright[out_of_focus] *= rng.uniform(0.4, 0.8, out_of_focus.sum())
     bright[0] = 0.0
     # Inside a nucleus: a flat dome (thickness), chromatin grain, darker nucleoli.
-    flatness = rng.uniform(0.25, 0.7)
-    dome = np.power(np.clip(1 - nuclei.depth**2, 0, 1), flatness, dtype=_F32)
-    grain = rng.uniform(0.06, 0.16) * _noise(rng, shape, rng.uniform(0.8, 1.5))
-    grain += rng.uniform(0.04, 0.12) * _noise(rng, shape, max(1.5, 0.1 * diameter))
+    flatness = rng.uniform(0.3, 0.6)
+    dome = np.power(np.clip(1 - nuclei.depth**4, 0, 1), flatness, dtype=_F32)
+    grain = rng.uniform(0.08, 0.2) * _noise(rng, shape, rng.uniform(0.8, 1.5))
+    grain += rng.uniform(0.04, 0.12) * np.roll(nuclei.roughness, 7, axis=1)
     grain[nuclei.mitotic[labels]] *= 2.0
-    nucleoli = np.clip((_noise(rng, shape, max(1.0, 0.07 * diameter)) - 1.7) / 0.6, 0, 1)
-    nucleoli *= rng.uniform(0.2, 0.5) * ~nuclei.mitotic[labels]
+    nucleoli = np.clip((nuclei.roughness - 1.5) / 0.6, 0, 1)
+    nucleoli *= rng.uniform(0.25, 0.55) * ~nuclei.mitotic[labels]
     signal = bright[labels] * dome * np.clip(1 + grain, 0.2, None) * (1 - nucleoli)
     signal[~inside] = 0.0
     # Optics: point-spread blur, a wider one out of focus, scattered light.
@@ -554,14 +578,21 @@ def cell_field(
     def build(geo_rng, size):
         return _cell_geometry(geo_rng, shape, size, confluence)
 
-    labels, rounded = _fit_diameter(build, int(geometry_seed), nominal, diameter)
+    _, cells = _fit_diameter(build, int(geometry_seed), nominal, diameter)
     render = {
         "fluorescence": _render_fluorescent_cells,
         "phase": _render_phase,
         "brightfield": _render_brightfield,
     }[modality]
-    image = render(np.random.default_rng(int(render_seed)), labels, rounded, nominal)
-    return Field(image, labels, f"cells_{modality}", _median_diameter(labels))
+    image = render(np.random.default_rng(int(render_seed)), cells, nominal)
+    return Field(image, cells.labels, f"cells_{modality}", _median_diameter(cells.labels))
+
+
+@dataclass
+class _Cells:
+    labels: np.ndarray
+    depth: np.ndarray  # normalised radius in the cell's outline: 0 at its seed, 1 at the edge
+    rounded: np.ndarray  # (N + 1,) bool: small, round (dividing) cells
 
 
 def _cell_geometry(rng, shape, diameter, confluence):
@@ -581,55 +612,55 @@ def _cell_geometry(rng, shape, diameter, confluence):
     rounded = rng.random(count) < 0.05
     sizes[rounded] *= 0.5
     keep = _hard_core(points, sizes, 0.62, target)
-    objects = _shapes(rng, points[keep], sizes[keep], (3.0, 2.0), 0.09, 0.08)
+    objects = _shapes(rng, points[keep], sizes[keep], (3.0, 2.0), 0.12, 0.12)
     rounded = rounded[keep]
     objects.aspect[rounded] = rng.uniform(0.85, 1.0, rounded.sum())
     objects.harmonics[rounded] *= 0.2
     objects.rough[rounded] *= 0.2
-    labels, _ = _rasterise(shape, objects, _noise(rng, shape, 0.15 * diameter))
+    labels, depth = _rasterise(shape, objects, _noise(rng, shape, 0.15 * diameter))
     labels, source = _clean(labels, np.pi * objects.radius**2)
-    return labels, np.r_[False, rounded[source[1:]]]
+    return labels, _Cells(labels, depth, np.r_[False, rounded[source[1:]]])
 
 
-def _cell_interior(labels: np.ndarray):
-    """Distance of each pixel to its cell's border, and that distance relative to the cell's
-    deepest point (1 at the middle, 0 at the edge)."""
-    edge = np.zeros(labels.shape, bool)
-    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
-    edge[:, :-1] |= labels[:, 1:] != labels[:, :-1]
-    edge[1:] |= labels[1:] != labels[:-1]
-    edge[:-1] |= labels[1:] != labels[:-1]
-    distance = ndimage.distance_transform_edt((labels > 0) & ~edge).astype(_F32)
-    distance[labels > 0] += 0.5
-    deepest = np.asarray(ndimage.maximum(distance, labels, np.arange(int(labels.max()) + 1)), _F32)
-    deepest[0] = 1.0
-    return distance, distance / np.maximum(deepest[labels], 1.0)
+def _cell_layers(rng, cells: _Cells, diameter: float):
+    """Thickness (0 outside, about 1 over the nucleus) and the nucleus share (0-1).
 
-
-def _cell_layers(rng, labels, rounded, diameter):
-    """Thickness (0 outside, about 1 at the middle of a cell) and the nucleus share (0-1)."""
-    distance, relative = _cell_interior(labels)
+    A spread cell is thin at its periphery and rises towards the nucleus around its seed; a
+    rounded (dividing) cell is a thick dome.
+    """
+    labels = cells.labels
     n = int(labels.max())
-    edge_width = rng.uniform(0.06, 0.12) * diameter
-    thickness = (1 - np.exp(-distance / edge_width)) * (0.45 + 0.55 * relative)
+    inside = labels > 0
+    inner = inside.copy()  # inside, and not on a border with the background or a neighbour
+    inner[:, 1:] &= labels[:, 1:] == labels[:, :-1]
+    inner[:, :-1] &= labels[:, 1:] == labels[:, :-1]
+    inner[1:] &= labels[1:] == labels[:-1]
+    inner[:-1] &= labels[1:] == labels[:-1]
+    edge = rng.uniform(0.015, 0.04) * diameter + 0.5  # how fast the membrane edge rises
+    rise = np.clip(2 * _blur(inner.astype(_F32), edge) - 0.8, 0, 1) * inside
+    dome = np.clip(1 - cells.depth**2, 0, 1)
+    floor = rng.uniform(0.12, 0.4)  # periphery thickness relative to the middle
+    thickness = rise * (floor + (1 - floor) * dome ** rng.uniform(0.6, 1.5))
     thickness *= np.exp(0.15 * rng.standard_normal(n + 1))[labels]
-    thickness[rounded[labels]] = 1.8 * np.sqrt(relative[rounded[labels]])
-    thickness[labels == 0] = 0
-    wobble = 0.08 * _noise(rng, labels.shape, 0.1 * diameter)
-    cut = rng.uniform(0.45, 0.65, n + 1)[labels]
-    nucleus = 1 / (1 + np.exp(-(relative + wobble - cut) / 0.04))
-    nucleus[rounded[labels] | (labels == 0)] = 0
+    is_round = cells.rounded[labels]
+    thickness[is_round] = 1.8 * np.sqrt(dome[is_round]) * rise[is_round]
+    wobble = 0.06 * _noise(rng, labels.shape, 0.1 * diameter)
+    cut = rng.uniform(0.3, 0.5, n + 1)[labels]
+    nucleus = 1 / (1 + np.exp(-(cut - cells.depth + wobble) / 0.03)) * rise
+    nucleus[is_round | ~inside] = 0
     return thickness.astype(_F32), nucleus.astype(_F32)
 
 
-def _render_fluorescent_cells(rng, labels, rounded, diameter):
+def _render_fluorescent_cells(rng, cells: _Cells, diameter: float):
+    labels = cells.labels
     shape = labels.shape
     n = int(labels.max())
-    thickness, nucleus = _cell_layers(rng, labels, rounded, diameter)
-    bright = np.exp(rng.uniform(0.2, 0.4) * rng.standard_normal(n + 1))
-    grain = 1 + rng.uniform(0.1, 0.25) * _noise(rng, shape, rng.uniform(0.8, 1.6))
-    grain += 0.15 * _noise(rng, shape, 0.05 * diameter)
-    nucleus_level = rng.choice([rng.uniform(0.5, 0.8), rng.uniform(1.1, 1.4)])
+    thickness, nucleus = _cell_layers(rng, cells, diameter)
+    bright = np.exp(rng.uniform(0.25, 0.5) * rng.standard_normal(n + 1))
+    grain = 1 + rng.uniform(0.12, 0.3) * _noise(rng, shape, rng.uniform(0.8, 1.6))
+    grain += rng.uniform(0.1, 0.25) * _noise(rng, shape, 0.05 * diameter)
+    # Cytoplasm stains leave the nucleus darker; whole-cell stains make it brighter.
+    nucleus_level = rng.choice([rng.uniform(0.35, 0.7), rng.uniform(1.1, 1.4)])
     signal = bright[labels] * thickness * np.clip(grain, 0.2, None)
     signal *= 1 + (nucleus_level - 1) * nucleus
     image = _blur(signal.astype(_F32), rng.uniform(0.8, 1.6))
@@ -643,38 +674,37 @@ def _render_fluorescent_cells(rng, labels, rounded, diameter):
     )
 
 
-def _phase_signal(rng, labels, rounded, diameter):
-    """Optical path difference: thickness plus organelle texture."""
-    thickness, nucleus = _cell_layers(rng, labels, rounded, diameter)
-    granules = np.clip(_noise(rng, labels.shape, 1.2) - 1.0, 0, None)
-    path = thickness * (1 + 0.25 * nucleus + 0.35 * granules * (1 - nucleus))
+def _optical_path(rng, cells: _Cells, diameter: float):
+    """Optical path difference: thickness, a denser nucleus with nucleoli, granules."""
+    thickness, nucleus = _cell_layers(rng, cells, diameter)
+    granules = np.clip(_noise(rng, cells.labels.shape, 1.2) - 1.0, 0, None)
+    nucleoli = np.clip(_noise(rng, cells.labels.shape, 0.04 * diameter) - 1.5, 0, None)
+    path = thickness * (1 + nucleus * (0.15 + 0.5 * nucleoli) + 0.3 * granules * (1 - nucleus))
     return path.astype(_F32)
 
 
-def _render_phase(rng, labels, rounded, diameter):
-    shape = labels.shape
-    path = _phase_signal(rng, labels, rounded, diameter)
+def _render_phase(rng, cells: _Cells, diameter: float):
+    shape = cells.labels.shape
+    path = _optical_path(rng, cells, diameter)
     # Phase contrast shows the path minus its local mean: dark cells, bright halos outside.
-    halo = rng.uniform(0.12, 0.3) * diameter
-    contrast = path - _blur(path, halo)
-    is_round = rounded[labels]
-    contrast[is_round] *= -1.5  # thick rounded cells appear bright with a dark rim
+    contrast = path - _blur(path, rng.uniform(0.12, 0.3) * diameter)
+    contrast[cells.rounded[cells.labels]] *= -1.5  # thick round cells: bright, dark rim
     image = 1 - rng.uniform(0.25, 0.5) * _blur(contrast, rng.uniform(0.7, 1.2))
-    image *= _illumination(rng, shape, rng.uniform(0.05, 0.2))
+    image *= _illumination(rng, shape, rng.uniform(0.03, 0.15))
     level = float(_loguniform(rng, 1500, 8000))
     return _camera(rng, image * level, gain=1.0, offset=100.0, read_noise=2.0)
 
 
-def _render_brightfield(rng, labels, rounded, diameter):
-    shape = labels.shape
-    path = _phase_signal(rng, labels, rounded, diameter)
-    # Slight absorption plus a defocus term (a Laplacian of the path): darker rims.
-    absorption = rng.uniform(0.02, 0.07)
-    smooth = _blur(path, 0.04 * diameter + 1)
-    rim = smooth - _blur(path, 0.12 * diameter + 2)
-    image = 1 - absorption * _blur(path, 1.0) + rng.uniform(0.15, 0.35) * rim * -1
-    image *= _illumination(rng, shape, rng.uniform(0.1, 0.3))
-    if rng.random() < 0.5:
+def _render_brightfield(rng, cells: _Cells, diameter: float):
+    shape = cells.labels.shape
+    path = _optical_path(rng, cells, diameter)
+    # Slight absorption plus a defocus term (a band-passed path): thin dark or bright rims.
+    fine = _blur(path, 0.015 * diameter + 0.8)
+    rim = fine - _blur(path, 0.05 * diameter + 2.0)
+    defocus = rng.choice([-1.0, 1.0], p=[0.7, 0.3]) * rng.uniform(0.1, 0.3)
+    image = 1 - rng.uniform(0.02, 0.06) * fine - defocus * rim
+    image *= _illumination(rng, shape, rng.uniform(0.05, 0.2))
+    if rng.random() < 0.5:  # an 8-bit camera
         level = rng.uniform(150, 220)
         noisy = rng.poisson(np.maximum(image * level * 20, 0)) / 20.0 + rng.normal(0, 0.8, shape)
         return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
@@ -713,8 +743,8 @@ def histology_field(
 
     def build(geo_rng, size):
         nuclei = _nuclei_geometry(
-            geo_rng, shape, size, density, clustering=2.0, mitotic_rate=0.15,
-            size_spread=0.22, aspect=(2.5, 2.0), wobble=0.07, rough=0.06, spacing=0.85,
+            geo_rng, shape, size, density, clustering=2.0, spacing=0.85, mitotic_rate=0.15,
+            size_spread=0.22, aspect=(2.5, 2.0), wobble=0.07, rough=0.06,
         )  # fmt: skip
         return nuclei.labels, nuclei
 
