@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sam_viz.jupyter.display import DisplayFrame, outline, overlay_rgba, png_bytes, png_to_array
+from sam_viz.render import CANDIDATE_COLORS, candidate_color
 
 
 @pytest.mark.parametrize(
@@ -40,3 +41,9 @@ def test_overlay_is_lossless_with_an_opaque_outline():
     assert rgba[0, 0].tolist() == [0, 0, 0, 0]
     assert outline(mask).sum() == 5 * 5 - 3 * 3
     np.testing.assert_array_equal(png_to_array(png_bytes(rgba)), rgba)
+
+
+def test_candidates_are_coloured_by_name():
+    assert candidate_color("part") == CANDIDATE_COLORS["part"] != CANDIDATE_COLORS["subpart"]
+    # SAM's single mask, and a name without a colour of its own, are drawn as "mask".
+    assert candidate_color("") == candidate_color("mask") == CANDIDATE_COLORS["mask"]
