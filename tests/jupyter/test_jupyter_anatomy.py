@@ -20,7 +20,8 @@ def test_point_encoding_is_the_models_fourier_features(tiny_model):
     ours = anatomy.point_positional_encoding(tiny_model, xy)
     with torch.inference_mode():
         theirs = encoder.pe_layer.forward_with_coords(
-            torch.tensor(xy + 0.5, dtype=torch.float32)[None], encoder.input_image_size)[0]
+            torch.tensor(xy + 0.5, dtype=torch.float32)[None], encoder.input_image_size
+        )[0]
     assert ours.shape == (3, 256)
     np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-4)
     # sin^2 + cos^2 = 1 per frequency: every encoding has length sqrt(128).
@@ -50,17 +51,21 @@ def test_sparse_tokens_are_positional_plus_learned(tiny_model, embedded, with_bo
     else:
         assert kinds == ["positive point", "negative point", "padding (not a point)"]
     learned = anatomy.learned_embeddings(tiny_model)
-    np.testing.assert_array_equal(tokens[0].learned,
-                                  tiny_model.prompt_encoder.point_embeddings[1].weight[0]
-                                  .detach().numpy())
+    np.testing.assert_array_equal(
+        tokens[0].learned, tiny_model.prompt_encoder.point_embeddings[1].weight[0].detach().numpy()
+    )
     np.testing.assert_array_equal(tokens[1].learned, learned["negative point"])
 
     coords = torch.tensor(frame.points_to_model(points), dtype=torch.float32)[None]
-    boxes = None if box is None else torch.tensor(frame.boxes_to_model(np.array([box])),
-                                                  dtype=torch.float32)
+    boxes = (
+        None
+        if box is None
+        else torch.tensor(frame.boxes_to_model(np.array([box])), dtype=torch.float32)
+    )
     with torch.inference_mode():
-        sparse, _ = tiny_model.prompt_encoder(points=(coords, torch.tensor(labels)[None]),
-                                              boxes=boxes, masks=None)
+        sparse, _ = tiny_model.prompt_encoder(
+            points=(coords, torch.tensor(labels)[None]), boxes=boxes, masks=None
+        )
     np.testing.assert_allclose(np.stack([t.total for t in tokens]), sparse[0].numpy(), atol=1e-4)
 
 
@@ -72,9 +77,16 @@ def test_mask_path_steps_down_to_the_embedding_grid(tiny_model):
     logits = np.random.default_rng(1).normal(size=(low, low)).astype(np.float32)
     stages = anatomy.mask_prompt_path(tiny_model, logits)
     shapes = [s.maps.shape for s in stages]
-    assert shapes == [(1, low, low), (4, low // 2, low // 2), (4, low // 2, low // 2),
-                      (4, low // 2, low // 2), (16, grid, grid), (16, grid, grid),
-                      (16, grid, grid), (256, grid, grid)]
+    assert shapes == [
+        (1, low, low),
+        (4, low // 2, low // 2),
+        (4, low // 2, low // 2),
+        (4, low // 2, low // 2),
+        (16, grid, grid),
+        (16, grid, grid),
+        (16, grid, grid),
+        (256, grid, grid),
+    ]
     assert stages[1].name == "conv 2x2 stride 2 \u2192 4 channels"
     assert stages[4].name == "conv 2x2 stride 2 \u2192 16 channels"
     assert stages[7].name == "conv 1x1 stride 1 \u2192 256 channels"
@@ -83,8 +95,10 @@ def test_mask_path_steps_down_to_the_embedding_grid(tiny_model):
     np.testing.assert_allclose(stages[-1].maps, dense[0].numpy(), atol=1e-5)
     with pytest.raises(ValueError, match="mask_logits must have shape"):
         anatomy.mask_prompt_path(tiny_model, logits[:8, :8])
-    np.testing.assert_array_equal(anatomy.no_mask_dense(tiny_model)[:, 3, 5],
-                                  anatomy.learned_embeddings(tiny_model)["no mask"])
+    np.testing.assert_array_equal(
+        anatomy.no_mask_dense(tiny_model)[:, 3, 5],
+        anatomy.learned_embeddings(tiny_model)["no mask"],
+    )
 
 
 def test_decoder_trace_matches_the_predictor(embedded):
@@ -93,23 +107,30 @@ def test_decoder_trace_matches_the_predictor(embedded):
     points, labels = np.array([[20.0, 40.0]]), np.array([1])
     trace = anatomy.decoder_trace(predictor, embedding, points, labels, box)
     prediction = predictor.predict(points, labels, box, embedding=embedding)
-    assert trace.token_names == ("IoU token", "mask token 0", "mask token 1",
-                                 "mask token 2", "mask token 3")
+    assert trace.token_names == (
+        "IoU token",
+        "mask token 0",
+        "mask token 1",
+        "mask token 2",
+        "mask token 3",
+    )
     assert [t.kind for t in trace.sparse] == ["positive point", "box top-left", "box bottom-right"]
     assert trace.tokens_in.shape == trace.tokens_out.shape == (5, 256)
     assert not np.allclose(trace.tokens_in, trace.tokens_out)
     assert trace.hyper_weights.shape[0] == 4
     for j, token in enumerate(prediction.token_indices):
-        np.testing.assert_allclose(trace.low_res_logits[token], prediction.low_res_logits[j],
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            trace.low_res_logits[token], prediction.low_res_logits[j], atol=1e-4
+        )
         assert trace.iou_scores[token] == pytest.approx(prediction.iou_scores[j], abs=1e-5)
         assert trace.candidate_names[token] == prediction.names[j]
     assert trace.candidate_names[0] == "single mask"
     single = predictor.predict(points, labels, box, embedding=embedding, multimask_output=False)
     np.testing.assert_allclose(trace.low_res_logits[0], single.low_res_logits[0], atol=1e-4)
     # With a mask prompt, the dense part is the mask path's output.
-    masked = anatomy.decoder_trace(predictor, embedding, points, labels, box,
-                                   mask_logits=trace.low_res_logits[1])
+    masked = anatomy.decoder_trace(
+        predictor, embedding, points, labels, box, mask_logits=trace.low_res_logits[1]
+    )
     path = anatomy.mask_prompt_path(predictor.model, trace.low_res_logits[1])
     np.testing.assert_allclose(masked.dense, path[-1].maps, atol=1e-5)
 

@@ -11,8 +11,12 @@ from sam_viz.render import CANDIDATE_COLORS, candidate_color
 
 @pytest.mark.parametrize(
     ("image_hw", "display_hw"),
-    [((96, 64), (192, 128)), ((303, 384), (303, 384)), ((1500, 1000), (640, 427)),
-     ((10, 3000), (2, 640))],
+    [
+        ((96, 64), (192, 128)),
+        ((303, 384), (303, 384)),
+        ((1500, 1000), (640, 427)),
+        ((10, 3000), (2, 640)),
+    ],
 )
 def test_fit(image_hw, display_hw):
     assert DisplayFrame.fit(image_hw, 640).display_hw == display_hw

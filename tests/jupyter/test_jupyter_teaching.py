@@ -13,8 +13,11 @@ from sam_viz.jupyter.figures import figure_html, token_strips
 def test_explorer_follows_the_point(tiny_predictor, non_square_image, mouse, monkeypatch):
     view = PromptEncoderExplorer(non_square_image, tiny_predictor, box=(4, 10, 50, 80))
     assert view.trace is not None
-    assert [t.kind for t in view.trace.sparse] == ["positive point", "box top-left",
-                                                   "box bottom-right"]
+    assert [t.kind for t in view.trace.sparse] == [
+        "positive point",
+        "box top-left",
+        "box bottom-right",
+    ]
     before_similarity = view.similarity.image.value
     before_tokens = view.tokens.children[0].children[1].value
     before_trace = view.trace
@@ -28,8 +31,9 @@ def test_explorer_follows_the_point(tiny_predictor, non_square_image, mouse, mon
     # A click on the image moves the point there, with one update.
     traces = []
     trace = anatomy.decoder_trace
-    monkeypatch.setattr(anatomy, "decoder_trace",
-                        lambda *a, **k: traces.append(1) or trace(*a, **k))
+    monkeypatch.setattr(
+        anatomy, "decoder_trace", lambda *a, **k: traces.append(1) or trace(*a, **k)
+    )
     mouse.click(view.image_canvas, *view.frame.to_display(np.array([30.0, 60.0])))
     assert view.point_xy == (30.0, 60.0) and len(traces) == 1
 

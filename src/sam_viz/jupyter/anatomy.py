@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
 
+from sam_viz.modeling.sam import Sam
 from sam_viz.predictor import Predictor
 from sam_viz.predictor.cache import ImageEmbedding
 from sam_viz.predictor.transforms import ImageFrame
@@ -48,12 +50,13 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().float().cpu().numpy()
 
 
-def gaussian_matrix(model: torch.nn.Module) -> np.ndarray:
+def gaussian_matrix(model: Sam) -> np.ndarray:
     """SAM's random Fourier matrix ``G``, shape (2, F): row 0 multiplies x, row 1 y."""
-    return _numpy(model.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix)
+    gaussian = model.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+    return _numpy(cast(torch.Tensor, gaussian))  # a registered buffer
 
 
-def input_size(model: torch.nn.Module) -> tuple[int, int]:
+def input_size(model: Sam) -> tuple[int, int]:
     """(height, width) of the model input the prompt coordinates are normalised by."""
     height, width = model.prompt_encoder.input_image_size
     return int(height), int(width)
@@ -73,7 +76,7 @@ def fourier_encoding(coords01: np.ndarray, gaussian: np.ndarray) -> np.ndarray:
     return np.concatenate([np.sin(projected), np.cos(projected)], axis=-1)
 
 
-def normalized_coords(model: torch.nn.Module, xy_model: np.ndarray) -> np.ndarray:
+def normalized_coords(model: Sam, xy_model: np.ndarray) -> np.ndarray:
     """Model-input pixel coordinates (..., 2) to the [0, 1] coordinates the encoder uses
     (pixel centre: + 0.5, then divided by the input size)."""
     height, width = input_size(model)
@@ -81,18 +84,18 @@ def normalized_coords(model: torch.nn.Module, xy_model: np.ndarray) -> np.ndarra
     return coords / np.array([width, height], dtype=np.float64)
 
 
-def point_positional_encoding(model: torch.nn.Module, xy_model: np.ndarray) -> np.ndarray:
+def point_positional_encoding(model: Sam, xy_model: np.ndarray) -> np.ndarray:
     """The positional part of point prompts: (N, 2) model-input (x, y) pixels to (N, 256)."""
     return fourier_encoding(normalized_coords(model, xy_model), gaussian_matrix(model))
 
 
-def image_positional_encoding(model: torch.nn.Module) -> np.ndarray:
+def image_positional_encoding(model: Sam) -> np.ndarray:
     """The image embedding's positional encoding, (256, G, G) (``get_dense_pe()``)."""
     with torch.inference_mode():
         return _numpy(model.prompt_encoder.get_dense_pe()[0])
 
 
-def wavelengths(model: torch.nn.Module) -> np.ndarray:
+def wavelengths(model: Sam) -> np.ndarray:
     """Wavelength in model-input pixels of each of the F frequencies (channel k and F + k).
 
     Channel k varies as ``sin(2 pi * 2 * (x g_x + y g_y) / S + const)``, a plane wave of
@@ -103,14 +106,14 @@ def wavelengths(model: torch.nn.Module) -> np.ndarray:
     return size / (2 * np.maximum(np.linalg.norm(gaussian, axis=0), 1e-12))
 
 
-def frequency_channels(model: torch.nn.Module, count: int = 4) -> np.ndarray:
+def frequency_channels(model: Sam, count: int = 4) -> np.ndarray:
     """``count`` sin channels spread from the longest wavelength to the shortest."""
     order = np.argsort(-wavelengths(model))
     picks = np.linspace(0, len(order) - 1, count).round().astype(int)
     return order[picks]
 
 
-def similarity_map(model: torch.nn.Module, xy_model: np.ndarray) -> np.ndarray:
+def similarity_map(model: Sam, xy_model: np.ndarray) -> np.ndarray:
     """Cosine similarity (G, G) between one point's encoding and the image's at every cell.
 
     Every encoding has the same norm (sqrt(F): each sin/cos pair has length 1), so this is the
@@ -147,18 +150,20 @@ class SparseToken:
         return self.positional + self.learned
 
 
-def learned_embeddings(model: torch.nn.Module) -> dict[str, np.ndarray]:
+def learned_embeddings(model: Sam) -> dict[str, np.ndarray]:
     """The learned (256,) vectors of the prompt encoder, by name."""
     encoder = model.prompt_encoder
-    named = {name: _numpy(encoder.point_embeddings[i].weight[0])
-             for i, name in enumerate(POINT_EMBEDDING_NAMES)}
+    named = {
+        name: _numpy(cast(torch.nn.Embedding, encoder.point_embeddings[i]).weight[0])
+        for i, name in enumerate(POINT_EMBEDDING_NAMES)
+    }
     named["padding (not a point)"] = _numpy(encoder.not_a_point_embed.weight[0])
     named["no mask"] = _numpy(encoder.no_mask_embed.weight[0])
     return named
 
 
 def sparse_tokens(
-    model: torch.nn.Module,
+    model: Sam,
     frame: ImageFrame,
     points_xy: object = None,
     point_labels: object = None,
@@ -189,12 +194,17 @@ def sparse_tokens(
         tokens.append(SparseToken(kind, (float(xy[0]), float(xy[1])), encoding, learned[kind]))
     if len(prompts.points_xy) and not len(prompts.boxes_xyxy):
         zeros = np.zeros_like(learned["padding (not a point)"])
-        tokens.append(SparseToken("padding (not a point)", None, zeros,
-                                  learned["padding (not a point)"]))
+        tokens.append(
+            SparseToken("padding (not a point)", None, zeros, learned["padding (not a point)"])
+        )
     for box in frame.boxes_to_model(prompts.boxes_xyxy):
         corners = box.reshape(2, 2)
-        for xy, kind, encoding in zip(corners, POINT_EMBEDDING_NAMES[2:],
-                                      point_positional_encoding(model, corners), strict=True):
+        for xy, kind, encoding in zip(
+            corners,
+            POINT_EMBEDDING_NAMES[2:],
+            point_positional_encoding(model, corners),
+            strict=True,
+        ):
             tokens.append(SparseToken(kind, (float(xy[0]), float(xy[1])), encoding, learned[kind]))
     return tokens
 
@@ -212,7 +222,7 @@ class MaskStage:
     maps: np.ndarray
 
 
-def mask_prompt_path(model: torch.nn.Module, mask_logits: np.ndarray) -> list[MaskStage]:
+def mask_prompt_path(model: Sam, mask_logits: np.ndarray) -> list[MaskStage]:
     """Run a mask prompt through ``prompt_encoder.mask_downscaling`` one layer at a time.
 
     Args:
@@ -248,7 +258,7 @@ def _layer_name(layer: torch.nn.Module) -> str:
     return type(layer).__name__
 
 
-def no_mask_dense(model: torch.nn.Module) -> np.ndarray:
+def no_mask_dense(model: Sam) -> np.ndarray:
     """The dense prompt without a mask: ``no_mask_embed`` at every grid cell, (256, G, G)."""
     grid = tuple(int(v) for v in model.prompt_encoder.image_embedding_size)
     vector = _numpy(model.prompt_encoder.no_mask_embed.weight[0])
@@ -317,9 +327,13 @@ def decoder_trace(
     device = predictor.device
     prompts = validate_prompts(frame.original_size, points_xy, point_labels, box_xyxy)
     has_points, has_box = len(prompts.points_xy) > 0, len(prompts.boxes_xyxy) > 0
-    sparse = sparse_tokens(model, frame, prompts.points_xy if has_points else None,
-                           prompts.point_labels if has_points else None,
-                           prompts.boxes_xyxy[0] if has_box else None)
+    sparse = sparse_tokens(
+        model,
+        frame,
+        prompts.points_xy if has_points else None,
+        prompts.point_labels if has_points else None,
+        prompts.boxes_xyxy[0] if has_box else None,
+    )
     points = None
     if has_points:
         coords = torch.as_tensor(frame.points_to_model(prompts.points_xy), dtype=torch.float32)
@@ -327,8 +341,9 @@ def decoder_trace(
         points = (coords[None].to(device), labels[None].to(device))
     boxes = None
     if has_box:
-        boxes = torch.as_tensor(frame.boxes_to_model(prompts.boxes_xyxy[:1]),
-                                dtype=torch.float32).to(device)
+        boxes = torch.as_tensor(
+            frame.boxes_to_model(prompts.boxes_xyxy[:1]), dtype=torch.float32
+        ).to(device)
     masks = None
     if mask_logits is not None:
         masks = torch.as_tensor(np.asarray(mask_logits, np.float32), device=device)[None, None]
@@ -346,8 +361,11 @@ def decoder_trace(
         tokens_out = torch.cat([out.iou_token[:1], out.mask_tokens[0]], dim=0)
     # Which tokens the predictor offers as candidates, and their names (by area).
     offered = predictor.predict(
-        prompts.points_xy if has_points else None, prompts.point_labels if has_points else None,
-        prompts.boxes_xyxy[0] if has_box else None, mask_logits, embedding=embedding,
+        prompts.points_xy if has_points else None,
+        prompts.point_labels if has_points else None,
+        prompts.boxes_xyxy[0] if has_box else None,
+        mask_logits,
+        embedding=embedding,
     )
     n_mask = int(decoder.mask_tokens.weight.shape[0])
     names = ["single mask"] + ["not offered"] * (n_mask - 1)

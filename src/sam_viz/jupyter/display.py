@@ -97,8 +97,9 @@ class DisplayFrame:
         import torch.nn.functional as F
 
         tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
-        small = F.interpolate(tensor, size=self.display_hw, mode="bilinear", antialias=True,
-                              align_corners=False)
+        small = F.interpolate(
+            tensor, size=self.display_hw, mode="bilinear", antialias=True, align_corners=False
+        )
         return small[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
@@ -113,9 +114,7 @@ def outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~inner
 
 
-def overlay_rgba(
-    mask: np.ndarray, color: tuple[int, int, int], alpha: float = 0.45
-) -> np.ndarray:
+def overlay_rgba(mask: np.ndarray, color: tuple[int, int, int], alpha: float = 0.45) -> np.ndarray:
     """A bool mask (H, W) to RGBA uint8: ``color`` at ``alpha`` inside, opaque outline."""
     mask = np.asarray(mask, dtype=bool)
     rgba = np.zeros((*mask.shape, 4), dtype=np.uint8)
@@ -167,10 +166,13 @@ def png_to_array(data: bytes) -> np.ndarray:
 
 
 # Colour maps as a few anchor colours, interpolated linearly (RGB 0..255).
-_DIVERGING = np.array([(33, 102, 172), (146, 197, 222), (247, 247, 247), (244, 165, 130),
-                       (178, 24, 43)], dtype=np.float64)
-_SEQUENTIAL = np.array([(20, 12, 60), (60, 50, 140), (35, 130, 150), (80, 190, 110),
-                        (250, 230, 60)], dtype=np.float64)
+_DIVERGING = np.array(
+    [(33, 102, 172), (146, 197, 222), (247, 247, 247), (244, 165, 130), (178, 24, 43)],
+    dtype=np.float64,
+)
+_SEQUENTIAL = np.array(
+    [(20, 12, 60), (60, 50, 140), (35, 130, 150), (80, 190, 110), (250, 230, 60)], dtype=np.float64
+)
 
 
 def colorize(
@@ -199,9 +201,12 @@ def colorize(
         t = (np.clip(values / limit, -1, 1) + 1) / 2
         anchors = _DIVERGING
     else:
-        low, high = value_range if value_range is not None else (
-            (float(values[finite].min()), float(values[finite].max())) if finite.any() else (0, 1)
-        )
+        if value_range is not None:
+            low, high = value_range
+        elif finite.any():
+            low, high = float(values[finite].min()), float(values[finite].max())
+        else:
+            low, high = 0.0, 1.0
         span = (high - low) or 1.0
         t = np.clip((values - low) / span, 0, 1)
         anchors = _SEQUENTIAL
@@ -237,8 +242,10 @@ def draw_marker(
 
 
 def draw_rectangle(
-    picture: np.ndarray, box_xyxy: tuple[float, float, float, float],
-    color: tuple[int, int, int], width: int = 2,
+    picture: np.ndarray,
+    box_xyxy: tuple[float, float, float, float],
+    color: tuple[int, int, int],
+    width: int = 2,
 ) -> np.ndarray:
     """Draw a box outline (x0, y0, x1, y1 in picture pixels) on a copy of a picture."""
     out = picture.copy()
@@ -246,10 +253,10 @@ def draw_rectangle(
     x0, y0, x1, y1 = (round(v) for v in box_xyxy)
     x0, x1 = sorted((max(0, min(wide - 1, x0)), max(0, min(wide - 1, x1))))
     y0, y1 = sorted((max(0, min(height - 1, y0)), max(0, min(height - 1, y1))))
-    out[y0:y0 + width, x0:x1 + 1, :3] = color
-    out[max(y0, y1 - width + 1):y1 + 1, x0:x1 + 1, :3] = color
-    out[y0:y1 + 1, x0:x0 + width, :3] = color
-    out[y0:y1 + 1, max(x0, x1 - width + 1):x1 + 1, :3] = color
+    out[y0 : y0 + width, x0 : x1 + 1, :3] = color
+    out[max(y0, y1 - width + 1) : y1 + 1, x0 : x1 + 1, :3] = color
+    out[y0 : y1 + 1, x0 : x0 + width, :3] = color
+    out[y0 : y1 + 1, max(x0, x1 - width + 1) : x1 + 1, :3] = color
     return out
 
 
@@ -262,17 +269,24 @@ def fit_nearest(picture: np.ndarray, side: int) -> np.ndarray:
     return frame.resample_nearest(picture)
 
 
-def strip(vector: np.ndarray, *, height: int = 14, cell: int = 2,
-          limit: float | None = None) -> np.ndarray:
+def strip(
+    vector: np.ndarray, *, height: int = 14, cell: int = 2, limit: float | None = None
+) -> np.ndarray:
     """A vector (D,) as a one-row heat strip (height, D * cell, 3), diverging colours."""
     values = np.asarray(vector, dtype=np.float64).reshape(1, -1)
     picture = colorize(values, limit=limit)
     return np.repeat(np.repeat(picture, height, axis=0), cell, axis=1)
 
 
-def mosaic(maps: np.ndarray, *, columns: int | None = None, gap: int = 1,
-           limit: float | None = None, shared: bool = False,
-           centered: bool = False) -> np.ndarray:
+def mosaic(
+    maps: np.ndarray,
+    *,
+    columns: int | None = None,
+    gap: int = 1,
+    limit: float | None = None,
+    shared: bool = False,
+    centered: bool = False,
+) -> np.ndarray:
     """Feature maps (C, h, w) as one picture: a grid of colourised tiles with white gaps.
 
     Args:
@@ -298,6 +312,8 @@ def mosaic(maps: np.ndarray, *, columns: int | None = None, gap: int = 1,
     for index in range(count):
         r, c = divmod(index, columns)
         tile = colorize(maps[index], limit=limit)
-        out[r * (height + gap):r * (height + gap) + height,
-            c * (width + gap):c * (width + gap) + width] = tile
+        out[
+            r * (height + gap) : r * (height + gap) + height,
+            c * (width + gap) : c * (width + gap) + width,
+        ] = tile
     return out

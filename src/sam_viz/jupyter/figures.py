@@ -18,6 +18,7 @@ import numpy as np
 
 from sam_viz.jupyter import anatomy
 from sam_viz.jupyter.display import colorize, draw_marker, fit_nearest, mosaic, png_bytes, strip
+from sam_viz.modeling.sam import Sam
 
 Panel = tuple[str, np.ndarray]
 
@@ -50,7 +51,7 @@ def figure_html(panels: Sequence[Panel], *, title: str | None = None) -> str:
 
 
 def frequency_figure(
-    model: Any,
+    model: Sam,
     *,
     count: int = 4,
     side: int = 160,
@@ -72,7 +73,7 @@ def frequency_figure(
 def mark_model_point(
     picture: np.ndarray,
     xy_model: tuple[float, float],
-    model: Any,
+    model: Sam,
     color: tuple[int, int, int] = (40, 220, 40),
 ) -> np.ndarray:
     """Mark a model-input point on a picture that shows the whole (square) model input."""
