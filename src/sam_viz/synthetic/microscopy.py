@@ -573,10 +573,11 @@ def cell_field(
     rng = np.random.default_rng(seed)
     nominal = diameter if diameter is not None else float(_loguniform(rng, 25, 80))
     confluence = rng.uniform(0.15, 0.9)
+    morphology = str(rng.choice(list(_MORPHOLOGIES), p=[0.5, 0.3, 0.2]))
     geometry_seed, render_seed = rng.integers(2**63, size=2)
 
     def build(geo_rng, size):
-        return _cell_geometry(geo_rng, shape, size, confluence)
+        return _cell_geometry(geo_rng, shape, size, confluence, morphology)
 
     _, cells = _fit_diameter(build, int(geometry_seed), nominal, diameter)
     render = {
@@ -595,9 +596,19 @@ class _Cells:
     rounded: np.ndarray  # (N + 1,) bool: small, round (dividing) cells
 
 
-def _cell_geometry(rng, shape, diameter, confluence):
+# Cell shapes per culture: (short/long axis beta parameters, outline wobble, roughness,
+# spacing between seeds relative to their radii, whether neighbours align).
+_MORPHOLOGIES = {
+    "epithelial": ((3.0, 2.0), 0.12, 0.12, 0.62, False),  # polygonal sheets
+    "fibroblast": ((1.5, 5.0), 0.1, 0.1, 0.5, True),  # spindles in aligned streams
+    "round": ((8.0, 1.5), 0.04, 0.05, 0.8, False),  # small round cells, few contacts
+}
+
+
+def _cell_geometry(rng, shape, diameter, confluence, morphology):
     """Cells: seeds packed in colony regions (touching cells whose borders split the space
     between them) plus scattered isolated cells; a few are small, round (dividing) cells."""
+    aspect, wobble, rough, spacing, aligned = _MORPHOLOGIES[morphology]
     height, width = shape
     radius = 0.5 * diameter
     grid = max(4.0, radius)
@@ -611,8 +622,12 @@ def _cell_geometry(rng, shape, diameter, confluence):
     sizes = 1.25 * radius * np.exp(0.2 * rng.standard_normal(count))
     rounded = rng.random(count) < 0.05
     sizes[rounded] *= 0.5
-    keep = _hard_core(points, sizes, 0.62, target)
-    objects = _shapes(rng, points[keep], sizes[keep], (3.0, 2.0), 0.12, 0.12)
+    keep = _hard_core(points, sizes, spacing, target)
+    objects = _shapes(rng, points[keep], sizes[keep], aspect, wobble, rough)
+    if aligned:  # orientation follows a smooth field, so neighbours run side by side
+        flow = rng.uniform(0, np.pi) + 1.2 * _noise(rng, shape, rng.uniform(3, 8) * diameter)
+        at = np.clip(objects.centres.astype(int), 0, [height - 1, width - 1])
+        objects.angle = flow[at[:, 0], at[:, 1]] + rng.normal(0, 0.15, len(at))
     rounded = rounded[keep]
     objects.aspect[rounded] = rng.uniform(0.85, 1.0, rounded.sum())
     objects.harmonics[rounded] *= 0.2
@@ -636,11 +651,12 @@ def _cell_layers(rng, cells: _Cells, diameter: float):
     inner[:, :-1] &= labels[:, 1:] == labels[:, :-1]
     inner[1:] &= labels[1:] == labels[:-1]
     inner[:-1] &= labels[1:] == labels[:-1]
-    edge = rng.uniform(0.015, 0.04) * diameter + 0.5  # how fast the membrane edge rises
-    rise = np.clip(2 * _blur(inner.astype(_F32), edge) - 0.8, 0, 1) * inside
+    distance = ndimage.distance_transform_edt(inner).astype(_F32)  # to the cell's own border
+    rise = 1 - np.exp(-distance / (rng.uniform(0.015, 0.04) * diameter + 0.5))  # membrane edge
+    body = 1 - np.exp(-distance / (rng.uniform(0.1, 0.25) * diameter))  # thin lamella outside
     dome = np.clip(1 - cells.depth**2, 0, 1)
-    floor = rng.uniform(0.12, 0.4)  # periphery thickness relative to the middle
-    thickness = rise * (floor + (1 - floor) * dome ** rng.uniform(0.6, 1.5))
+    floor = rng.uniform(0.1, 0.35)  # periphery thickness relative to the middle
+    thickness = rise * (floor + (1 - floor) * body * (0.6 + 0.4 * dome))
     thickness *= np.exp(0.15 * rng.standard_normal(n + 1))[labels]
     is_round = cells.rounded[labels]
     thickness[is_round] = 1.8 * np.sqrt(dome[is_round]) * rise[is_round]
