@@ -26,12 +26,12 @@ def test_factored_first_product_equals_the_transposed_convolution(tiny_predictor
     with torch.inference_mode():
         sparse, dense = model.prompt_encoder(points=points, boxes=None, masks=None)
         out = model.mask_decoder.predict_masks_with_tokens(
-            features, tiny_predictor._dense_pe, sparse, dense
+            features, tiny_predictor.dense_pe, sparse, dense
         )
         conv1 = model.mask_decoder.output_upscaling[0]
         expected = F.conv_transpose2d(out.image_tokens, conv1.weight, conv1.bias, stride=2)
         decoder = BatchDecoder(model)
-        prepared = decoder.prepare(features, tiny_predictor._dense_pe)
+        prepared = decoder.prepare(features, tiny_predictor.dense_pe)
         inputs = decoder.transformer(prepared, sparse).upscale_chunks[0]
         factored = inputs.scale[..., None] * prepared.upscale_base + inputs.mixing.mT @ inputs.small
     batch, channels, height, width = expected.shape

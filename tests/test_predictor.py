@@ -187,7 +187,7 @@ def test_the_shared_image_decoder_matches_the_model_decoder(tiny_predictor, non_
             masks=None,
         )
         plain = tiny_predictor.model.mask_decoder.predict_masks(
-            embedding.features, tiny_predictor._dense_pe, sparse, dense
+            embedding.features, tiny_predictor.dense_pe, sparse, dense
         )
     torch.testing.assert_close(fast[0], plain[0], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(fast[1], plain[1], atol=1e-5, rtol=1e-4)

@@ -117,6 +117,39 @@ def to_rgb01(
     return np.ascontiguousarray(scaled, dtype=np.float32)
 
 
+def contrast_limits(
+    values: np.ndarray,
+    *,
+    contrast: Contrast = "auto",
+    percentiles: tuple[float, float] = (0.5, 99.5),
+    max_samples: int = 4_000_000,
+) -> tuple[float, float] | None:
+    """The (low, high) values the contrast rule stretches to 0 and 1, for a whole stack.
+
+    Computed on an even sample of at most ``max_samples`` pixels, so one call covers a
+    stack of any size; None where the rule takes values as they are (``"none"``, or bool
+    and uint8 images under ``"auto"``).
+    """
+    array = np.asarray(values)
+    if contrast not in ("auto", "percentile", "minmax", "none"):
+        raise ValueError(
+            f"contrast must be 'auto', 'percentile', 'minmax' or 'none', got {contrast!r}."
+        )
+    if contrast == "auto":
+        contrast = "none" if array.dtype in (np.bool_, np.uint8) else "percentile"
+    if contrast == "none":
+        return None
+    flat = array.reshape(-1)
+    sample = flat[:: max(1, flat.size // max_samples)].astype(np.float64)
+    sample = sample[np.isfinite(sample)]
+    if not sample.size:
+        return 0.0, 1.0
+    if contrast == "minmax":
+        return float(sample.min()), float(sample.max())
+    low, high = np.percentile(sample, percentiles)
+    return float(low), float(high)
+
+
 def image_key(
     image: object, *, contrast: str = "auto", percentiles: tuple[float, float] = (0.5, 99.5)
 ) -> str:

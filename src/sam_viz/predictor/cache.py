@@ -16,7 +16,7 @@ import torch
 
 from sam_viz.predictor.transforms import ImageFrame
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: the frame's zoom is stored (windows of large images)
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,8 @@ class ImageEmbedding:
     Attributes:
         features: (1, 256, G, G) float32 image embedding (G = 64 for released models).
         frame: Geometry between the original image and the model input.
-        image_key: Content hash of the image and its contrast settings.
+        image_key: Content hash of the image and its contrast settings; for a window of an
+            image, that of the whole image plus the window and its zoom.
         model_key: Identifies the model weights that produced it.
     """
 
@@ -46,6 +47,7 @@ class ImageEmbedding:
                 "features": self.features.detach().to("cpu", torch.float32),
                 "original_size": list(self.frame.original_size),
                 "image_size": self.frame.image_size,
+                "zoom": self.frame.zoom,
                 "image_key": self.image_key,
                 "model_key": self.model_key,
             },
@@ -81,7 +83,10 @@ class ImageEmbedding:
                 "compute it again."
             )
         height, width = (int(v) for v in data["original_size"])
-        frame = ImageFrame((height, width), int(data["image_size"]))
+        zoom = data.get("zoom")
+        frame = ImageFrame(
+            (height, width), int(data["image_size"]), None if zoom is None else float(zoom)
+        )
         return cls(data["features"], frame, data["image_key"], data["model_key"])
 
 
@@ -91,7 +96,7 @@ class EmbeddingCache:
     Thread-safe: a front end may compute embeddings in a worker thread while another reads.
     """
 
-    def __init__(self, max_items: int = 8, directory: str | Path | None = None) -> None:
+    def __init__(self, max_items: int = 64, directory: str | Path | None = None) -> None:
         """Args:
         max_items: Embeddings kept in memory (each is 4 MiB for a 64x64 grid).
         directory: If given, embeddings are also written there and read back on a miss.

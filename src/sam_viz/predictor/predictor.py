@@ -12,11 +12,9 @@ Typical use::
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,101 +26,17 @@ from sam_viz.models.checkpoints import load_model
 from sam_viz.models.registry import ModelSpec
 from sam_viz.predictor.batch_decoder import BatchDecoder, PreparedImage
 from sam_viz.predictor.cache import EmbeddingCache, ImageEmbedding
+from sam_viz.predictor.candidates import BoxesPrediction, Candidates, Prediction
 from sam_viz.predictor.stability import stability_scores
 from sam_viz.predictor.transforms import ImageFrame
+from sam_viz.progress import Cancelled, ProgressCallback
 from sam_viz.prompts import (
     CANDIDATE_NAMES,
     MASK_PROMPT_LOGIT,
-    Prompts,
+    PromptSet,
     order_by_area,
     validate_prompts,
 )
-
-ProgressCallback = Callable[[int, int], None]
-
-
-class Cancelled(Exception):
-    """Raised inside a long computation when its cancel event was set."""
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """Candidate masks for one prompt set.
-
-    Attributes:
-        masks: (K, H, W) bool masks at the original image resolution, smallest first.
-        iou_scores: (K,) the model's predicted IoU for each mask.
-        low_res_logits: (K, L, L) float32 logits on the model's low-res grid; pass one back
-            as ``mask_input`` to refine a prediction.
-        names: K names; with three candidates ``("subpart", "part", "whole")`` by area.
-        token_indices: (K,) which of SAM's output tokens each mask came from (0 is the
-            single-mask output, 1-3 the ambiguity-aware ones).
-        stability_scores: (K,) how little each mask changes when its logits' cut-off moves
-            by 1 either way, on the low-res grid over the image (SAM's stability score).
-    """
-
-    masks: np.ndarray
-    iou_scores: np.ndarray
-    low_res_logits: np.ndarray
-    names: tuple[str, ...]
-    token_indices: np.ndarray
-    stability_scores: np.ndarray
-
-    @property
-    def quality(self) -> np.ndarray:
-        """(K,) predicted IoU times stability: the candidates' ranking.
-
-        SAM's automatic mask generator keeps masks on both scores. Ranking by their product
-        puts the best candidate first more often than the predicted IoU alone: for the
-        click-trained LiteMedSAM on single clicks inside one object, 72% instead of 60% on
-        the held-out scenes of ``benchmarks/eval_clicks.py``, 69% instead of 61% on 60
-        other generated scenes, and 83% instead of 58% on coins; on box prompts around the
-        coins it picks as well as the predicted IoU does.
-        """
-        return np.asarray(self.iou_scores * self.stability_scores, dtype=np.float32)
-
-    @property
-    def best(self) -> int:
-        """Index of the best candidate by :attr:`quality`."""
-        return int(np.argmax(self.quality))
-
-    def mask(self, name: str) -> np.ndarray:
-        """The (H, W) mask called ``name`` (e.g. ``"whole"``)."""
-        if name not in self.names:
-            raise KeyError(f"No candidate {name!r}; candidates are {self.names}.")
-        return self.masks[self.names.index(name)]
-
-    def pasted(
-        self, window_xyxy: tuple[int, int, int, int], shape_hw: tuple[int, int]
-    ) -> Prediction:
-        """This prediction, made on a window of an image, with masks of the whole image.
-
-        Args:
-            window_xyxy: The window (x0, y0, x1, y1), exclusive ends, in image pixels.
-            shape_hw: (H, W) of the whole image.
-
-        Returns:
-            The same candidates; ``low_res_logits`` stay in the window's frame.
-        """
-        x0, y0, x1, y1 = window_xyxy
-        masks = np.zeros((len(self.masks), *shape_hw), dtype=bool)
-        masks[:, y0:y1, x0:x1] = self.masks
-        return dataclasses.replace(self, masks=masks)
-
-
-@dataclass(frozen=True)
-class BoxesPrediction:
-    """One mask per box, from one batched decoder call.
-
-    Attributes:
-        masks: (M, H, W) bool, one per box in the order given.
-        iou_scores: (M,) predicted IoU of each.
-        low_res_logits: (M, L, L) float32 logits.
-    """
-
-    masks: np.ndarray
-    iou_scores: np.ndarray
-    low_res_logits: np.ndarray
 
 
 def _encoder_blocks(encoder: torch.nn.Module) -> list[torch.nn.Module]:
@@ -175,7 +89,7 @@ class Predictor:
         self._prepared: tuple[tuple[str, str, int], BatchDecoder, PreparedImage] | None = None
         self._lock = threading.Lock()
         with torch.inference_mode():
-            self._dense_pe = self.model.prompt_encoder.get_dense_pe()
+            self.dense_pe = self.model.prompt_encoder.get_dense_pe()
         mean = torch.tensor(spec.pixel_mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(spec.pixel_std, device=self.device).view(1, 3, 1, 1)
         self._pixel_mean, self._pixel_std = mean, std
@@ -266,10 +180,39 @@ class Predictor:
         array = validate_image(image)
         key = image_key(array, contrast=contrast, percentiles=percentiles)
         embedding = self.cache.get(self.model_key, key)
+        if embedding is not None:
+            if progress is not None:
+                progress(1, 1)
+            return embedding
+        rgb = to_rgb01(array, contrast=contrast, percentiles=percentiles)
+        return self.encode(
+            rgb, ImageFrame(rgb.shape[:2], self.spec.image_size), key, progress, cancel
+        )
+
+    def encode(
+        self,
+        rgb01: np.ndarray,
+        frame: ImageFrame,
+        key: str,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ImageEmbedding:
+        """The embedding of RGB pixels under the cache key ``key``, computed once.
+
+        The one place the image encoder runs: whole images (:meth:`embed`) and windows of
+        one (:class:`~sam_viz.windows.scaled.ScaledImage`) come through here.
+
+        Args:
+            rgb01: (h, w, 3) float32 RGB in 0..1.
+            frame: How those pixels map onto the model input (its ``original_size`` is
+                (h, w); its zoom may magnify them).
+            key: Cache key of these pixels at this frame (content hash, window, zoom).
+            progress: Called as ``progress(done, total)`` while the encoder runs.
+            cancel: Set it to stop; :class:`Cancelled` is raised.
+        """
+        embedding = self.cache.get(self.model_key, key)
         if embedding is None:
-            rgb = to_rgb01(array, contrast=contrast, percentiles=percentiles)
-            frame = ImageFrame(rgb.shape[:2], self.spec.image_size)
-            features = self._encode(rgb, frame, progress, cancel)
+            features = self._encode(rgb01, frame, progress, cancel)
             embedding = ImageEmbedding(features, frame, key, self.model_key)
             self.cache.put(embedding)
         elif progress is not None:
@@ -355,7 +298,7 @@ class Predictor:
     def _decode(
         self,
         embedding: ImageEmbedding,
-        prompts: Prompts,
+        prompts: PromptSet,
         *,
         per_box: bool,
         choose: Callable[[torch.Tensor], torch.Tensor],
@@ -400,7 +343,7 @@ class Predictor:
             with self._autocast():
                 low_res, iou = self.model.mask_decoder.predict_masks(
                     image_embeddings=embedding.features.to(device),
-                    image_pe=self._dense_pe,
+                    image_pe=self.dense_pe,
                     sparse_prompt_embeddings=sparse,
                     dense_prompt_embeddings=dense,
                 )
@@ -428,7 +371,7 @@ class Predictor:
             _, decoder, prepared = cached
         else:
             decoder = BatchDecoder(self.model, upscale_dtype=self.compute_dtype)
-            prepared = decoder.prepare(embedding.features.to(self.device), self._dense_pe)
+            prepared = decoder.prepare(embedding.features.to(self.device), self.dense_pe)
             with self._lock:
                 self._prepared = (key, decoder, prepared)
         decoded = decoder.transformer(prepared, sparse)
@@ -542,9 +485,48 @@ class Predictor:
         low_res, iou, _ = self._decode(
             embedding, prompts, per_box=True, choose=lambda _: torch.tensor([0])
         )
-        low_res, iou = low_res.cpu(), iou[:, 0].cpu()  # float32 from _decode
+        low_res, iou = low_res[:, 0].cpu(), iou[:, 0].cpu()  # float32 from _decode
         with torch.inference_mode():
-            masks = embedding.frame.upscale_masks(low_res)[:, 0]
+            masks = embedding.frame.upscale_masks(low_res[:, None])[:, 0]
+        stability = stability_scores(embedding.frame.valid_low_res(low_res)[0])
         return BoxesPrediction(
-            masks=masks, iou_scores=iou.numpy(), low_res_logits=low_res[:, 0].numpy()
+            masks=masks,
+            iou_scores=iou.numpy(),
+            low_res_logits=low_res.numpy(),
+            stability_scores=stability.numpy(),
         )
+
+    def answer(
+        self,
+        prompts: PromptSet,
+        *,
+        embedding: ImageEmbedding | None = None,
+        multimask_output: bool = True,
+    ) -> Candidates:
+        """Answer a prompt set the way the front ends show it.
+
+        One box (with or without points and a mask), points alone or a mask alone give the
+        three ambiguity-aware candidates of one object. Several boxes give one mask per box
+        from a single batched call, the same in all three candidates; points and masks,
+        which refine one box, are then unused (the candidates' notes say so).
+
+        Args:
+            prompts: The prompts, in pixels of the embedded image.
+            embedding: The image to predict on; the current image by default.
+            multimask_output: Three candidates (default) or SAM's single mask.
+
+        Raises:
+            ValueError: For an empty or invalid prompt set (the message is for the user).
+        """
+        if len(prompts.boxes_xyxy) >= 2:
+            boxes = self.predict_boxes(prompts.boxes_xyxy, embedding=embedding)
+            return Candidates.from_boxes(boxes, prompts)
+        prediction = self.predict(
+            points_xy=prompts.points_xy if len(prompts.points_xy) else None,
+            point_labels=prompts.point_labels if len(prompts.points_xy) else None,
+            box_xyxy=prompts.boxes_xyxy[0] if len(prompts.boxes_xyxy) else None,
+            mask_input=prompts.mask,
+            multimask_output=multimask_output,
+            embedding=embedding,
+        )
+        return Candidates.from_prediction(prediction, prompts.notes)

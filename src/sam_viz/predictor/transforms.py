@@ -22,19 +22,39 @@ class ImageFrame:
     """Maps coordinates between an original image and the model input.
 
     Attributes:
-        original_size: (height, width) of the original image.
+        original_size: (height, width) of the original image (or of a window of one).
         image_size: Side of the square model input.
+        zoom: Model-input pixels per original pixel. None fits the longest side to the
+            input (SAM's rule); a window of a large image is given the zoom of its scale,
+            so that windows cut short by the image's edge keep it.
     """
 
     original_size: tuple[int, int]
     image_size: int
+    zoom: float | None = None
+
+    def __post_init__(self) -> None:
+        height, width = self.original_size
+        if self.zoom is not None and max(height, width) * self.zoom > self.image_size + 1e-6:
+            raise ValueError(
+                f"A {height}x{width} image at zoom {self.zoom:g} does not fit the model's "
+                f"{self.image_size}-pixel input; use a smaller window or zoom."
+            )
+
+    @property
+    def scale(self) -> float:
+        """Model-input pixels per original pixel."""
+        return self.zoom if self.zoom is not None else self.image_size / max(self.original_size)
 
     @property
     def input_size(self) -> tuple[int, int]:
         """(height, width) of the resized image inside the padded model input."""
         height, width = self.original_size
-        scale = self.image_size / max(height, width)
-        return int(height * scale + 0.5), int(width * scale + 0.5)
+        scale = self.scale
+        return (
+            min(self.image_size, int(height * scale + 0.5)),
+            min(self.image_size, int(width * scale + 0.5)),
+        )
 
     @property
     def scale_xy(self) -> np.ndarray:

@@ -1,0 +1,164 @@
+"""The answer to a prompt set as every front end shows it: ranked candidate label images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sam_viz.prompts import CANDIDATE_NAMES, SEVERAL_BOXES_NOTE, UNUSED_WITH_BOXES_NOTE, PromptSet
+from sam_viz.render import masks_to_labels
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Candidate masks for one object.
+
+    Attributes:
+        masks: (K, H, W) bool masks at the original image resolution, smallest first.
+        iou_scores: (K,) the model's predicted IoU for each mask.
+        low_res_logits: (K, L, L) float32 logits on the model's low-res grid; pass one back
+            as ``mask_input`` to refine a prediction (on the same embedding).
+        names: K names; with three candidates ``("subpart", "part", "whole")`` by area.
+        token_indices: (K,) which of SAM's output tokens each mask came from (0 is the
+            single-mask output, 1-3 the ambiguity-aware ones).
+        stability_scores: (K,) how little each mask changes when its logits' cut-off moves
+            by 1 either way, on the low-res grid over the image (SAM's stability score).
+    """
+
+    masks: np.ndarray
+    iou_scores: np.ndarray
+    low_res_logits: np.ndarray
+    names: tuple[str, ...]
+    token_indices: np.ndarray
+    stability_scores: np.ndarray
+
+    @property
+    def quality(self) -> np.ndarray:
+        """(K,) predicted IoU times stability: the candidates' ranking.
+
+        SAM's automatic mask generator keeps masks on both scores; their product puts the
+        best candidate first more often than the predicted IoU alone (docs/decisions.md).
+        """
+        return np.asarray(self.iou_scores * self.stability_scores, dtype=np.float32)
+
+    @property
+    def best(self) -> int:
+        """Index of the best candidate: the highest :attr:`quality` among non-empty masks."""
+        return best_candidate(self.quality, [bool(m.any()) for m in self.masks])
+
+    def mask(self, name: str) -> np.ndarray:
+        """The (H, W) mask called ``name`` (e.g. ``"whole"``)."""
+        if name not in self.names:
+            raise KeyError(f"No candidate {name!r}; candidates are {self.names}.")
+        return self.masks[self.names.index(name)]
+
+
+@dataclass(frozen=True)
+class BoxesPrediction:
+    """One mask per box, from one batched decoder call.
+
+    Attributes:
+        masks: (M, H, W) bool, one per box in the order given.
+        iou_scores: (M,) predicted IoU of each.
+        low_res_logits: (M, L, L) float32 logits.
+        stability_scores: (M,) stability score of each.
+    """
+
+    masks: np.ndarray
+    iou_scores: np.ndarray
+    low_res_logits: np.ndarray
+    stability_scores: np.ndarray
+
+
+def best_candidate(quality: np.ndarray, non_empty: list[bool]) -> int:
+    """The highest-quality candidate, never an empty one while a non-empty one exists."""
+    ranked = np.where(np.asarray(non_empty), np.asarray(quality, dtype=np.float64), -np.inf)
+    if not np.isfinite(ranked).any():
+        return int(np.argmax(quality))
+    return int(np.argmax(ranked))
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """SAM's answer to a prompt set, as label images the front ends show and commit.
+
+    Attributes:
+        labels: (K, H, W) label images, smallest candidate first; 0 is background and
+            object i (the i-th box, with several boxes) is label i.
+        iou_scores: (K,) predicted IoU of each candidate (the mean over objects).
+        stability_scores: (K,) stability score of each candidate (the least over objects).
+        names: The candidates' names.
+        n_objects: Objects in each label image (1, or the number of boxes).
+        notes: Things the user should know about how the prompts were used.
+        low_res_logits: (K, L, L) logits of a one-object answer, for feeding back as a mask
+            prompt on the same embedding; None with several objects.
+        token_indices: (K,) the decoder output token of each candidate (0 is SAM's single
+            mask output; several boxes are answered with it).
+    """
+
+    labels: np.ndarray
+    iou_scores: np.ndarray
+    stability_scores: np.ndarray
+    names: tuple[str, ...]
+    n_objects: int
+    notes: tuple[str, ...] = ()
+    low_res_logits: np.ndarray | None = None
+    token_indices: np.ndarray | None = None
+
+    @classmethod
+    def from_prediction(cls, prediction: Prediction, notes: tuple[str, ...] = ()) -> Candidates:
+        """The candidates of a one-object :class:`Prediction`."""
+        return cls(
+            labels=prediction.masks.astype(np.uint8),
+            iou_scores=np.asarray(prediction.iou_scores, dtype=np.float32),
+            stability_scores=np.asarray(prediction.stability_scores, dtype=np.float32),
+            names=tuple(prediction.names),
+            n_objects=1,
+            notes=notes,
+            low_res_logits=prediction.low_res_logits,
+            token_indices=np.asarray(prediction.token_indices),
+        )
+
+    @classmethod
+    def from_boxes(cls, prediction: BoxesPrediction, prompts: PromptSet) -> Candidates:
+        """The candidates of several boxes: every candidate holds one mask per box."""
+        labels = masks_to_labels(prediction.masks)
+        if labels.max(initial=0) < 256:
+            labels = labels.astype(np.uint8)
+        count = len(prediction.masks)
+        notes = [SEVERAL_BOXES_NOTE.format(count=count)]
+        if len(prompts.points_xy) or prompts.mask is not None:
+            notes.append(UNUSED_WITH_BOXES_NOTE)
+        score = float(np.mean(prediction.iou_scores))
+        stability = float(np.min(prediction.stability_scores))
+        return cls(
+            labels=np.stack([labels] * len(CANDIDATE_NAMES)),
+            iou_scores=np.full(len(CANDIDATE_NAMES), score, dtype=np.float32),
+            stability_scores=np.full(len(CANDIDATE_NAMES), stability, dtype=np.float32),
+            names=CANDIDATE_NAMES,
+            n_objects=count,
+            notes=(*prompts.notes, *notes),
+            token_indices=np.zeros(len(CANDIDATE_NAMES), dtype=np.int64),
+        )
+
+    @property
+    def quality(self) -> np.ndarray:
+        """(K,) the candidates' ranking (see :attr:`Prediction.quality`)."""
+        return np.asarray(self.iou_scores * self.stability_scores, dtype=np.float32)
+
+    @property
+    def best(self) -> int:
+        """Index of the best-ranked candidate (never an empty one while others are not)."""
+        return best_candidate(self.quality, [bool(layer.any()) for layer in self.labels])
+
+    @property
+    def masks(self) -> np.ndarray:
+        """(K, H, W) bool: every object of each candidate."""
+        return self.labels > 0
+
+    def mask(self, name: str) -> np.ndarray:
+        """The (H, W) bool mask of the candidate called ``name``."""
+        if name not in self.names:
+            raise KeyError(f"No candidate {name!r}; candidates are {self.names}.")
+        return self.labels[self.names.index(name)] > 0
