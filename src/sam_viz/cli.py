@@ -25,6 +25,20 @@ def _numbers(text: str, counts: tuple[int, ...], what: str) -> list[float]:
     return values
 
 
+def _diameter(text: str) -> float | None:
+    if text.lower() == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or not np.isfinite(value):
+        raise argparse.ArgumentTypeError(
+            f"--diameter must be a positive number or auto, got {text!r}"
+        )
+    return value
+
+
 def _box(text: str) -> list[float]:
     return _numbers(text, (4,), "--box X0,Y0,X1,Y1")
 
@@ -78,107 +92,123 @@ def _load_predictor(args: argparse.Namespace):
     )
 
 
-def _embed(predictor, image: np.ndarray, name: str):
-    bar = _Progress(f"embedding {name}")
-    try:
-        return predictor.set_image(image, contrast="auto", progress=bar)
-    finally:
-        bar.close()
+def _scaled(predictor, image: np.ndarray, diameter: float | None):
+    from sam_viz.windows.scaled import ScaledImage
+
+    scaled = ScaledImage(predictor, image, diameter=diameter)
+    print(f"object scale: {scaled.scale} ({scaled.diameter_source})", file=sys.stderr)
+    return scaled
 
 
-def cmd_segment(args: argparse.Namespace) -> int:
-    import tifffile
-    from imageio.v3 import imwrite
-
-    from sam_viz.image import to_rgb01
-    from sam_viz.io import read_image
-    from sam_viz.prompts import CANDIDATE_NAMES
-    from sam_viz.render import masks_to_labels, overlay, to_display_rgb
+def _prompt_set(args: argparse.Namespace):
+    """The --box and --point options as one prompt set (one policy for several boxes)."""
+    from sam_viz.prompts import UNUSED_WITH_BOXES_NOTE, PromptSet
 
     boxes = np.asarray(args.box or [], dtype=np.float64).reshape(-1, 4)
     points = np.asarray(args.point or [], dtype=np.float64).reshape(-1, 3)
     if len(boxes) == 0 and len(points) == 0:
         raise ValueError("Give at least one --box X0,Y0,X1,Y1 or --point X,Y[,LABEL].")
+    prompts = PromptSet(points[:, :2], points[:, 2].astype(np.int64), boxes)
     if len(boxes) > 1 and len(points):
-        raise ValueError("Points refine one object: use --point with at most one --box.")
+        prompts = prompts.with_notes(UNUSED_WITH_BOXES_NOTE)
+    return prompts
 
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from sam_viz.image import to_rgb01
+    from sam_viz.io import read_image
+    from sam_viz.prompts import check_answerable
+
+    prompts = _prompt_set(args)
     image = read_image(args.image)
+    prompts = prompts.validated(image.shape[:2])  # before loading the model
     predictor = _load_predictor(args)
-    if len(points) and not predictor.spec.trained_with_points and len(boxes) == 0:
-        print(
-            f"note: {predictor.spec.name} was trained with boxes; a point alone may give an "
-            "empty mask. Add --box around the object.",
-            file=sys.stderr,
-        )
-    _embed(predictor, image, Path(args.image).name)
-
-    prompt_sets = [(box, points) for box in boxes] if len(boxes) else [(None, points)]
-    per_candidate: dict[str, list[np.ndarray]] = {name: [] for name in CANDIDATE_NAMES}
-    objects = []
-    for index, (box, pts) in enumerate(prompt_sets, start=1):
-        result = predictor.predict(
-            points_xy=pts[:, :2] if len(pts) else None,
-            point_labels=pts[:, 2].astype(int) if len(pts) else None,
-            box_xyxy=box,
-        )
-        for name, mask in zip(result.names, result.masks, strict=True):
-            per_candidate[name].append(mask)
-        objects.append(
-            {
-                "id": index,
-                "box_xyxy": None if box is None else [float(v) for v in box],
-                "points_xy": pts[:, :2].tolist(),
-                "point_labels": pts[:, 2].astype(int).tolist(),
-                "best": result.names[result.best],
-                "candidates": {
-                    name: {
-                        "iou_score": float(score),
-                        "stability": float(stability),
-                        "area": int(mask.sum()),
-                    }
-                    for name, score, stability, mask in zip(
-                        result.names,
-                        result.iou_scores,
-                        result.stability_scores,
-                        result.masks,
-                        strict=True,
-                    )
-                },
-            }
-        )
-
+    check_answerable(predictor.spec, prompts)
+    scaled = _scaled(predictor, image, args.diameter)
+    bar = _Progress(f"embedding {Path(args.image).name}")
+    try:
+        answer = scaled.answer(prompts, progress=bar)
+    finally:
+        bar.close()
+    for note in answer.notes:
+        print(f"note: {note}", file=sys.stderr)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    for name, masks in per_candidate.items():
-        tifffile.imwrite(out / f"{name}.tif", masks_to_labels(np.stack(masks)))
-    best = np.stack([per_candidate[o["best"]][i] for i, o in enumerate(objects)])
-    rgb = to_display_rgb(to_rgb01(image))
-    picture = overlay(
-        rgb,
-        masks_to_labels(best),
-        boxes_xyxy=boxes,
-        points_xy=points[:, :2] if len(points) else None,
-        point_labels=points[:, 2].astype(int) if len(points) else None,
-    )
-    imwrite(out / "overlay.png", picture)
-    summary = {
-        "image": str(args.image),
-        "model": predictor.spec.name,
-        "candidates": list(CANDIDATE_NAMES),
-        "label_images": {name: f"{name}.tif" for name in CANDIDATE_NAMES},
-        "objects": objects,
-    }
+    summary = _write_answer(out, answer, prompts)
+    summary.update(image=str(args.image), model=predictor.spec.name, diameter=scaled.diameter)
     (out / "scores.json").write_text(json.dumps(summary, indent=2))
-    for obj in objects:
-        scores = ", ".join(
-            f"{n} {c['iou_score']:.3f} ({c['area']} px)" for n, c in obj["candidates"].items()
-        )
-        print(f"object {obj['id']}: {scores}; best: {obj['best']}")
+    best = answer.labels[answer.best]
+    rgb = to_rgb01(image)
+    _write_overlay(out / "overlay.png", rgb, best, prompts)
+    for line in _describe_answer(answer):
+        print(line)
     print(
-        f"wrote {', '.join(f'{n}.tif' for n in CANDIDATE_NAMES)}, scores.json and "
-        f"overlay.png to {out}"
+        f"wrote {', '.join(summary['label_images'].values())}, scores.json and overlay.png to {out}"
     )
     return 0
+
+
+def _write_answer(out: Path, answer, prompts) -> dict:
+    """Write the label images of an answer; returns the summary for scores.json."""
+    import tifffile
+
+    if answer.n_objects > 1:  # several boxes: one mask per box
+        tifffile.imwrite(out / "labels.tif", answer.labels[0])
+        objects = [
+            {
+                "id": i + 1,
+                "box_xyxy": [float(v) for v in box],
+                "area": int((answer.labels[0] == i + 1).sum()),
+            }
+            for i, box in enumerate(prompts.boxes_xyxy)
+        ]
+        return {"label_images": {"objects": "labels.tif"}, "objects": objects}
+    names = {name: f"{name}.tif" for name in answer.names}
+    for index, name in enumerate(answer.names):
+        tifffile.imwrite(out / names[name], answer.labels[index])
+    candidates = {
+        name: {
+            "iou_score": float(answer.iou_scores[i]),
+            "stability": float(answer.stability_scores[i]),
+            "area": int(answer.masks[i].sum()),
+        }
+        for i, name in enumerate(answer.names)
+    }
+    obj = {
+        "id": 1,
+        "box_xyxy": None if prompts.box is None else list(prompts.box),
+        "points_xy": prompts.points_xy.tolist(),
+        "point_labels": prompts.point_labels.tolist(),
+        "best": answer.names[answer.best],
+        "candidates": candidates,
+    }
+    return {"candidates": list(answer.names), "label_images": names, "objects": [obj]}
+
+
+def _describe_answer(answer) -> list[str]:
+    if answer.n_objects > 1:
+        mean = float(answer.iou_scores[0])
+        return [f"{answer.n_objects} objects, one mask per box (mean predicted IoU {mean:.3f})"]
+    scores = ", ".join(
+        f"{name} {answer.iou_scores[i]:.3f} ({int(answer.masks[i].sum())} px)"
+        for i, name in enumerate(answer.names)
+    )
+    return [f"object 1: {scores}; best: {answer.names[answer.best]}"]
+
+
+def _write_overlay(path: Path, rgb01: np.ndarray, labels: np.ndarray, prompts) -> None:
+    from imageio.v3 import imwrite
+
+    from sam_viz.render import overlay, to_display_rgb
+
+    picture = overlay(
+        to_display_rgb(rgb01),
+        labels,
+        boxes_xyxy=prompts.boxes_xyxy,
+        points_xy=prompts.points_xy if len(prompts.points_xy) else None,
+        point_labels=prompts.point_labels if len(prompts.points_xy) else None,
+    )
+    imwrite(path, picture)
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -186,10 +216,15 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     predictor = _load_predictor(args)
     for source in args.images:
-        embedding = _embed(predictor, read_image(source), Path(source).name)
+        scaled = _scaled(predictor, read_image(source), args.diameter)
+        bar = _Progress(f"embedding {Path(source).name}")
+        try:
+            count = scaled.embed_all(progress=bar)
+        finally:
+            bar.close()
         print(
-            f"{source}: embedding {embedding.image_key} ({predictor.spec.name}) "
-            f"cached in {args.cache_dir}"
+            f"{source}: {count} window{'s' * (count != 1)} ({scaled.scale}, "
+            f"{predictor.spec.name}) cached in {args.cache_dir}"
         )
     return 0
 
@@ -325,6 +360,16 @@ def build_parser() -> argparse.ArgumentParser:
             "hardware has it natively)",
         )
 
+    def diameter_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--diameter",
+            type=_diameter,
+            default=None,
+            metavar="PIXELS",
+            help="typical object diameter in image pixels (default: auto, estimated from the "
+            "image); windows are magnified so such objects fill a good part of the model input",
+        )
+
     seg = sub.add_parser("segment", help="segment objects from box/point prompts")
     seg.add_argument(
         "image", help="image file (PNG, JPEG, TIFF) or sample:NAME (e.g. sample:coins)"
@@ -345,12 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("-o", "--output", required=True, help="output directory")
     seg.add_argument("--cache-dir", default=None, help="keep embeddings on disk here")
+    diameter_option(seg)
     model_options(seg)
     seg.set_defaults(func=cmd_segment)
 
     emb = sub.add_parser("embed", help="precompute image embeddings into a cache directory")
     emb.add_argument("images", nargs="+", help="image files or sample:NAME")
     emb.add_argument("--cache-dir", required=True, help="directory for the embeddings")
+    diameter_option(emb)
     model_options(emb)
     emb.set_defaults(func=cmd_embed)
 

@@ -98,8 +98,12 @@ def drag(canvas, start: tuple[float, float], end: tuple[float, float], steps: in
     """Press at ``start``, move in ``steps`` to ``end``, release (canvas pixels)."""
     send_mouse(canvas, "mouse_down", *start)
     for t in np.linspace(0, 1, steps + 1)[1:]:
-        send_mouse(canvas, "mouse_move", start[0] + t * (end[0] - start[0]),
-                   start[1] + t * (end[1] - start[1]))
+        send_mouse(
+            canvas,
+            "mouse_move",
+            start[0] + t * (end[0] - start[0]),
+            start[1] + t * (end[1] - start[1]),
+        )
     send_mouse(canvas, "mouse_up", *end)
 
 
@@ -113,17 +117,21 @@ def client_ready(canvas) -> None:
     canvas._handle_custom_msg({"event": "client_ready"}, [])
 
 
-class PredictSpy:
-    """Wraps ``predictor.predict`` and remembers every call's keyword arguments."""
+class AnswerSpy:
+    """Records every prompt set the widget asks its scaled image to answer, in image pixels
+    (``box_xyxy``, ``points_xy``, ``point_labels``)."""
 
-    def __init__(self, predictor) -> None:
+    def __init__(self) -> None:
         self.calls: list[dict] = []
-        self._predict = predictor.predict
-        predictor.predict = self
 
-    def __call__(self, *args, **kwargs):
-        self.calls.append(kwargs)
-        return self._predict(*args, **kwargs)
+    def record(self, prompts) -> None:
+        self.calls.append(
+            {
+                "box_xyxy": prompts.box,
+                "points_xy": prompts.points_xy if len(prompts.points_xy) else None,
+                "point_labels": prompts.point_labels if len(prompts.points_xy) else None,
+            }
+        )
 
     @property
     def count(self) -> int:
@@ -131,9 +139,22 @@ class PredictSpy:
 
 
 @pytest.fixture
-def spy():
-    """``spy(predictor)`` wraps its predict method and records the calls."""
-    return PredictSpy
+def spy(monkeypatch):
+    """``spy(predictor)`` records the prompts answered from now on (see :class:`AnswerSpy`)."""
+    from sam_viz.windows.scaled import ScaledImage
+
+    def make(_predictor=None) -> AnswerSpy:
+        recorder = AnswerSpy()
+        real = ScaledImage.answer
+
+        def answer(image, prompts, **kwargs):
+            recorder.record(prompts)
+            return real(image, prompts, **kwargs)
+
+        monkeypatch.setattr(ScaledImage, "answer", answer)
+        return recorder
+
+    return make
 
 
 @pytest.fixture

@@ -25,10 +25,12 @@ def widget(tiny_predictor, non_square_image):
 
 
 def test_import_sam_viz_pulls_no_widget_library():
-    code = ("import sys, sam_viz, sam_viz.jupyter, sam_viz.jupyter.anatomy, "
-            "sam_viz.jupyter.session, sam_viz.jupyter.display; "
-            "print(sorted(m for m in sys.modules "
-            "if m.split('.')[0] in ('ipywidgets', 'ipycanvas')))")
+    code = (
+        "import sys, sam_viz, sam_viz.jupyter, sam_viz.jupyter.anatomy, "
+        "sam_viz.jupyter.session, sam_viz.jupyter.display; "
+        "print(sorted(m for m in sys.modules "
+        "if m.split('.')[0] in ('ipywidgets', 'ipycanvas')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -225,14 +227,16 @@ def test_box_trained_model_guides_to_a_box(tiny_model, tiny_spec, non_square_ima
     from sam_viz.predictor import Predictor
 
     spec = dataclasses.replace(tiny_spec, prompt_kinds=frozenset({"box", "mask"}))
-    widget = SamWidget(non_square_image, Predictor(tiny_model, spec, device="cpu"),
-                       background=False)
+    widget = SamWidget(
+        non_square_image, Predictor(tiny_model, spec, device="cpu"), background=False
+    )
     assert "trained with boxes only" in widget.status.value
     assert "drag a box" in widget.status.value.lower()
     mouse.click(widget.canvas, 40, 40)
-    assert "sam-viz-warning" in widget.status.value and "point alone" in widget.status.value
+    assert "sam-viz-warning" in widget.status.value and "draw a box" in widget.status.value
+    assert widget.candidates is None and widget.prompts.empty  # refused: nothing changed
     mouse.drag(widget.canvas, (10, 10), (100, 100))
-    assert "sam-viz-warning" not in widget.status.value
+    assert "sam-viz-warning" not in widget.status.value and widget.candidates is not None
 
 
 def test_large_image_is_shown_downscaled(tiny_predictor, spy, mouse):
@@ -248,8 +252,13 @@ def test_large_image_is_shown_downscaled(tiny_predictor, spy, mouse):
 
 
 def test_close_releases_every_widget(widget):
-    parts = [widget.canvas, *(widget.canvas[i] for i in range(4)), widget.status,
-             widget.candidate_buttons, widget]
+    parts = [
+        widget.canvas,
+        *(widget.canvas[i] for i in range(4)),
+        widget.status,
+        widget.candidate_buttons,
+        widget,
+    ]
     widget.close()
     assert all(part.comm is None for part in parts)
 
@@ -258,7 +267,7 @@ def test_background_embedding(tiny_predictor, non_square_image):
     widget = SamWidget(non_square_image, tiny_predictor)
     widget.wait(timeout=60)
     assert widget.ready and widget.progress.value == 1.0
-    assert widget.progress.layout.display == "none"
+    assert widget.scale.embedded  # a small image's windows are embedded at the start
     prediction = widget.add_box(5, 5, 40, 60)
     assert prediction.masks.shape == (3, 96, 64)
 

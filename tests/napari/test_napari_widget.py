@@ -19,6 +19,7 @@ from napari_test_helpers import rectangle, wait_idle
 from qtpy.QtCore import QTimer
 
 from sam_viz._napari._widget import _alive
+from sam_viz.windows.scaled import ScaledImage
 
 pytestmark = pytest.mark.gui
 
@@ -296,17 +297,15 @@ def test_cancel_stops_the_embedding_with_a_message(
 
 
 def test_latest_prompt_wins(make_widget, qtbot, tiny_predictor, non_square_image, monkeypatch):
-    from sam_viz._napari import _widget
-
     calls = []
-    real = _widget.predict_candidates
+    real = ScaledImage.answer
 
-    def counting(predictor, embedding, prompts):
+    def counting(image, prompts, **kwargs):
         calls.append(prompts.boxes_xyxy.copy())
         time.sleep(0.05)
-        return real(predictor, embedding, prompts)
+        return real(image, prompts, **kwargs)
 
-    monkeypatch.setattr(_widget, "predict_candidates", counting)
+    monkeypatch.setattr(ScaledImage, "answer", counting)
     _viewer, widget = make_widget(non_square_image, tiny_predictor)
     widget.shapes_layer.add_rectangles(rectangle(30, 12, 70, 40))
     wait_idle(qtbot, widget, lambda: bool(widget.candidate_layers))
@@ -317,7 +316,7 @@ def test_latest_prompt_wins(make_widget, qtbot, tiny_predictor, non_square_image
     wait_idle(qtbot, widget)
     assert 1 <= len(calls) < 10  # debounced, not one prediction per edit
     np.testing.assert_array_equal(calls[-1], [[12.5, 49.5, 40.5, 89.5]])  # the last edit was run
-    expected = real(tiny_predictor, tiny_predictor.embedding, widget._collect(widget._image, ()))
+    expected = real(widget.scale, widget._collect(widget._image, ()))
     np.testing.assert_array_equal(widget.candidate_layers[0].data, expected.labels[0])
 
 
@@ -344,7 +343,7 @@ def test_drawing_a_box_with_the_mouse_predicts_without_warnings(
     assert shapes.nshapes == 1 and shapes.shape_type == ["rectangle"]
     prompts = widget._collect(widget._image, ())
     np.testing.assert_allclose(prompts.boxes_xyxy, [[12.5, 30.5, 40.5, 70.5]])
-    expected = _widget.predict_candidates(tiny_predictor, tiny_predictor.embedding, prompts)
+    expected = widget.scale.answer(prompts)
     for layer, labels in zip(widget.candidate_layers, expected.labels, strict=True):
         np.testing.assert_array_equal(layer.data, labels)  # the final box's prediction
 
@@ -352,14 +351,14 @@ def test_drawing_a_box_with_the_mouse_predicts_without_warnings(
 def test_polygons_and_ellipses_are_mask_prompts(
     make_widget, qtbot, tiny_predictor, non_square_image, monkeypatch
 ):
-    from sam_viz._napari import _prompts, _widget
+    from sam_viz._napari import _prompts
 
     seen = []
-    real = _widget.predict_candidates
+    real = ScaledImage.answer
     monkeypatch.setattr(
-        _widget,
-        "predict_candidates",
-        lambda p, e, prompts: seen.append(prompts) or real(p, e, prompts),
+        ScaledImage,
+        "answer",
+        lambda image, prompts, **kw: seen.append(prompts) or real(image, prompts, **kw),
     )
     _viewer, widget = make_widget(non_square_image, tiny_predictor)
     triangle = np.array([[30.0, 12.0], [30.0, 40.0], [70.0, 12.0]])
@@ -377,10 +376,10 @@ def test_polygons_and_ellipses_are_mask_prompts(
 def test_rgb_image_is_one_plane_of_its_rows_and_columns(make_widget, qtbot, tiny_predictor):
     rgb = np.random.default_rng(1).integers(0, 255, (96, 64, 3)).astype(np.uint8)
     _viewer, widget = make_widget(rgb, tiny_predictor)
-    assert widget.points_layer.ndim == 2 and not widget.controls.embed_all_button.isEnabled()
+    assert widget.points_layer.ndim == 2
     widget.shapes_layer.add_rectangles(rectangle(30, 12, 70, 40))
     wait_idle(qtbot, widget, lambda: bool(widget.candidate_layers))
-    assert tiny_predictor.embedding.frame.original_size == (96, 64)
+    assert widget.scale.shape == (96, 64) and widget.embedded_planes == {()}
     assert all(layer.data.shape == (96, 64) for layer in widget.candidate_layers)
     assert widget._ensure_objects_layer().data.shape == (96, 64)
 

@@ -14,7 +14,7 @@ from napari.layers import Image, Labels, Layer
 from qtpy.QtCore import QTimer
 
 from sam_viz._napari._layers import make_candidate_layer
-from sam_viz._napari._predict import Candidates
+from sam_viz.predictor import Candidates
 from sam_viz.prompts import CANDIDATE_NAMES
 
 

@@ -7,6 +7,7 @@ from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -42,9 +43,22 @@ class Controls(QWidget):
         self.model_combo = QComboBox()
         self.model_combo.setToolTip("The SAM model; the embedded one works offline.")
         self.device_combo = QComboBox()
+        self.diameter_spin = QDoubleSpinBox()
+        self.diameter_spin.setRange(0, 10_000)
+        self.diameter_spin.setDecimals(1)
+        self.diameter_spin.setSuffix(" px")
+        self.diameter_spin.setSpecialValueText("auto")  # 0: estimated from the image
+        self.diameter_spin.setKeyboardTracking(False)
+        self.diameter_spin.setToolTip("Typical object diameter, image pixels; 'auto' estimates it.")
+        self.diameter_from_box_button = QPushButton("From box")
+        self.diameter_from_box_button.setToolTip("Set the diameter from the boxes drawn.")
+        scale = QHBoxLayout()
+        scale.addWidget(self.diameter_spin, 1)
+        scale.addWidget(self.diameter_from_box_button)
         form.addRow("Image", self.image_combo)
         form.addRow("Model", self.model_combo)
         form.addRow("Device", self.device_combo)
+        form.addRow("Diameter", scale)
         layout.addLayout(form)
 
         self.guide_label = QLabel()
@@ -74,8 +88,10 @@ class Controls(QWidget):
         embedding.addWidget(self.progress, 1)
         embedding.addWidget(self.cancel_button)
         layout.addLayout(embedding)
-        self.embed_all_button = QPushButton("Embed all planes")
-        self.embed_all_button.setToolTip("Precompute the embedding of every plane of the stack.")
+        self.embed_all_button = QPushButton("Embed all")
+        self.embed_all_button.setToolTip(
+            "Precompute the embedding of every window of the image (of every plane of a stack)."
+        )
         layout.addWidget(self.embed_all_button)
 
         candidates = QGroupBox("Candidate (keys 1/2/3)")

@@ -1,122 +1,222 @@
-"""Embedding the planes of one image in a napari worker, the plane on screen first.
+"""Preparing an image layer's planes and embedding their windows, in a napari worker.
 
-One :class:`PlaneEmbedder` serves one (image, predictor) pair. When either changes, the
-widget calls :meth:`PlaneEmbedder.discard` and makes a new one, so results of the old pair
-can never reach the new one.
+A plane is *prepared* once: converted to model RGB with contrast limits shared by the whole
+stack, its object diameter estimated (once for the whole stack, unless the user gave it),
+and cut into windows (:class:`~sam_viz.windows.scaled.ScaledImage`). Windows are embedded on
+demand, those the prompts on screen need first; "Embed all" queues every window of every
+plane.
+
+One :class:`WindowEmbedder` serves one (image, predictor, diameter) triple. When any of
+them changes, the widget calls :meth:`WindowEmbedder.discard` and makes a new one, so
+results of the old one can never reach the new one.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from functools import partial
 
+import numpy as np
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
 
 from sam_viz._napari._scheduling import PlaneQueue
 from sam_viz._napari._slicing import Plane, plane_data
 from sam_viz._napari._workers import Failed, call_safely
+from sam_viz.image import contrast_limits
 from sam_viz.predictor import Cancelled, Predictor
-from sam_viz.predictor.cache import ImageEmbedding
+from sam_viz.progress import check_cancel
+from sam_viz.windows.geometry import Window
+from sam_viz.windows.scaled import ScaledImage
 
-ProgressReport = Callable[[Plane, int, int, int, int], None]
+Region = tuple[Window, int]
+# A job: a plane and the regions to embed there (None: every window of its grid).
+Job = tuple[Plane, tuple[Region, ...] | None]
+ProgressReport = Callable[[str, int, int], None]
+# Planes kept prepared (each holds the plane as float RGB).
+PREPARED_PLANES = 4
 
 
-def _embed_one(
+class _Stack:
+    """What every plane of one image shares: contrast limits and the object diameter."""
+
+    def __init__(self, data: object, rgb: bool, diameter: float | None) -> None:
+        self.data = data
+        self.rgb = rgb
+        self.diameter = diameter
+        self.limits: tuple[float, float] | None = None
+        self._limits_known = False
+        self._lock = threading.Lock()
+
+    def prepare(self, predictor: Predictor, plane: Plane) -> ScaledImage:
+        """The plane as a :class:`ScaledImage` (worker thread)."""
+        pixels = plane_data(self.data, plane)
+        with self._lock:
+            if not self._limits_known:
+                stack = np.asarray(self.data) if plane else pixels
+                values = stack[..., :3] if self.rgb else stack
+                self.limits = contrast_limits(values)
+                self._limits_known = True
+            limits, diameter = self.limits, self.diameter
+        if limits is None:
+            image = ScaledImage(predictor, pixels, diameter=diameter, contrast="none")
+        else:
+            image = ScaledImage(predictor, pixels, diameter=diameter, limits=limits)
+        with self._lock:
+            if self.diameter is None:
+                self.diameter = image.diameter  # one estimate for the whole stack
+        return image
+
+
+def embed_jobs(
     predictor: Predictor,
-    data: object,
-    plane: Plane,
-    progress: Callable[[int, int], None],
-    cancel: threading.Event,
-) -> ImageEmbedding:
-    return predictor.set_image(plane_data(data, plane), progress=progress, cancel=cancel)
-
-
-def embed_planes(
-    predictor: Predictor,
-    data: object,
+    stack: _Stack,
+    images: dict[Plane, ScaledImage],
     queue: PlaneQueue,
     cancel: threading.Event,
     report: ProgressReport,
-) -> Iterator[tuple[Plane, ImageEmbedding | Failed]]:
-    """Worker generator: embed the queued planes one by one.
+) -> Iterator[tuple[Plane, ScaledImage | Failed, bool]]:
+    """Worker generator: prepare planes and embed their windows, job by job.
 
     Yields:
-        (plane, embedding), or, as the last value on failure or cancel, (plane, Failed).
+        (plane, its scaled image, False) once the plane is prepared, and (plane, image,
+        True) once its windows are embedded; as the last value on failure or cancel,
+        (plane, Failed, False).
     """
-    while (plane := queue.pop()) is not None:
+    while (job := queue.pop()) is not None:
+        plane, regions = job  # type: ignore[misc]
         done, total = queue.done, max(queue.total, 1)
-        progress = partial(report, plane, done, total)
-        result = call_safely(_embed_one, predictor, data, plane, progress, cancel)
+        where = f"plane {done + 1} of {total}: " if total > 1 else ""
+        image = images.get(plane)
+        if image is None:
+            report(f"{where}estimating the object scale", 0, 1)
+            image = call_safely(stack.prepare, predictor, plane)  # type: ignore[assignment]
+            if isinstance(image, Failed):
+                queue.worker_stopped()
+                yield plane, image, False
+                return
+            images[plane] = image
+            yield plane, image, False
+        if regions is None:
+            todo = [(window, image.scale.side) for window in image.grid.windows]
+        else:
+            todo = list(regions)
+        result = call_safely(_embed_regions, image, todo, where, report, cancel)
         if isinstance(result, Failed):
             queue.worker_stopped()
-            yield plane, result
+            yield plane, result, False
             return
         queue.mark_done()
-        yield plane, result  # type: ignore[misc]
+        yield plane, image, bool(todo)
 
 
-class PlaneEmbedder(QObject):
-    """Computes and keeps the embeddings of an image's planes off the UI thread.
+def _embed_regions(
+    image: ScaledImage,
+    regions: list[Region],
+    where: str,
+    report: ProgressReport,
+    cancel: threading.Event,
+) -> None:
+    for index, (window, side) in enumerate(regions):
+        check_cancel(cancel, "The image embedding")
+        count = f"window {index + 1} of {len(regions)}" if len(regions) > 1 else "window"
+
+        def progress(done: int, total: int, count: str = count) -> None:
+            report(f"{where}embedding {count}", done, total)
+
+        image.embedding(window, side, progress=progress, cancel=cancel)
+
+
+class WindowEmbedder(QObject):
+    """Prepares planes and embeds their windows off the UI thread.
 
     Signals:
-        embedded(plane, embedding): a plane is ready.
-        failed(error): the embedding stopped (a ``Cancelled`` error when the user cancelled).
+        ready(plane): a plane was prepared, or the windows asked for on it are embedded.
+        failed(error): the work stopped (a ``Cancelled`` error when the user cancelled).
         progress(value, text): value in 0..1000 for a progress bar, with a caption.
         idle(): the worker finished its queue.
     """
 
-    embedded = Signal(object, object)
+    ready = Signal(object)
     failed = Signal(object)
     progress = Signal(int, str)
     idle = Signal()
-    _reported = Signal(object, int, int, int, int)
+    _reported = Signal(str, int, int)
 
-    def __init__(self, predictor: Predictor, data: object, parent: QObject | None = None) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        data: object,
+        rgb: bool,
+        diameter: float | None,
+        parent: QObject | None = None,
+    ) -> None:
         """Args:
         predictor: The predictor to embed with.
         data: The image layer's data (read plane by plane in the worker).
+        rgb: Whether its last axis holds colour channels.
+        diameter: The object diameter in image pixels, or None to estimate it.
         parent: Qt parent.
         """
         super().__init__(parent)
         self.predictor = predictor
-        self.data = data
-        self.embeddings: dict[Plane, ImageEmbedding] = {}
+        self._stack = _Stack(data, rgb, diameter)
+        self._images: OrderedDict[Plane, ScaledImage] = OrderedDict()
         self._queue = PlaneQueue()
         self._cancel = threading.Event()
         self._failed = False
         self._reported.connect(self._on_reported)
 
-    def want(self, plane: Plane) -> None:
-        """Embed ``plane`` next, unless it is ready."""
-        if plane not in self.embeddings and self._queue.want(plane):
+    @property
+    def diameter(self) -> float | None:
+        """The object diameter in use (given, or estimated once a plane was prepared)."""
+        return self._stack.diameter
+
+    def image(self, plane: Plane) -> ScaledImage | None:
+        """The plane's scaled image, once prepared."""
+        return self._images.get(plane)
+
+    @property
+    def embedded_planes(self) -> set[Plane]:
+        """The prepared planes with at least one window embedded."""
+        return {plane for plane, image in self._images.items() if image.embedded}
+
+    def complete(self, plane: Plane) -> bool:
+        """Whether every window of ``plane`` is embedded."""
+        image = self._images.get(plane)
+        return image is not None and not image.missing_windows()
+
+    def want(self, plane: Plane, regions: Iterable[Region] = ()) -> None:
+        """Prepare ``plane`` and embed ``regions`` of it next."""
+        job: Job = (plane, tuple(regions))
+        if self._queue.want(job):
             self._start()
 
     def want_all(self, planes: Iterable[Plane], first: Plane | None = None) -> int:
-        """Queue every plane not yet embedded (``first`` before the others).
+        """Queue every window of every plane (``first`` before the others).
 
         Returns:
             How many planes were queued.
         """
-        missing = [plane for plane in planes if plane not in self.embeddings]
-        start = self._queue.extend(missing)
-        if first is not None and first in missing:
-            start = self._queue.want(first) or start
+        jobs: list[Job] = [(plane, None) for plane in planes]
+        start = self._queue.extend(jobs)
+        if first is not None:
+            start = self._queue.want((first, None)) or start
         if start:
             self._start()
-        return len(missing)
+        return len(jobs)
 
     @property
     def running(self) -> bool:
-        """Whether a worker is embedding."""
+        """Whether a worker is preparing or embedding."""
         return self._queue.worker_running
 
     def cancel(self) -> None:
-        """Stop the running embedding and drop the queued planes.
+        """Stop the running work and drop the queued jobs.
 
         ``failed`` is emitted with a ``Cancelled`` error at once (not when the worker
-        notices), also if the worker had not taken its first plane yet.
+        notices), also if the worker had not taken its first job yet.
         """
         if not self._queue.worker_running or self._cancel.is_set():
             return
@@ -126,7 +226,7 @@ class PlaneEmbedder(QObject):
         self.failed.emit(Cancelled("The image embedding was cancelled."))
 
     def discard(self) -> None:
-        """Cancel and never emit again (the image or the model changed)."""
+        """Cancel and never emit again (the image, model or scale changed)."""
         self.blockSignals(True)
         self._queue.clear()
         self._cancel.set()
@@ -135,9 +235,10 @@ class PlaneEmbedder(QObject):
         self._cancel = threading.Event()
         self._failed = False
         worker = create_worker(
-            embed_planes,
+            embed_jobs,
             self.predictor,
-            self.data,
+            self._stack,
+            dict(self._images),
             self._queue,
             self._cancel,
             self._reported.emit,
@@ -148,21 +249,21 @@ class PlaneEmbedder(QObject):
         self.progress.emit(0, "embedding...")
         worker.start()
 
-    def _on_reported(self, plane: Plane, done: int, total: int, step: int, steps: int) -> None:
-        fraction = (done + step / max(steps, 1)) / max(total, 1)
-        where = f" plane {plane}" if plane else ""
-        count = f" ({done + 1}/{total})" if total > 1 else ""
-        self.progress.emit(int(1000 * fraction), f"embedding{where}{count}: %p%")
+    def _on_reported(self, text: str, done: int, total: int) -> None:
+        self.progress.emit(int(1000 * done / max(total, 1)), f"{text}: %p%")
 
-    def _on_yielded(self, item: tuple[Plane, object]) -> None:
-        plane, result = item
+    def _on_yielded(self, item: tuple[Plane, object, bool]) -> None:
+        plane, result, _ = item
         if isinstance(result, Failed):
             if not (isinstance(result.error, Cancelled) and self._cancel.is_set()):
                 self._failed = True
                 self.failed.emit(result.error)  # (a cancel was reported when asked for)
             return
-        self.embeddings[plane] = result  # type: ignore[assignment]
-        self.embedded.emit(plane, result)
+        self._images[plane] = result  # type: ignore[assignment]
+        self._images.move_to_end(plane)
+        while len(self._images) > PREPARED_PLANES:
+            self._images.popitem(last=False)
+        self.ready.emit(plane)
 
     def _on_finished(self) -> None:
         if self._queue.worker_running:
@@ -170,6 +271,9 @@ class PlaneEmbedder(QObject):
         if self._failed:
             self.progress.emit(0, "embedding: not computed")
         else:
-            count = len(self.embeddings)
-            self.progress.emit(1000, f"embedding: ready ({count} plane{'s' * (count != 1)})")
+            self.progress.emit(1000, f"embedding: ready ({self._describe()})")
         self.idle.emit()
+
+    def _describe(self) -> str:
+        image = next(reversed(self._images.values()), None)
+        return "" if image is None else str(image.scale)

@@ -10,16 +10,14 @@ rasterised into one binary mask); lines and paths enclose nothing and are ignore
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 from skimage.draw import polygon2mask
 
 from sam_viz._napari._slicing import Plane
-from sam_viz.prompts import NEGATIVE, POSITIVE, napari_to_xy, validate_prompts
+from sam_viz.prompts import NEGATIVE, POSITIVE, PromptSet, napari_to_xy, validate_prompts
 
 # The Points layer's ``label`` feature values and what they mean to SAM.
 POINT_LABEL_VALUES: dict[str, int] = {"positive": POSITIVE, "negative": NEGATIVE}
@@ -35,40 +33,6 @@ class LayerTransforms(Protocol):
     def data_to_world(self, position: Sequence[float]) -> Sequence[float]: ...
 
     def world_to_data(self, position: Sequence[float]) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class PromptSet:
-    """The prompts on one plane, in SAM's conventions (original image pixels).
-
-    Attributes:
-        points_xy: (N, 2) float64 points (x, y).
-        point_labels: (N,) int64, 1 positive, 0 negative.
-        boxes_xyxy: (M, 4) float64 boxes, clipped to the image.
-        mask: (H, W) bool union of the polygons and ellipses, or None.
-        notes: Things the user should know (e.g. ignored shapes).
-    """
-
-    points_xy: np.ndarray
-    point_labels: np.ndarray
-    boxes_xyxy: np.ndarray
-    mask: np.ndarray | None = None
-    notes: tuple[str, ...] = field(default=())
-
-    @property
-    def empty(self) -> bool:
-        """Whether there is nothing to predict from."""
-        return not len(self.points_xy) and not len(self.boxes_xyxy) and self.mask is None
-
-    def signature(self) -> str:
-        """A digest of the prompts: equal digests mean an equal prediction."""
-        digest = hashlib.blake2b(digest_size=16)
-        for array in (self.points_xy, self.point_labels, self.boxes_xyxy):
-            digest.update(np.ascontiguousarray(array).tobytes())
-            digest.update(b"|")
-        if self.mask is not None:
-            digest.update(np.packbits(self.mask).tobytes())
-        return digest.hexdigest()
 
 
 def to_image_coords(

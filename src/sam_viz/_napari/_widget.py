@@ -1,12 +1,13 @@
 """The Segment Anything dock widget: prompts in, three candidates out, commit to objects;
 segment everything on a plane, propagate an object through a stack.
 
-Threads: the UI thread reads layers and swaps layer data; loading a model
-(:class:`ModelChooser`), embedding planes (:class:`PlaneEmbedder`), predicting, and the long
-tasks (:class:`LongTasks`: segment everything, propagate) run in workers. Predictions go
-through a :class:`Debouncer` and a :class:`LatestWins` scheduler, so a drag produces few
-predictions and a stale mask never replaces a newer one; results carry the ``context``
-number they were started under and are dropped once the image, model or device changed.
+The widget wires Qt to a :class:`~sam_viz._napari._session.PredictionSession`, which holds
+what is requested and shown. Threads: the UI thread reads layers and swaps layer data;
+loading a model (:class:`ModelChooser`), preparing planes and embedding their windows
+(:class:`WindowEmbedder`), predicting, and the long tasks (:class:`LongTasks`: segment
+everything, propagate) run in workers. Edits go through a :class:`Debouncer`, so a drag
+produces few predictions; the session's scheduler keeps a stale mask from replacing a newer
+one, and drops results started under an older context (image, model, device or scale).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -27,7 +27,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 from sam_viz._napari import _layers
 from sam_viz._napari._candidates import CandidateLayers
 from sam_viz._napari._controls import Controls
-from sam_viz._napari._embedder import PlaneEmbedder
+from sam_viz._napari._embedder import WindowEmbedder
 from sam_viz._napari._layers import image_problem
 from sam_viz._napari._models import (
     CUSTOM_CHECKPOINT,
@@ -35,9 +35,9 @@ from sam_viz._napari._models import (
     PredictorFactory,
     default_predictor_factory,
 )
-from sam_viz._napari._predict import Candidates, needs_box, predict_candidates
-from sam_viz._napari._prompts import PromptSet, collect_prompts, to_image_coords
-from sam_viz._napari._scheduling import Debouncer, LatestWins, Ticket
+from sam_viz._napari._prompts import collect_prompts, to_image_coords
+from sam_viz._napari._scheduling import Debouncer, Ticket
+from sam_viz._napari._session import PredictionSession, Request
 from sam_viz._napari._slicing import (
     Plane,
     all_planes,
@@ -48,9 +48,10 @@ from sam_viz._napari._slicing import (
 from sam_viz._napari._tasks import LongTasks, Target
 from sam_viz._napari._workers import Failed, SerialWorker
 from sam_viz.automatic.everything import EverythingSettings
-from sam_viz.predictor import Cancelled, Predictor
-from sam_viz.predictor.cache import ImageEmbedding
-from sam_viz.prompts import CANDIDATE_NAMES
+from sam_viz.predictor import Cancelled, Candidates, Predictor
+from sam_viz.prompts import CANDIDATE_NAMES, PromptSet
+from sam_viz.windows.diameter import diameter_from_boxes
+from sam_viz.windows.scaled import ScaledImage
 
 if TYPE_CHECKING:
     import napari
@@ -66,16 +67,6 @@ NO_IMAGE = (
     "No image layer: open an image (File > Open) or a sample "
     "(File > Open Sample > SAM viz), then draw a box on it."
 )
-
-
-@dataclass(frozen=True)
-class _Request:
-    """One prediction to run: the prompts of a plane and that plane's embedding."""
-
-    context: int
-    plane: Plane
-    prompts: PromptSet
-    embedding: ImageEmbedding
 
 
 class SamWidget(QWidget):
@@ -104,18 +95,9 @@ class SamWidget(QWidget):
     ) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self._context = 0
-        self._embedder: PlaneEmbedder | None = None
+        self.session = PredictionSession()
+        self._embedder: WindowEmbedder | None = None
         self._debouncer = Debouncer(delay_s=debounce_s, max_wait_s=max(4 * debounce_s, 0.2))
-        self._scheduler: LatestWins[_Request] = LatestWins()
-        self._requested: tuple[int, Plane, str] | None = None
-        # (context, plane, prompts) that last asked for an embedding, and those for which
-        # the embedding was cancelled or failed (not retried until the prompts change).
-        self._wanted: tuple[int, Plane, str] | None = None
-        self._halted: tuple[int, Plane, str] | None = None
-        self._candidates: Candidates | None = None
-        self._candidates_plane: Plane = ()
-        self._chosen: int | None = None
         self._image: Image | None = None
         self._points: Points | None = None
         self._shapes: Shapes | None = None
@@ -136,7 +118,7 @@ class SamWidget(QWidget):
             self.controls.task_progress,
             self.controls.task_cancel_button,
             self._say,
-            lambda: self._context,
+            lambda: self.session.context,
             everything_settings,
             self,
         )
@@ -147,6 +129,9 @@ class SamWidget(QWidget):
             predictor_factory or default_predictor_factory,
             self,
         )
+        # (layer, keys) bound, and the points layer's click callback: released on close.
+        self._bindings: list[tuple[Layer, tuple[str, ...]]] = []
+        self._points_press: Callable[..., object] | None = None
         self._candidate_layers = CandidateLayers(self.viewer, self._bind_keys)
         self._connect()
         self._on_layers_changed()
@@ -162,6 +147,8 @@ class SamWidget(QWidget):
         c.negative_check.toggled.connect(self._apply_point_mode)
         c.cancel_button.clicked.connect(self.cancel_embedding)
         c.embed_all_button.clicked.connect(self.embed_all_planes)
+        c.diameter_spin.valueChanged.connect(self._on_diameter_changed)
+        c.diameter_from_box_button.clicked.connect(self.diameter_from_boxes)
         c.everything_button.clicked.connect(self.segment_everything)
         c.propagate_button.clicked.connect(self.propagate)
         c.candidate_group.idClicked.connect(self.choose)
@@ -275,8 +262,6 @@ class SamWidget(QWidget):
         if problem:
             self._say(problem, "warning")
             return
-        leading, _ = plane_geometry(layer.data.shape, layer.rgb)
-        self.controls.embed_all_button.setEnabled(bool(leading))
         for prompt_layer in (self._points, self._shapes):
             if prompt_layer is not None and prompt_layer.ndim != layer.ndim:
                 self.viewer.layers.remove(prompt_layer)  # _on_layers_changed forgets it
@@ -289,13 +274,11 @@ class SamWidget(QWidget):
         self._on_prompts_changed()
 
     def _new_context(self) -> None:
-        """Forget embeddings and pending work: the image, model or device changed."""
-        self._context += 1
+        """Forget embeddings and pending work: the image, model, device or scale changed."""
+        self.session.new_context()
         if self._embedder is not None:
             self._embedder.discard()
             self._embedder = None
-        self._scheduler.invalidate()
-        self._requested = None
         self._tasks.discard()
         self._set_progress(0, "embedding: not computed")
         self.controls.cancel_button.setEnabled(False)
@@ -318,8 +301,9 @@ class SamWidget(QWidget):
             if active is not None and active in self.viewer.layers:
                 self.viewer.layers.selection.active = active
 
-    def _bind_keys(self, layer: Layer) -> None:
-        _layers.bind_keys(layer, {key: partial(_on_key, self, key) for key in PLUGIN_KEYS})
+    def _bind_keys(self, layer: Layer, keys: tuple[str, ...] = PLUGIN_KEYS) -> None:
+        _layers.bind_keys(layer, {key: partial(_on_key, self, key) for key in keys})
+        self._bindings.append((layer, keys))
 
     def _ensure_prompt_layers(self) -> None:
         image = self._image
@@ -330,7 +314,8 @@ class SamWidget(QWidget):
             self.viewer.add_layer(self._points)
             self._points.events.data.connect(self._on_prompts_changed)
             self._points.events.features.connect(self._on_prompts_changed)
-            self._points.mouse_drag_callbacks.insert(0, partial(_on_points_press, self))
+            self._points_press = partial(_on_points_press, self)
+            self._points.mouse_drag_callbacks.insert(0, self._points_press)
             self._bind_keys(self._points)
             self._apply_point_mode()
         if self._shapes is None:
@@ -442,7 +427,7 @@ class SamWidget(QWidget):
         if predictor is None:
             self._run_after_load(action)
             return None
-        return Target(image, plane, predictor, self._context)
+        return Target(image, plane, predictor, self.session.context)
 
     def segment_everything(self) -> bool:
         """Find every object on the plane on screen, off the UI thread, into the
@@ -474,20 +459,23 @@ class SamWidget(QWidget):
         self._tasks.cancel()
 
     # ------------------------------------------------------------------ embeddings
-    def _embedder_for(self, predictor: Predictor) -> PlaneEmbedder:
+    def _embedder_for(self, predictor: Predictor) -> WindowEmbedder:
         if self._embedder is None:
             assert self._image is not None
-            embedder = PlaneEmbedder(predictor, self._image.data, self)
-            embedder.embedded.connect(self._on_embedded)
+            embedder = WindowEmbedder(
+                predictor, self._image.data, self._image.rgb, self.diameter, self
+            )
+            embedder.ready.connect(self._on_embedded)
             embedder.failed.connect(self._on_embedding_failed)
             embedder.progress.connect(self._set_progress)
             embedder.progress.connect(lambda *_: self.controls.cancel_button.setEnabled(True))
             embedder.idle.connect(lambda: self.controls.cancel_button.setEnabled(False))
+            embedder.idle.connect(self._show_diameter)
             self._embedder = embedder
         return self._embedder
 
     def embed_all_planes(self) -> None:
-        """Precompute the embedding of every plane of the stack, the current one first."""
+        """Precompute the embedding of every window of every plane, the current plane first."""
         image = self._image
         problem = self._no_image_message() if image is None else image_problem(image)
         if problem or image is None:
@@ -498,18 +486,20 @@ class SamWidget(QWidget):
             self._run_after_load(self.embed_all_planes)
             return
         leading, _ = plane_geometry(image.data.shape, image.rgb)
-        queued = self._embedder_for(predictor).want_all(all_planes(leading), self._current_plane())
-        if not queued:
-            self._say("Every plane is already embedded.", notify=False)
+        embedder = self._embedder_for(predictor)
+        planes = [plane for plane in all_planes(leading) if not embedder.complete(plane)]
+        if not planes:
+            self._say("Every window of every plane is already embedded.", notify=False)
+            return
+        embedder.want_all(planes, self._current_plane())
 
-    def _on_embedded(self, plane: Plane, embedding: ImageEmbedding) -> None:
+    def _on_embedded(self, plane: Plane) -> None:
+        self._show_diameter()
         if plane == self._current_plane():
             self._update()
 
     def _on_embedding_failed(self, error: Exception) -> None:
-        self._scheduler.invalidate()
-        self._requested = None
-        self._halted = self._wanted
+        self.session.embedding_stopped()
         if isinstance(error, Cancelled):
             self._say("Embedding cancelled; it starts again with the next prompt.", "warning")
         else:
@@ -522,8 +512,68 @@ class SamWidget(QWidget):
 
     @property
     def embedded_planes(self) -> set[Plane]:
-        """The planes whose embedding is ready."""
-        return set(self._embedder.embeddings) if self._embedder is not None else set()
+        """The planes with at least one window embedded."""
+        return self._embedder.embedded_planes if self._embedder is not None else set()
+
+    # ------------------------------------------------------------------ object scale
+    @property
+    def diameter(self) -> float | None:
+        """The object diameter the user set (image pixels), or None for the estimate."""
+        value = self.controls.diameter_spin.value()
+        return float(value) if value > 0 else None
+
+    @property
+    def scale(self) -> ScaledImage | None:
+        """The scaled image of the plane on screen, once prepared."""
+        plane = self._current_plane()
+        if self._embedder is None or plane is None:
+            return None
+        return self._embedder.image(plane)
+
+    def set_diameter(self, diameter: float | None) -> None:
+        """Use objects of ``diameter`` image pixels (None: estimate it from the image)."""
+        self.controls.diameter_spin.setValue(0 if diameter is None else float(diameter))
+
+    def diameter_from_boxes(self) -> float | None:
+        """Set the object diameter from the boxes drawn on the plane on screen.
+
+        Returns:
+            The diameter set, or None when no box is drawn (the reason is shown).
+        """
+        image, plane = self._image, self._current_plane()
+        if image is None or plane is None:
+            self._say(NO_IMAGE, "warning")
+            return None
+        try:
+            boxes = self._collect(image, plane).boxes_xyxy
+        except ValueError as err:
+            self._say(str(err), "warning")
+            return None
+        if not len(boxes):
+            self._say("Draw a box around a typical object first, then pick its size.", "warning")
+            return None
+        diameter = round(diameter_from_boxes(boxes), 1)
+        self.set_diameter(diameter)
+        self._say(f"Object diameter set to {diameter:g} px from {len(boxes)} box(es).")
+        return diameter
+
+    def _on_diameter_changed(self, *_: object) -> None:
+        self._new_context()
+        self._show_diameter()
+        self._on_prompts_changed()
+
+    def _show_diameter(self) -> None:
+        spin = self.controls.diameter_spin
+        estimate = None if self._embedder is None else self._embedder.diameter
+        auto = "auto" if estimate is None or self.diameter else f"auto ({estimate:.0f} px)"
+        if spin.specialValueText() != auto:
+            spin.setSpecialValueText(auto)
+        scale = self.scale
+        spin.setToolTip(
+            "Typical object diameter in image pixels; windows are magnified so such objects "
+            "fill a good part of the model's input. 'auto' estimates it from the image."
+            + (f"\nNow: {scale.scale} ({scale.diameter_source})." if scale is not None else "")
+        )
 
     # ------------------------------------------------------------------ prediction
     def _on_prompts_changed(self, event: object = None) -> None:
@@ -579,56 +629,38 @@ class SamWidget(QWidget):
             self._clear_candidates()
             self._say(str(err), "warning")
             return True
-        if prompts.empty:
-            changed = self._candidates is not None or self._requested is not None
-            self._clear_candidates()
-            return changed
-        predictor = self._predictor_or_load()
-        if predictor is None:
+        predictor = None if prompts.empty else self._predictor_or_load()
+        if predictor is None and not prompts.empty:
             return True
-        if needs_box(prompts, predictor.spec.trained_with_points):
-            self._clear_candidates()
-            self._say(
-                f"{predictor.spec.title} was trained with boxes only: draw a box around the "
-                "object; your points will then refine it.",
-                "info",
-            )
-            return True
-        embedder = self._embedder_for(predictor)
-        embedding = embedder.embeddings.get(plane)
-        key = (self._context, plane, prompts.signature())
-        if embedding is None:
-            if key == self._halted:
-                return False  # cancelled or failed for these very prompts: wait for an edit
-            self._wanted = key
-            embedder.want(plane)
-            return True
-        if key == self._requested:
-            return False
-        self._requested = key
-        ticket = self._scheduler.submit(_Request(self._context, plane, prompts, embedding))
-        if ticket is not None:
-            self._start_prediction(ticket)
-        return True
+        spec = predictor.spec if predictor is not None else None
+        embedder = self._embedder_for(predictor) if predictor is not None else None
+        scaled = embedder.image(plane) if embedder is not None else None
+        decision = self.session.decide(plane, prompts, spec, scaled)  # type: ignore[arg-type]
+        if decision.step in ("clear", "refuse"):
+            self._candidate_layers.clear()
+            if decision.message:
+                self._say(decision.message, "info")
+        elif decision.step in ("prepare", "embed"):
+            assert embedder is not None
+            embedder.want(plane, decision.regions)
+        elif decision.step == "predict" and decision.ticket is not None:
+            self._start_prediction(decision.ticket)
+        return decision.changed
 
-    def _start_prediction(self, ticket: Ticket[_Request]) -> None:
+    def _start_prediction(self, ticket: Ticket[Request]) -> None:
         request = ticket.request
         # One long-lived thread: predictions are short and frequent, so they neither pay for
         # a thread each nor show in napari's activity list (loading and embedding, the long
         # tasks, are listed there).
         self._predictions.submit(
-            predict_candidates,
-            self._model.predictor,
-            request.embedding,
-            request.prompts,
-            on_done=partial(self._on_predicted, ticket),
+            request.image.answer, request.prompts, on_done=partial(self._on_predicted, ticket)
         )
 
-    def _on_predicted(self, ticket: Ticket[_Request], result: object) -> None:
-        current, following = self._scheduler.finish(ticket)
+    def _on_predicted(self, ticket: Ticket[Request], result: object) -> None:
+        show, following = self.session.finish(ticket)
         if following is not None:
             self._start_prediction(following)
-        if not current or ticket.request.context != self._context:
+        if not show:
             return
         if isinstance(result, Failed):
             self._clear_candidates()
@@ -650,18 +682,15 @@ class SamWidget(QWidget):
         )
 
     # ------------------------------------------------------------------ candidates
-    def _show_candidates(self, candidates: Candidates, request: _Request) -> None:
+    def _show_candidates(self, candidates: Candidates, request: Request) -> None:
         assert self._image is not None
         with self._selection_kept():
             self._candidate_layers.ensure(self._image, below=[self._points, self._shapes])
-        self._candidates = candidates
-        self._candidates_plane = request.plane
-        chosen = self.chosen
-        assert chosen is not None
+        chosen = self.session.show(candidates, request.plane)
         self._candidate_layers.show(candidates, chosen)
         self._show_choice(chosen)
         objects = "" if candidates.n_objects == 1 else f" for {candidates.n_objects} objects"
-        notes = " ".join((*request.prompts.notes, *candidates.notes))
+        notes = " ".join(dict.fromkeys((*request.prompts.notes, *candidates.notes)))
         self._say(
             f"{candidates.names[chosen]} shown{objects} (IoU {candidates.iou_scores[chosen]:.2f}); "
             f"1/2/3 to switch, C to commit. {notes}".strip(),
@@ -669,10 +698,9 @@ class SamWidget(QWidget):
         )
 
     def _show_choice(self, index: int) -> None:
+        candidates = self.session.candidates
         for i, button in enumerate(self.controls.candidate_buttons):
-            score = ""
-            if self._candidates is not None:
-                score = f"  IoU {self._candidates.iou_scores[i]:.2f}"
+            score = "" if candidates is None else f"  IoU {candidates.iou_scores[i]:.2f}"
             button.setText(f"{i + 1}  {CANDIDATE_NAMES[i]}{score}")
         self.controls.candidate_buttons[index].setChecked(True)
 
@@ -680,21 +708,17 @@ class SamWidget(QWidget):
         """Show candidate ``index`` (0 subpart, 1 part, 2 whole) and make it the one committed."""
         if not 0 <= index < len(CANDIDATE_NAMES):
             raise ValueError(f"Candidate index must be 0, 1 or 2, got {index}.")
-        self._chosen = index
+        self.session.choose(index)
         self._candidate_layers.choose(index)
         self._show_choice(index)
 
     @property
     def chosen(self) -> int | None:
-        """Index of the candidate on show (the user's choice, else the best scored)."""
-        if self._chosen is not None or self._candidates is None:
-            return self._chosen
-        return self._candidates.best
+        """Index of the candidate on show (the user's choice, else the best-ranked one)."""
+        return self.session.chosen
 
     def _clear_candidates(self) -> None:
-        self._scheduler.invalidate()
-        self._requested = None
-        self._candidates = None
+        self.session.clear()
         self._candidate_layers.clear()
 
     # ------------------------------------------------------------------ commit
@@ -714,7 +738,7 @@ class SamWidget(QWidget):
                 self.viewer, self._image, self._objects, create=False
             )
         if objects is not None and objects is not self._objects:
-            _layers.bind_keys(objects, {PROPAGATE_KEY: partial(_on_key, self, PROPAGATE_KEY)})
+            self._bind_keys(objects, (PROPAGATE_KEY,))
             self._objects = objects
 
     def commit(self) -> list[int]:
@@ -723,7 +747,7 @@ class SamWidget(QWidget):
         Returns:
             The object ids written (empty if nothing was committed; the reason is shown).
         """
-        candidates, index = self._candidates, self.chosen
+        candidates, index = self.session.candidates, self.chosen
         if candidates is None or index is None or self._image is None:
             self._say("Nothing to commit: draw a box (or click) on an object first.", "warning")
             return []
@@ -737,7 +761,7 @@ class SamWidget(QWidget):
         try:
             written = _layers.commit_objects(
                 objects,
-                self._candidates_plane,
+                self.session.shown_plane,
                 mask,
                 label=self.controls.label_spin.value() or None,
                 overwrite=self.controls.overwrite_check.isChecked(),
@@ -772,7 +796,7 @@ class SamWidget(QWidget):
     def clear_prompts(self) -> None:
         """Remove every prompt and the candidates."""
         self._clear_candidates()
-        self._chosen = None
+        self.session.forget_choice()
         if self._points is not None and len(self._points.data):
             self._points.data = np.zeros((0, self._points.ndim))
         if self._shapes is not None and self._shapes.nshapes:
@@ -781,11 +805,33 @@ class SamWidget(QWidget):
         self._timer.stop()
         self._debouncer.fired()
 
-    def closeEvent(self, event: object) -> None:
+    def release(self) -> None:
+        """Stop all work and let go of the viewer: unbind the plugin's keys and click
+        callback from its layers and stop listening to layer and dims events. The layers
+        stay, and work as plain napari layers."""
         self.cancel_embedding()
         self.cancel_task()
         self._timer.stop()
         self._predictions.close()
+        for layer, keys in self._bindings:
+            _layers.unbind_keys(layer, keys)
+        self._bindings.clear()
+        if self._points is not None and self._points_press in self._points.mouse_drag_callbacks:
+            self._points.mouse_drag_callbacks.remove(self._points_press)
+        layers, dims = self.viewer.layers.events, self.viewer.dims.events
+        for emitter in (layers.inserted, layers.removed, layers.moved):
+            emitter.disconnect(self._on_layers_changed)
+        for emitter in (dims.current_step, dims.ndisplay, dims.order):
+            emitter.disconnect(self._on_prompts_changed)
+        for layer in (self._points, self._shapes):
+            if layer is not None:
+                layer.events.disconnect(self._on_prompts_changed)
+        if self._image is not None:
+            self._image.events.data.disconnect(self._on_image_data)
+            self._image.events.name.disconnect(self._on_layers_changed)
+
+    def closeEvent(self, event: object) -> None:
+        self.release()
         super().closeEvent(event)  # type: ignore[arg-type]
 
 

@@ -27,8 +27,7 @@ from sam_viz.jupyter.display import (
     overlay_rgba,
     with_alpha,
 )
-from sam_viz.jupyter.session import PromptSet
-from sam_viz.prompts import NEGATIVE, POSITIVE
+from sam_viz.prompts import NEGATIVE, POSITIVE, PromptSet
 from sam_viz.render import labels_to_rgba
 
 IMAGE, OBJECTS, EVERYTHING, CANDIDATE, PROMPTS = range(5)

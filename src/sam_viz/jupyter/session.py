@@ -11,42 +11,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from sam_viz.automatic.results import Segmentation
 from sam_viz.objects import ObjectLabels
-from sam_viz.predictor import Cancelled, Prediction, ProgressCallback
-from sam_viz.prompts import NEGATIVE, POSITIVE
-
-
-@dataclass(frozen=True)
-class PromptSet:
-    """The prompts of the object being segmented, in original-image pixels.
-
-    Attributes:
-        points: ((x, y, label), ...) with label 1 positive and 0 negative.
-        box: (x0, y0, x1, y1) or None.
-    """
-
-    points: tuple[tuple[float, float, int], ...] = ()
-    box: tuple[float, float, float, float] | None = None
-
-    @property
-    def empty(self) -> bool:
-        """True when there is no point and no box."""
-        return not self.points and self.box is None
-
-    @property
-    def points_xy(self) -> np.ndarray:
-        """(N, 2) float (x, y) points."""
-        return np.array([p[:2] for p in self.points], dtype=np.float64).reshape(-1, 2)
-
-    @property
-    def point_labels(self) -> np.ndarray:
-        """(N,) int labels, 1 positive and 0 negative."""
-        return np.array([p[2] for p in self.points], dtype=np.int64)
+from sam_viz.predictor import Cancelled, Candidates, ProgressCallback
+from sam_viz.prompts import PromptSet
 
 
 @dataclass(frozen=True)
@@ -58,8 +30,8 @@ class _Step:
     committed: bool = False
 
 
-# Answers a prompt set with candidates (the widget binds a predictor and an embedding).
-PredictFn = Callable[[PromptSet], Prediction]
+# Answers a prompt set with candidates (the widget binds its scaled image).
+PredictFn = Callable[[PromptSet], Candidates]
 
 
 class Session:
@@ -79,7 +51,7 @@ class Session:
         self._predict = predict
         self.objects = labels
         self.prompts = PromptSet()
-        self.prediction: Prediction | None = None
+        self.prediction: Candidates | None = None
         self.selected_index: int | None = None
         self.objects_version = 0
         self._history: list[_Step] = []
@@ -101,25 +73,25 @@ class Session:
         """The chosen candidate mask (H, W) bool, or None."""
         if self.prediction is None or self.selected_index is None:
             return None
-        return self.prediction.masks[self.selected_index]
+        return self.prediction.labels[self.selected_index] > 0
 
-    def add_point(self, x: float, y: float, positive: bool = True) -> Prediction:
+    def add_point(self, x: float, y: float, positive: bool = True) -> Candidates:
         """Add a point and predict; on an error nothing changes.
 
         Raises:
-            ValueError: If the point is invalid (e.g. outside the image).
+            ValueError: If the point is invalid (e.g. outside the image), or the model
+                cannot answer the prompts (:func:`sam_viz.prompts.prompt_problem`).
         """
-        label = POSITIVE if positive else NEGATIVE
-        return self._apply(replace(self.prompts,
-                                   points=(*self.prompts.points, (float(x), float(y), label))))
+        return self._apply(self.prompts.add_point(x, y, positive))
 
-    def add_box(self, x0: float, y0: float, x1: float, y1: float) -> Prediction:
-        """Set the box (replacing the previous one) and predict; on an error nothing changes.
+    def add_box(self, x0: float, y0: float, x1: float, y1: float) -> Candidates:
+        """Set the box (replacing the previous one: one object at a time) and predict; on an
+        error nothing changes.
 
         Raises:
             ValueError: If the box is invalid (no area, outside the image).
         """
-        return self._apply(replace(self.prompts, box=(float(x0), float(y0), float(x1), float(y1))))
+        return self._apply(self.prompts.add_box(x0, y0, x1, y1, replace_boxes=True))
 
     def select(self, name_or_index: str | int) -> int:
         """Choose candidate ``"subpart"``, ``"part"``, ``"whole"`` or index 0..K-1.
@@ -189,14 +161,15 @@ class Session:
         """Whether :meth:`undo` would undo a commit."""
         return bool(self._history) and self._history[-1].committed
 
-    def _apply(self, new: PromptSet) -> Prediction:
+    def _apply(self, new: PromptSet) -> Candidates:
         prediction = self._predict(new)
         self._history.append(_Step(self.prompts, self.selected_index))
         self._set(new, prediction, None)
         return prediction
 
-    def _set(self, prompts: PromptSet, prediction: Prediction | None,
-             selected: int | None) -> None:
+    def _set(
+        self, prompts: PromptSet, prediction: Candidates | None, selected: int | None
+    ) -> None:
         self.prompts = prompts
         self.prediction = prediction
         if prediction is None:

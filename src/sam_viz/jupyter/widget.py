@@ -28,12 +28,17 @@ from sam_viz.image import Contrast, to_rgb01, validate_image
 from sam_viz.jupyter.canvas import CANDIDATE, PROMPTS, PromptCanvas
 from sam_viz.jupyter.display import DisplayFrame
 from sam_viz.jupyter.everything_panel import EverythingPanel
-from sam_viz.jupyter.session import EverythingRun, PromptSet, Session
+from sam_viz.jupyter.session import EverythingRun, Session
 from sam_viz.models.registry import DEFAULT_MODEL, MODELS
 from sam_viz.objects import ObjectLabels
-from sam_viz.predictor import Cancelled, Prediction, Predictor, ProgressCallback
-from sam_viz.prompts import NEGATIVE, POSITIVE
-from sam_viz.render import CANDIDATE_COLORS, to_display_rgb
+from sam_viz.predictor import Cancelled, Candidates, Predictor, ProgressCallback
+from sam_viz.prompts import NEGATIVE, POSITIVE, PromptProblem, PromptSet, check_answerable
+from sam_viz.render import candidate_color, to_display_rgb
+from sam_viz.windows.scaled import ScaledImage
+
+# Images of at most this many windows are embedded whole when the widget starts; larger
+# ones window by window as prompts reach them.
+EMBED_AT_START = 4
 
 
 class SamWidget(widgets.VBox):
@@ -68,6 +73,7 @@ class SamWidget(widgets.VBox):
         alpha: float = 0.45,
         background: bool = True,
         everything_settings: EverythingSettings | None = None,
+        diameter: float | None = None,
     ) -> None:
         """Args:
         image: 2-D grayscale, RGB or RGBA array of any numeric dtype
@@ -81,6 +87,10 @@ class SamWidget(widgets.VBox):
         alpha: Opacity of the mask overlays.
         background: Compute the image embedding in a background thread.
         everything_settings: Settings of "Everything" (the generator's defaults when None).
+        diameter: Typical object diameter in image pixels; estimated from the image when
+            None. Windows of the image are magnified so such objects fill a good part of
+            the model's input (:mod:`sam_viz.windows.scale`); the *Diameter* slider changes
+            it.
 
         Raises:
             ValueError / TypeError: For an image or labels of an unsupported shape or dtype.
@@ -100,7 +110,8 @@ class SamWidget(widgets.VBox):
         )
 
         self._predictor = predictor
-        self._embedding: Any = None
+        self._diameter = diameter
+        self._scaled: ScaledImage | None = None
         self._failure: str | None = None
         self._ready = threading.Event()
         self._cancel = threading.Event()
@@ -150,6 +161,14 @@ class SamWidget(widgets.VBox):
         self.commit_button.on_click(lambda _: self._from_ui(self.commit))
         self.progress = widgets.FloatProgress(value=0, min=0, max=1, description="Embedding",
                                               layout=widgets.Layout(width="320px"))
+        height, width = self._image.shape[:2]
+        self.diameter_slider = widgets.FloatLogSlider(
+            value=max(2.0, min(height, width) / 8), base=2, min=1, max=np.log2(max(height, width)),
+            step=0.05, description="Diameter", readout_format=".0f", continuous_update=False,
+            description_tooltip="Typical object diameter in image pixels",
+        )
+        self.diameter_slider.observe(self._on_diameter_slider, names="value")
+        self.scale_info = widgets.HTML()
         self.status = widgets.HTML()
         self.objects_info = widgets.HTML()
         self.everything_panel = EverythingPanel(
@@ -166,22 +185,27 @@ class SamWidget(widgets.VBox):
     def _children(self) -> list[widgets.Widget]:
         buttons = widgets.HBox([self.undo_button, self.clear_button, self.commit_button,
                                 self.objects_info])
-        return [self.status, self.progress, self.point_mode, self.canvas,
+        scale = widgets.HBox([self.diameter_slider, self.scale_info])
+        return [self.status, self.progress, self.point_mode, scale, self.canvas,
                 self.candidate_buttons, self.legend, buttons, self.everything_panel.box]
 
     # ------------------------------------------------------------------ background work
     def _prepare(self) -> None:
-        """Load the default model if needed and embed the image; report in the status."""
+        """Load the default model if needed, find the object scale and embed the image's
+        windows (all of them when there are few, else on demand); report in the status."""
         try:
             if self._predictor is None:
                 self._set_status(f"Loading the default model ({MODELS[DEFAULT_MODEL].title})"
                                  "\u2026")
                 self._predictor = Predictor.from_pretrained(None, progress=False)
-            self._set_status("Computing the image embedding\u2026")
-            self._embedding = self._predictor.set_image(
-                self._image, contrast=self._contrast, progress=self._on_progress,
-                cancel=self._cancel,
+            self._set_status("Finding the object scale\u2026")
+            self._scaled = ScaledImage(
+                self._predictor, self._image, diameter=self._diameter, contrast=self._contrast
             )
+            self._show_scale()
+            if len(self._scaled.grid) <= EMBED_AT_START:
+                self._set_status("Computing the image embedding\u2026")
+                self._scaled.embed_all(progress=self._on_progress, cancel=self._cancel)
         except Cancelled:
             self._failure = "The image embedding was cancelled."
         except Exception as err:  # shown in the widget, not as a traceback
@@ -189,10 +213,46 @@ class SamWidget(widgets.VBox):
             self._set_status(f"Cannot segment: {html.escape(self._failure)}", kind="error")
         else:
             self.progress.value = 1.0
-            self.progress.layout.display = "none"
             self._set_status(self._ready_message())
         finally:
             self._ready.set()
+
+    def _show_scale(self) -> None:
+        """Put the scale in use on the diameter slider (without acting on the change)."""
+        scaled = self._scaled
+        if scaled is None:
+            return
+        self._updating_controls = True
+        try:
+            self.diameter_slider.value = scaled.diameter
+        finally:
+            self._updating_controls = False
+        self.diameter_slider.description_tooltip = f"{scaled.scale} ({scaled.diameter_source})"
+        self.scale_info.value = (
+            f"<span class='sam-viz-scale'>{html.escape(str(scaled.scale))} "
+            f"({html.escape(str(scaled.diameter_source))})</span>"
+        )
+
+    def set_diameter(self, diameter: float) -> None:
+        """Use objects of ``diameter`` image pixels: later prompts are answered in windows
+        magnified for them (the current candidates stay until the next prompt).
+
+        Raises:
+            ValueError: For a diameter that is not a positive number.
+        """
+        self.wait()
+        assert self._scaled is not None
+        self._scaled = self._scaled.with_diameter(float(diameter))
+        self._show_scale()
+
+    @property
+    def scale(self) -> ScaledImage | None:
+        """The image with its object scale and windows (None until it is ready)."""
+        return self._scaled
+
+    def _on_diameter_slider(self, change: dict[str, Any]) -> None:
+        if not self._updating_controls and self._ready.is_set():
+            self._from_ui(self.set_diameter, float(change["new"]))
 
     def _on_progress(self, done: int, total: int) -> None:
         self.progress.value = done / max(total, 1)
@@ -204,8 +264,8 @@ class SamWidget(widgets.VBox):
             return ("Ready. Drag a box around an object or click on it; "
                     "clicks refine (+ object, \u2212 background).")
         return (f"Ready. <b>{html.escape(spec.title)}</b> was trained with boxes only: "
-                "<b>drag a box</b> around an object. A click alone gives an empty mask with "
-                "this model; after a box, clicks refine it (+ object, \u2212 background).")
+                "<b>drag a box</b> around an object. Clicks alone are not answered with this "
+                "model; after a box, + and \u2212 clicks adjust it.")
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the image embedding is ready.
@@ -240,7 +300,8 @@ class SamWidget(widgets.VBox):
         self._canvas.close()
         for child in (self.point_mode, self.candidate_buttons, self.legend, self.undo_button,
                       self.clear_button, self.commit_button, self.progress, self.status,
-                      self.objects_info, *self.children):
+                      self.objects_info, self.diameter_slider, self.scale_info,
+                      *self.children):
             child.close()
         super().close()
 
@@ -261,8 +322,8 @@ class SamWidget(widgets.VBox):
         return self._session.prompts
 
     @property
-    def candidates(self) -> Prediction | None:
-        """The current prediction: ``masks`` (3, H, W) bool, ``names``
+    def candidates(self) -> Candidates | None:
+        """The current candidates: ``masks`` (3, H, W) bool, ``names``
         ("subpart", "part", "whole"), ``iou_scores``; None when there are no prompts."""
         return self._session.prediction
 
@@ -286,7 +347,7 @@ class SamWidget(widgets.VBox):
         """The committed objects."""
         return self._objects
 
-    def add_point(self, x: float, y: float, positive: bool = True) -> Prediction:
+    def add_point(self, x: float, y: float, positive: bool = True) -> Candidates:
         """Add a point prompt at image pixel (x, y) and predict.
 
         Args:
@@ -298,20 +359,14 @@ class SamWidget(widgets.VBox):
             The new candidates.
 
         Raises:
-            ValueError: If the point lies outside the image (also shown in the status line).
+            ValueError: If the point lies outside the image, or the model cannot answer a
+                point without a box (:class:`~sam_viz.prompts.PromptProblem`); the message
+                is also shown in the status line.
             RuntimeError: If the model or embedding is not available.
         """
-        prediction = self._act(self._session.add_point, x, y, positive)
-        spec = self._predictor.spec if self._predictor is not None else None
-        if spec is not None and not spec.trained_with_points and self.prompts.box is None:
-            self._set_status(
-                "This model was trained with boxes only, so a point alone gives an empty or "
-                "poor mask. <b>Drag a box</b> around the object; points then refine it.",
-                kind="warning",
-            )
-        return prediction
+        return self._act(self._session.add_point, x, y, positive)
 
-    def add_box(self, x0: float, y0: float, x1: float, y1: float) -> Prediction:
+    def add_box(self, x0: float, y0: float, x1: float, y1: float) -> Candidates:
         """Set the box prompt (x0, y0, x1, y1) in image pixels and predict.
 
         A new box replaces the previous one (SAM takes one box per object); :meth:`undo`
@@ -408,16 +463,11 @@ class SamWidget(widgets.VBox):
             self._image, contrast=self._contrast, progress=progress, cancel=cancel
         )
 
-    def _predict(self, prompts: PromptSet) -> Prediction:
+    def _predict(self, prompts: PromptSet) -> Candidates:
         self.wait()
-        assert self._predictor is not None
-        return self._predictor.predict(
-            points_xy=prompts.points_xy if prompts.points else None,
-            point_labels=prompts.point_labels if prompts.points else None,
-            box_xyxy=prompts.box,
-            multimask_output=True,
-            embedding=self._embedding,
-        )
+        assert self._predictor is not None and self._scaled is not None
+        check_answerable(self._predictor.spec, prompts)
+        return self._scaled.answer(prompts, progress=self._on_progress, cancel=self._cancel)
 
     def _act(self, action: Callable[..., Any], *args: Any, status: str | None = "ready",
              layers: tuple[int, ...] = (CANDIDATE, PROMPTS)) -> Any:
@@ -471,7 +521,7 @@ class SamWidget(widgets.VBox):
         self.clear_button.disabled = self.prompts.empty
         self.commit_button.disabled = prediction is None
 
-    def _legend_html(self, prediction: Prediction) -> str:
+    def _legend_html(self, prediction: Candidates) -> str:
         items = []
         scores = zip(prediction.names, prediction.iou_scores, strict=True)
         for i, (name, score) in enumerate(scores):
@@ -505,7 +555,8 @@ class SamWidget(widgets.VBox):
                              f"style='color:{color}'>{prefix}{message}</div>")
 
     def _show_error(self, err: BaseException) -> None:
-        self._set_status(html.escape(_describe(err)), kind="error")
+        kind = "warning" if isinstance(err, PromptProblem) else "error"
+        self._set_status(html.escape(_describe(err)), kind=kind)
 
     def _from_ui(self, action: Callable[..., Any], *args: Any) -> None:
         """Run an action started from the page: errors go to the status line, not a traceback."""
@@ -532,11 +583,6 @@ class SamWidget(widgets.VBox):
         self._set_status(f"Still computing the image embedding ({self.progress.value:.0%}); "
                          "try again in a moment.", kind="warning")
         return False
-
-
-def candidate_color(name: str) -> tuple[int, int, int]:
-    """Overlay colour (RGB) of a candidate by name (SAM's single mask: ``"mask"``)."""
-    return CANDIDATE_COLORS.get(name, CANDIDATE_COLORS["mask"])
 
 
 def _describe(err: BaseException) -> str:
