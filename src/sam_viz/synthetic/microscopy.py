@@ -402,12 +402,9 @@ def _nuclei_geometry(
     clustering: float,
     spacing: float,
     mitotic_rate: float,
-    micronuclei_rate: float = 0.0,
-    size_spread: float = 0.18,
-    aspect: tuple[float, float] = (6.0, 1.8),
-    wobble: float = 0.04,
-    rough: float = 0.04,
+    micronuclei_rate: float,
 ) -> _Nuclei:
+    """Nuclei placed in colonies, ellipses with smooth, slightly irregular outlines."""
     height, width = shape
     radius = 0.5 * diameter
     target = int(density * height * width / (np.pi * radius**2)) + 1
@@ -427,7 +424,7 @@ def _nuclei_geometry(
     ]
     points = points[np.argsort(rng.exponential(size=count) / local ** min(clustering, 1.0))]
     # Sizes: a lognormal spread, a few large (polyploid) nuclei, small mitotic figures.
-    sizes = radius * np.exp(size_spread * rng.standard_normal(count))
+    sizes = radius * np.exp(0.18 * rng.standard_normal(count))
     sizes[rng.random(count) < 0.03] *= 1.4
     mitotic = rng.random(count) < mitotic_rate
     sizes[mitotic] *= rng.uniform(0.45, 0.7, mitotic.sum())
@@ -443,7 +440,7 @@ def _nuclei_geometry(
     points = np.concatenate([points, around])
     sizes = np.concatenate([sizes, micro])
     mitotic = np.concatenate([mitotic, np.zeros(len(parents), bool)])
-    objects = _shapes(rng, points, sizes, aspect, wobble, rough)
+    objects = _shapes(rng, points, sizes, (6.0, 1.8), wobble=0.04, rough=0.04)
     objects.aspect[mitotic] = rng.uniform(0.25, 0.7, mitotic.sum())  # plates and rods
     objects.aspect[len(keep) :] = rng.uniform(0.7, 1.0, len(parents))
     roughness = _noise(rng, shape, max(1.0, 0.1 * diameter))
@@ -511,7 +508,7 @@ def _render_nuclei(rng: np.random.Generator, nuclei: _Nuclei, diameter: float) -
     bright[nuclei.mitotic] *= rng.uniform(1.8, 3.0)
     out_of_focus = rng.random(n + 1) < rng.uniform(0.0, 0.2)
     out_of_focus[nuclei.mitotic] = False
-    bright[out_of_focus] *= rng.uniform(0.4, 0.8, out_of_focus.sum())
+    bright[out_of_focus] *= rng.uniform(0.6, 0.9, out_of_focus.sum())
     bright[0] = 0.0
     # Inside a nucleus: a flat dome (thickness), chromatin grain, darker nucleoli. Computed
     # on the nuclei's pixels only.
@@ -533,7 +530,7 @@ def _render_nuclei(rng: np.random.Generator, nuclei: _Nuclei, diameter: float) -
     if out_of_focus.any():
         blurred = out_of_focus[labels]
         image = _blur(np.where(blurred, 0, signal), psf)
-        image += _blur(np.where(blurred, signal, 0), rng.uniform(0.1, 0.2) * diameter)
+        image += _blur(np.where(blurred, signal, 0), rng.uniform(0.06, 0.12) * diameter)
     else:
         image = _blur(signal, psf)
     image += rng.uniform(0.01, 0.06) * _blur(image, 2.5 * diameter)
@@ -729,7 +726,7 @@ def _render_brightfield(rng, cells: _Cells, diameter: float):
     # Slight absorption plus a defocus term (a band-passed path): thin dark or bright rims.
     fine = _blur(path, 0.015 * diameter + 0.8)
     rim = fine - _blur(path, 0.05 * diameter + 2.0)
-    defocus = rng.choice([-1.0, 1.0], p=[0.7, 0.3]) * rng.uniform(0.1, 0.3)
+    defocus = rng.choice([-1.0, 1.0], p=[0.7, 0.3]) * rng.uniform(0.05, 0.2)
     image = 1 - rng.uniform(0.02, 0.06) * fine - defocus * rim
     image *= _illumination(rng, shape, rng.uniform(0.05, 0.2))
     if rng.random() < 0.5:  # an 8-bit camera
@@ -771,7 +768,7 @@ def histology_field(
     shape = _checked_shape(shape)
     _checked_positive("diameter", diameter)
     rng = np.random.default_rng(seed)
-    nominal = diameter if diameter is not None else float(_loguniform(rng, 8, 25))
+    nominal = diameter if diameter is not None else float(_loguniform(rng, 10, 25))
     layout_seed, geometry_seed, render_seed = rng.integers(2**63, size=3)
     tissue = _tissue_layout(np.random.default_rng(int(layout_seed)), shape, nominal)
 
