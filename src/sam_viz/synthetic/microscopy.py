@@ -108,11 +108,13 @@ def _filtered_std(sigma: float) -> float:
     """Std of 2-D white noise after ``gaussian_filter(sigma, truncate=3)``."""
     radius = int(3.0 * sigma + 0.5)
     weights = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    return float(np.sum(weights**2) / np.sum(weights) ** 2)  # (1-D variance) ** 2 / ...
+    # The 2-D variance is the square of the 1-D one, so the 2-D std is the 1-D variance.
+    return float(np.sum(weights**2) / np.sum(weights) ** 2)
 
 
 def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur; wide kernels are applied on a block-averaged copy (same result, faster)."""
+    """Gaussian blur; wide kernels are applied on a block-averaged copy (nearly the same
+    result, much faster)."""
     if sigma < 6.0:
         return ndimage.gaussian_filter(image, sigma, truncate=3.0)
     step = int(sigma / 2.0)
@@ -170,9 +172,6 @@ class _Objects:
     angle: np.ndarray
     harmonics: np.ndarray
     rough: np.ndarray
-
-    def take(self, index: np.ndarray) -> _Objects:
-        return _Objects(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
 
 
 def _shapes(
