@@ -524,6 +524,11 @@ def _render_nuclei(rng: np.random.Generator, nuclei: _Nuclei, diameter: float) -
     signal = np.zeros(labels.size, _F32)
     signal[where] = bright[owner] * dome * np.clip(1 + grain, 0.2, None) * (1 - nucleoli)
     signal = signal.reshape(shape)
+    # Debris: a few small unlabelled specks on the background.
+    specks = rng.integers(0, labels.size, int(rng.uniform(0, 3e-5) * labels.size))
+    specks = specks[labels.ravel()[specks] == 0]
+    for shift in (0, 1, shape[1], shape[1] + 1):  # 2 x 2 pixels each
+        signal.ravel()[(specks + shift) % labels.size] += rng.uniform(0.3, 1.5, len(specks))
     # Optics: point-spread blur, a wider one out of focus, scattered light.
     psf = rng.uniform(0.7, 1.4)
     if out_of_focus.any():
