@@ -32,6 +32,8 @@ from typing import Literal
 
 import numpy as np
 from scipy import ndimage
+from skimage.morphology import h_maxima
+from skimage.segmentation import watershed
 
 from sam_viz.image import validate_image
 
@@ -47,6 +49,16 @@ MIN_RESPONSE = 0.02  # and respond with at least this fraction of the image's ro
 STRONG_FRACTION = 0.5  # blobs counted: at least this fraction of the strongest blobs' response
 TOP_PERCENTILE = 90.0  # "the strongest blobs" of a polarity: this percentile of its responses
 MIN_BLOBS = 3  # a polarity with fewer blobs is taken only when the other has none
+# Measuring objects (step 5):
+MEASURE_OBJECT_PIXELS = 24.0  # measured at the pyramid level where objects span 24-48 pixels
+MEASURE_REGION_SIDE = 512  # pixels per axis of the measured region, to bound the time
+MARKER_SMOOTHING = 1 / 6  # basins from the image smoothed by this fraction of the diameter
+OUTLINE_SMOOTHING = 0.06  # outlines from the image smoothed by this fraction of the diameter
+MARKER_DYNAMIC = 0.05  # a basin's maximum rises this fraction of the object contrast above its pass
+FILLED_BASIN = 0.5  # an object filling this share of its basin extends to the basin's border
+OUTLINE_LEVELS = 16  # intensity levels tried for each object's outline
+OUTLINE_GRADIENT = 0.6  # outline: the outermost edge with this fraction of the steepest gradient
+TRIAL_START, TRIAL_STEP, TRIAL_COUNT = 0.7, math.sqrt(2.0), 8  # trial diameters / blob diameter
 
 
 @dataclass(frozen=True)
@@ -119,13 +131,33 @@ def estimate_diameter(
     """
     gray, invalid = _to_gray(validate_image(image))
     low, high = _diameter_range(gray.shape, min_diameter, max_diameter)
-    sigmas = _sigmas(low / DISC_SIGMA_TO_DIAMETER, high / DISC_SIGMA_TO_DIAMETER)
     fallback = math.sqrt(low * high)
     if not np.any(gray != gray.flat[0]):
         return DiameterEstimate(fallback, 0, "bright")
-    noise = _noise_std(gray)
-    bright, dark = _scale_space_blobs(gray, invalid, sigmas, noise)
-    return _summarise(bright, dark, fallback)
+
+    # Blobs of both polarities in a LoG scale space; the objects are the stronger polarity.
+    sigmas = _sigmas(low / DISC_SIGMA_TO_DIAMETER, high / DISC_SIGMA_TO_DIAMETER)
+    levels = np.maximum(0, np.floor(np.log2(sigmas / MIN_LEVEL_SIGMA))).astype(int)
+    pyramid = _pyramid(gray, int(levels.max()))
+    bright, dark = _scale_space_blobs(pyramid, invalid, sigmas, _noise_std(gray))
+    chosen = _choose_polarity(bright, dark)
+    if chosen is None:
+        return DiameterEstimate(fallback, 0, "bright")
+    polarity, blobs, strength = chosen
+
+    # A first guess from the blobs' scales, weighted by area: texture inside objects is
+    # numerous but small.
+    diameters = blobs.sigma * DISC_SIGMA_TO_DIAMETER
+    guess = _weighted_median(diameters, blobs.weight * diameters**2)
+
+    # Measure objects' outlines at the smoothing their own size calls for.
+    sign = 1.0 if polarity == "bright" else -1.0
+    measured = _measured_diameter(pyramid, sign, guess, blobs, strength * math.e, high)
+    if measured is None:
+        diameter, count = guess, len(blobs.sigma)
+    else:
+        diameter, count = measured
+    return DiameterEstimate(float(np.clip(diameter, low, high)), int(count), polarity)
 
 
 def diameter_from_boxes(boxes_xyxy: np.ndarray) -> float:
@@ -263,13 +295,13 @@ def _pyramid(gray: np.ndarray, levels: int) -> list[np.ndarray]:
 
 
 def _scale_space_blobs(
-    gray: np.ndarray, invalid: np.ndarray | None, sigmas: np.ndarray, noise: float
+    pyramid: list[np.ndarray], invalid: np.ndarray | None, sigmas: np.ndarray, noise: float
 ) -> tuple[_Blobs, _Blobs]:
     """Bright and dark blobs: local maxima of the normalised LoG over space and scale."""
     # Each sigma goes to the coarsest level where it still spans MIN_LEVEL_SIGMA pixels.
     levels = np.maximum(0, np.floor(np.log2(sigmas / MIN_LEVEL_SIGMA))).astype(int)
-    pyramid = _pyramid(gray, int(levels.max()))
     levels = np.minimum(levels, len(pyramid) - 1)
+    shape = pyramid[0].shape
     jobs = []
     for level in np.unique(levels):
         own = np.flatnonzero(levels == level)
@@ -281,7 +313,7 @@ def _scale_space_blobs(
     with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1, 4)) as pool:
         found = list(
             pool.map(
-                lambda job: _level_blobs(pyramid[job[0]], *job, noise, gray.shape, invalid),
+                lambda job: _level_blobs(pyramid[job[0]], *job, noise, shape, invalid),
                 jobs,
             )
         )
@@ -404,22 +436,24 @@ def _blob_like(
 
 
 def _central_region(
-    shape: tuple[int, ...], halo: int
+    shape: tuple[int, ...], halo: int, side: int = MAX_REGION_SIDE
 ) -> tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]:
-    """The central region (at most MAX_REGION_SIDE per axis) and its window with a halo."""
+    """The central region (at most ``side`` pixels per axis) and its window with a halo."""
     region = []
     window = []
     for size in shape[:2]:
-        side = min(size, MAX_REGION_SIDE)
-        start = (size - side) // 2
-        region.append((start, start + side))
+        extent = min(size, side)
+        start = (size - extent) // 2
+        region.append((start, start + extent))
         window.append((max(0, start - halo), min(size, start + side + halo)))
     return tuple(region), tuple(window)
 
 
-def _summarise(bright: _Blobs, dark: _Blobs, fallback: float) -> DiameterEstimate:
-    """Pick the polarity with the stronger blobs and take the median diameter of its blobs."""
-    # The objects are the polarity whose strongest blobs respond more.
+def _choose_polarity(bright: _Blobs, dark: _Blobs) -> tuple[Polarity, _Blobs, float] | None:
+    """The polarity whose strongest blobs respond more, its strong blobs and their strength.
+
+    Returns None when neither polarity has a blob.
+    """
     strength = [
         _weighted_percentile(b.response, b.weight, TOP_PERCENTILE)
         if len(b.response) >= MIN_BLOBS
@@ -427,18 +461,125 @@ def _summarise(bright: _Blobs, dark: _Blobs, fallback: float) -> DiameterEstimat
         for b in (bright, dark)
     ]
     if max(strength) == 0:
+        # Too few blobs to compare: the polarity that has more.
         blobs = bright if len(bright.response) >= len(dark.response) else dark
-        polarity: Polarity = "bright" if blobs is bright else "dark"
         if len(blobs.response) == 0:
-            return DiameterEstimate(fallback, 0, "bright")
+            return None
         strength = [float(blobs.response.max())] * 2
     else:
-        polarity = "bright" if strength[0] >= strength[1] else "dark"
-        blobs = bright if polarity == "bright" else dark
+        blobs = bright if strength[0] >= strength[1] else dark
+    polarity: Polarity = "bright" if blobs is bright else "dark"
     # Strong blobs only: weaker ones are texture, edges and gaps between objects.
-    blobs = blobs.select(blobs.response >= STRONG_FRACTION * max(strength))
-    diameter = _weighted_median(blobs.sigma * DISC_SIGMA_TO_DIAMETER, blobs.weight)
-    return DiameterEstimate(float(diameter), len(blobs.sigma), polarity)
+    strong = blobs.select(blobs.response >= STRONG_FRACTION * max(strength))
+    return polarity, strong, max(strength)
+
+
+def _measured_diameter(
+    pyramid: list[np.ndarray],
+    sign: float,
+    guess: float,
+    blobs: _Blobs,
+    contrast: float,
+    high: float,
+) -> tuple[float, int] | None:
+    """The diameter at which measured objects are as large as the size they were measured for.
+
+    Basins and outlines depend on a smoothing proportional to the diameter: too little splits
+    textured objects, too much merges neighbours. Trial diameters grow from below the blob
+    guess until the measured diameter falls below the trial one; the crossing is interpolated.
+
+    Returns:
+        The diameter and how many objects were measured at the last trial, or None when no
+        trial found objects.
+    """
+    previous: tuple[float, float] | None = None
+    result = None
+    for step in range(TRIAL_COUNT):
+        trial = guess * TRIAL_START * TRIAL_STEP**step
+        if trial > high and previous is not None:
+            break
+        measured = _measure_objects(pyramid, sign, trial, blobs, contrast)
+        if measured is None:
+            continue
+        result = measured
+        excess = math.log(measured[0] / trial)
+        if excess <= 0:
+            if previous is None:
+                return measured
+            trial_before, excess_before = previous
+            share = excess_before / (excess_before - excess)
+            crossing = math.exp(math.log(trial_before) + share * math.log(trial / trial_before))
+            return crossing, measured[1]
+        previous = (trial, excess)
+    return result
+
+
+def _measure_objects(
+    pyramid: list[np.ndarray], sign: float, diameter: float, blobs: _Blobs, contrast: float
+) -> tuple[float, int] | None:
+    """Median equivalent diameter of the objects outlined at a trial diameter, and their count.
+
+    Works at the pyramid level where the trial diameter spans MEASURE_OBJECT_PIXELS or more,
+    in a central region. Each object is a watershed basin of the smoothed image (a basin
+    per maximum that rises MARKER_DYNAMIC of the contrast above its surroundings) that holds
+    one of the strong blobs; its outline is the level where the image falls most steeply
+    towards the basin's lowest value.
+    """
+    level = min(len(pyramid) - 1, max(0, int(math.log2(diameter / MEASURE_OBJECT_PIXELS))))
+    factor = 2**level
+    (y0, y1), (x0, x1) = _central_region(pyramid[level].shape, 0, MEASURE_REGION_SIDE)[0]
+    image = sign * pyramid[level][y0:y1, x0:x1]
+    size = diameter / factor
+    smooth = ndimage.gaussian_filter(image, MARKER_SMOOTHING * size)
+    light = ndimage.gaussian_filter(image, max(0.5, OUTLINE_SMOOTHING * size))
+
+    # Basins of the smoothed image, one per maximum of enough dynamic.
+    markers, count = ndimage.label(h_maxima(smooth, max(MARKER_DYNAMIC * contrast, 1e-6)))
+    if count == 0:
+        return None
+    basins = watershed(-smooth, markers)
+    index = np.arange(1, count + 1)
+    peak = np.asarray(ndimage.maximum(smooth, basins, index))
+    low = np.asarray(ndimage.minimum(light, basins, index))
+    span = np.maximum(peak - low, 1e-6)
+
+    # Each basin's outline: the lowest level whose mean gradient is near the steepest.
+    relative = (light - low[basins - 1]) / span[basins - 1]
+    bins = np.clip((relative * OUTLINE_LEVELS).astype(np.int64), 0, OUTLINE_LEVELS - 1)
+    key = ((basins - 1) * OUTLINE_LEVELS + bins).ravel()
+    gradient = np.hypot(*np.gradient(light)).ravel()
+    total = np.bincount(key, gradient, minlength=count * OUTLINE_LEVELS)
+    pixels = np.bincount(key, minlength=count * OUTLINE_LEVELS)
+    mean = (total / np.maximum(pixels, 1)).reshape(count, OUTLINE_LEVELS)
+    mean[:, [0, -1]] = 0  # the basin's floor and summit are no outline
+    outline = np.argmax(mean >= OUTLINE_GRADIENT * mean.max(axis=1, keepdims=True), axis=1)
+    rows = np.arange(count)
+    for _ in range(OUTLINE_LEVELS - 1):  # climb to that edge's steepest level
+        step = np.minimum(outline + 1, OUTLINE_LEVELS - 1)
+        outline = np.where(mean[rows, step] > mean[rows, outline], step, outline)
+    threshold = low + (outline + 0.5) / OUTLINE_LEVELS * span
+    inside = ndimage.binary_fill_holes(light > threshold[basins - 1])
+    area = np.bincount(basins[inside] - 1, minlength=count)
+    # A basin mostly filled by its object is bounded by neighbours: the object is the basin.
+    basin_area = np.bincount(basins.ravel() - 1, minlength=count)
+    area = np.where(area >= FILLED_BASIN * basin_area, basin_area, area)
+
+    # Objects: basins that hold a strong blob of a comparable size, not cut by the region.
+    near = (blobs.sigma * DISC_SIGMA_TO_DIAMETER > diameter / 4) & (
+        blobs.sigma * DISC_SIGMA_TO_DIAMETER < diameter * 4
+    )
+    rows = np.round((blobs.y[near] - (factor - 1) / 2) / factor).astype(int) - y0
+    cols = np.round((blobs.x[near] - (factor - 1) / 2) / factor).astype(int) - x0
+    within = (rows >= 0) & (rows < y1 - y0) & (cols >= 0) & (cols < x1 - x0)
+    holds = np.zeros(count, bool)
+    holds[basins[rows[within], cols[within]] - 1] = True
+    edge = np.concatenate([basins[0], basins[-1], basins[:, 0], basins[:, -1]]) - 1
+    holds[edge] = False
+    holds &= area >= 4
+    if not holds.any():
+        return None
+    diameters = 2 * np.sqrt(area[holds] / math.pi) * factor
+    return float(np.median(diameters)), int(holds.sum())
 
 
 def _weighted_percentile(values: np.ndarray, weights: np.ndarray, percentile: float) -> float:
