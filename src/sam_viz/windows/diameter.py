@@ -2,8 +2,8 @@
 
 Windows are magnified so that objects have a good size at the model's input; the
 magnification follows from the typical object diameter in image pixels (cellpose's
-``diameter``). :func:`estimate_diameter` finds it with a scale-normalised
-Laplacian-of-Gaussian (LoG) scale space:
+``diameter``). :func:`estimate_diameter` finds blobs in a scale-normalised
+Laplacian-of-Gaussian (LoG) scale space, then measures the objects under them:
 
 1. The image becomes one float channel (RGB: the colour direction with the most variance,
    oriented so that larger means brighter) with a robust 0..1 stretch; NaN pixels take the
@@ -14,10 +14,18 @@ Laplacian-of-Gaussian (LoG) scale space:
    sampled fraction.
 3. Blobs are local maxima of the normalised LoG response over space and scale, for bright
    objects (``-sigma**2 * LoG``) and for dark ones (its negative), above a noise- and
-   contrast-based threshold. The scale of each blob is refined between the sampled scales.
-4. The polarity whose blobs respond more strongly is taken, and the diameter is the
-   (count-weighted) median of its blobs' diameters. For a disc of diameter ``d`` the
-   normalised LoG peaks at ``sigma = d / (2 * sqrt(2))``.
+   contrast-based threshold, and not ridge-like. The scale of each blob is refined between
+   the sampled scales. For a disc of diameter ``d`` the normalised LoG peaks at
+   ``sigma = d / (2 * sqrt(2))``.
+4. The polarity whose strongest blobs respond more is taken; its strong blobs' area-weighted
+   median diameter is a first guess. The LoG scale follows an object's brightness profile,
+   not its outline (a cell that is dim at its border reads smaller), hence step 5.
+5. Objects are measured: watershed basins of the image smoothed in proportion to a trial
+   diameter, one per maximum of enough dynamic; each basin holding a strong blob is an
+   object, outlined at its outermost steep edge (or the whole basin when the object fills
+   most of it, as touching cells do). The trial diameter grows until the measured median
+   equivalent diameter no longer exceeds it: too little smoothing splits textured objects,
+   too much merges neighbours, and the crossing is the estimate.
 
 :func:`diameter_from_boxes` gives the typical diameter implied by boxes a user drew.
 """
@@ -67,7 +75,7 @@ class DiameterEstimate:
 
     Attributes:
         diameter: Typical object diameter in image pixels.
-        count: How many blobs the estimate rests on (0: nothing was found, and ``diameter``
+        count: How many objects the estimate rests on (0: nothing was found, and ``diameter``
             is only a placeholder; fall back to the model's default scale).
         polarity: ``"bright"`` when the objects are brighter than their surroundings
             (fluorescence), ``"dark"`` when darker (bright field, phase contrast, stains).
@@ -150,7 +158,8 @@ def estimate_diameter(
     diameters = blobs.sigma * DISC_SIGMA_TO_DIAMETER
     guess = _weighted_median(diameters, blobs.weight * diameters**2)
 
-    # Measure objects' outlines at the smoothing their own size calls for.
+    # Measure objects' outlines at the smoothing their own size calls for. A disc of
+    # contrast c peaks at c / e in the normalised LoG: strength * e is the objects' contrast.
     sign = 1.0 if polarity == "bright" else -1.0
     measured = _measured_diameter(pyramid, sign, guess, blobs, strength * math.e, high)
     if measured is None:
@@ -223,10 +232,10 @@ def _to_gray(array: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     if array.ndim == 3:
         array = array[..., :3] if array.shape[-1] >= 3 else array[..., 0]
     gray = np.array(array, dtype=np.float32)  # a copy, changed in place below
-    invalid = None
+    invalid: np.ndarray | None = None
     if array.dtype.kind == "f":
         finite = np.isfinite(gray) if gray.ndim == 2 else np.isfinite(gray).all(axis=-1)
-        invalid = None if finite.all() else ~finite
+        invalid = None if finite.all() else np.logical_not(finite)
     if gray.ndim == 3:
         gray = _colour_projection(gray, invalid)
     sample = gray[::4, ::4] if invalid is None else gray[~invalid]
@@ -313,7 +322,7 @@ def _scale_space_blobs(
     with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1, 4)) as pool:
         found = list(
             pool.map(
-                lambda job: _level_blobs(pyramid[job[0]], *job, noise, shape, invalid),
+                lambda job: _level_blobs(pyramid[job[0]], job[0], job[1], noise, shape, invalid),
                 jobs,
             )
         )
