@@ -66,6 +66,7 @@ MARKER_DYNAMIC = 0.05  # a basin's maximum rises this fraction of the object con
 FILLED_BASIN = 0.5  # an object filling this share of its basin extends to the basin's border
 OUTLINE_LEVELS = 16  # intensity levels tried for each object's outline
 OUTLINE_GRADIENT = 0.6  # outline: the outermost edge with this fraction of the steepest gradient
+MERGED_COUNT = 0.2  # a trial that finds under this share of the most objects found merges them
 TRIAL_START, TRIAL_STEP, TRIAL_COUNT = 0.7, math.sqrt(2.0), 8  # trial diameters / blob diameter
 
 
@@ -503,6 +504,7 @@ def _measured_diameter(
     """
     previous: tuple[float, float] | None = None
     result = None
+    most = 0
     for step in range(TRIAL_COUNT):
         trial = guess * TRIAL_START * TRIAL_STEP**step
         if trial > high and previous is not None:
@@ -510,6 +512,9 @@ def _measured_diameter(
         measured = _measure_objects(pyramid, sign, trial, blobs, contrast)
         if measured is None:
             continue
+        if result is not None and measured[1] < MERGED_COUNT * most:
+            break  # objects are merging into a few large basins: keep the last good trial
+        most = max(most, measured[1])
         result = measured
         excess = math.log(measured[0] / trial)
         if excess <= 0:
