@@ -497,6 +497,8 @@ def _measured_diameter(
     Basins and outlines depend on a smoothing proportional to the diameter: too little splits
     textured objects, too much merges neighbours. Trial diameters grow from below the blob
     guess until the measured diameter falls below the trial one; the crossing is interpolated.
+    A trial that finds far fewer objects than earlier ones is merging them: the last good
+    trial's measurement is kept.
 
     Returns:
         The diameter and how many objects were measured at the last trial, or None when no
