@@ -103,7 +103,10 @@ def test_embed_writes_a_reusable_cache(tmp_path):
     code = main(["embed", "sample:coins", "--cache-dir", str(tmp_path), "--device", "cpu"])
     assert code == 0
     files = list(tmp_path.rglob("*.pt"))
-    assert len(files) == 1
+    assert files and all("-w" in f.name for f in files)  # one file per window
+    # A second run finds them all on disk (and embeds nothing again).
+    assert main(["embed", "sample:coins", "--cache-dir", str(tmp_path), "--device", "cpu"]) == 0
+    assert sorted(tmp_path.rglob("*.pt")) == sorted(files)
 
 
 def test_import_sam_viz_loads_no_ui_toolkit():

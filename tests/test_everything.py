@@ -9,13 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from sam_viz.automatic.everything import (
-    EverythingSettings,
-    MaskGenerator,
-    box_grid,
-    crop_windows,
-    point_grid,
-)
+from sam_viz.automatic.everything import EverythingSettings, MaskGenerator
+from sam_viz.automatic.grids import box_grid, point_grid
 from sam_viz.automatic.instances import (
     InstanceMask,
     box_iou,
@@ -26,7 +21,7 @@ from sam_viz.automatic.instances import (
     touches_window_edge,
 )
 from sam_viz.automatic.merging import merge_tiles
-from sam_viz.automatic.results import Candidates, to_segmentation
+from sam_viz.automatic.results import Proposals, to_segmentation
 from sam_viz.modeling.common import LayerNorm2d
 from sam_viz.predictor import Cancelled
 from sam_viz.predictor.batch_decoder import BatchDecoder
@@ -167,20 +162,6 @@ def test_box_grid_covers_a_non_square_window() -> None:
     assert (several[: len(boxes)] == boxes).all()  # smallest side first
 
 
-def test_crop_windows_layers_overlap_and_cover() -> None:
-    windows = crop_windows((300, 400), 1, 512 / 1500)
-    assert windows[0] == ((0, 0, 400, 300), 0)
-    layer1 = [w for w, layer in windows if layer == 1]
-    assert len(layer1) == 4
-    covered = np.zeros((300, 400), bool)
-    for x0, y0, x1, y1 in layer1:
-        covered[y0:y1, x0:x1] = True
-        assert x1 - x0 < 400 and y1 - y0 < 300
-    assert covered.all()
-    assert layer1[0][2] > layer1[-1][0]  # neighbours overlap
-
-
-# -------------------------------------------------------------------------- mask operations
 def test_masks_to_boxes_exclusive_ends_and_empty() -> None:
     masks = torch.zeros(2, 6, 9, dtype=torch.bool)
     masks[0, 1:3, 4:7] = True
@@ -231,9 +212,9 @@ def test_touches_window_edge_ignores_image_edges() -> None:
     assert near.tolist() == [False, False, True]
 
 
-def _candidates(masks: list[np.ndarray], iou: list[float]) -> Candidates:
+def _candidates(masks: list[np.ndarray], iou: list[float]) -> Proposals:
     compact = [InstanceMask.from_full(m) for m in masks]
-    return Candidates.empty().extend(
+    return Proposals.empty().extend(
         (compact, np.ones(len(masks), np.float32)), np.asarray(iou), np.zeros((len(masks), 4))
     )
 
@@ -252,9 +233,9 @@ def test_merge_tiles_keeps_the_owners_copy_and_joins_fragments() -> None:
     blob = _rectangle(shape, 55, 2, 80, 12)  # centre x = 67.5: the right tile owns it
     bar = _rectangle(shape, 10, 40, 90, 50)  # longer than the halo: each tile sees a piece
 
-    def found(masks: list[np.ndarray], iou: list[float], stability: list[float]) -> Candidates:
+    def found(masks: list[np.ndarray], iou: list[float], stability: list[float]) -> Proposals:
         compact = [InstanceMask.from_full(m) for m in masks]
-        return Candidates.empty().extend(
+        return Proposals.empty().extend(
             (compact, np.asarray(stability)), np.asarray(iou), np.zeros((len(masks), 4))
         )
 
@@ -334,32 +315,33 @@ def test_generator_settings_are_checked(tiny_predictor) -> None:
         MaskGenerator(tiny_predictor, prompts="clicks")
     with pytest.raises(ValueError, match="box_sizes"):
         MaskGenerator(tiny_predictor, box_sizes=())
-    generator = MaskGenerator(tiny_predictor, tiling=True, tile_size=32, halo=40)
-    with pytest.raises(ValueError, match="halo"):
-        generator.generate(np.zeros((64, 96), np.uint8))
+    with pytest.raises(ValueError, match="diameter"):
+        MaskGenerator(tiny_predictor, diameter=-3)
     assert EverythingSettings().validated() == EverythingSettings()
+    generator = MaskGenerator(tiny_predictor, pred_iou_thresh=0.5, diameter=20)
+    assert generator.settings.grid.pred_iou_thresh == 0.5 and generator.settings.diameter == 20
     with pytest.raises(ValueError, match="accepted shapes"):
         MaskGenerator(tiny_predictor).generate(np.zeros((2, 3, 8, 8)))
 
 
-def test_generator_scheme_follows_the_model(tiny_predictor, lite_spec) -> None:
-    assert MaskGenerator(tiny_predictor).scheme == "points"
-    assert MaskGenerator(tiny_predictor).token_indices == [1, 2, 3]
-    assert MaskGenerator(tiny_predictor, prompts="boxes").token_indices == [0]
-    assert lite_spec.trained_with_points is False
+def test_generator_schemes_and_thresholds_from_the_registry(tiny_predictor) -> None:
     import dataclasses
 
-    # The click-trained LiteMedSAM answers clicks, yet its box path is what finds every coin.
-    tiny_predictor.spec = dataclasses.replace(tiny_predictor.spec, everything_prompts="boxes")
-    assert tiny_predictor.spec.trained_with_points
-    assert MaskGenerator(tiny_predictor).scheme == "boxes"
+    from sam_viz.automatic.grid_prompts import GridPrompts, GridSettings
+    from sam_viz.models.registry import MODELS, SeededThresholds
 
-
-@pytest.fixture
-def lite_spec():
-    from sam_viz.models.registry import MODELS
-
-    return MODELS["lite_medsam"]
+    assert MaskGenerator(tiny_predictor).scheme == "seeds"
+    assert MaskGenerator(tiny_predictor, prompts="boxes").scheme == "boxes"
+    assert GridPrompts(tiny_predictor, "points", GridSettings()).token_indices == [1, 2, 3]
+    assert GridPrompts(tiny_predictor, "boxes", GridSettings()).token_indices == [0]
+    # The seeds scheme's thresholds live with the model, and settings can override them.
+    assert MaskGenerator(tiny_predictor).thresholds == tiny_predictor.spec.seeded
+    assert MaskGenerator(tiny_predictor).thresholds is not None
+    mine = SeededThresholds(min_agreement=0.9)
+    assert MaskGenerator(tiny_predictor, seeded=mine).thresholds == mine
+    tiny_predictor.spec = dataclasses.replace(tiny_predictor.spec, seeded=mine)
+    assert MaskGenerator(tiny_predictor).thresholds == mine
+    assert MODELS["lite_medsam"].seeded is not None
 
 
 def _loose(predictor, **overrides) -> MaskGenerator:
@@ -381,7 +363,7 @@ def test_generator_runs_with_progress_on_a_non_square_image(tiny_predictor, sche
     image = np.random.default_rng(0).integers(0, 255, (96, 64), dtype=np.uint8)
     with torch.no_grad():  # the random IoU head scores box answers below 0: lift it
         tiny_predictor.model.mask_decoder.iou_prediction_head.layers[-1].bias += 1.0
-    generator = _loose(tiny_predictor, prompts=scheme)
+    generator = _loose(tiny_predictor, prompts=scheme, whole_image=True)
     calls: list[tuple[int, int]] = []
     before = tiny_predictor.embedding
     result = generator.generate(image, progress=lambda d, t: calls.append((d, t)))
@@ -410,14 +392,16 @@ def test_generator_cancel(tiny_predictor) -> None:
         generator.generate(image, progress=progress, cancel=cancel)
 
 
-def test_generator_crop_layers_add_windows(tiny_predictor) -> None:
-    image = np.random.default_rng(1).integers(0, 255, (80, 100), dtype=np.uint8)
+def test_generator_grid_runs_per_window_and_joins_them(tiny_predictor) -> None:
+    image = np.random.default_rng(1).integers(0, 255, (80, 300), dtype=np.uint8)
     steps: list[tuple[int, int]] = []
-    _loose(tiny_predictor, crop_n_layers=1).generate(
-        image, progress=lambda d, t: steps.append((d, t))
-    )
-    # 5 windows (whole image + 2x2 crops), each: 1 embedding + 1 batch of 16 points.
-    assert steps[-1] == (10, 10)
+    generator = _loose(tiny_predictor, prompts="points", diameter=12)
+    scaled = generator.scaled(image)
+    assert len(scaled.grid) > 1  # small objects: several windows
+    result = generator.generate(image, progress=lambda d, t: steps.append((d, t)), scaled=scaled)
+    assert result.labels.shape == (80, 300)
+    # Each window: 1 embedding + its batches of points (only those near its inner region).
+    assert steps[-1][0] == steps[-1][1] >= 2 * len(scaled.grid)
 
 
 # ---------------------------------------------------------------------------- real model
@@ -452,8 +436,8 @@ def test_cli_everything_writes_labels_and_table(
             str(tmp_path / "out" / "labels.tif"),
             "--prompts",
             "points",
-            "--tiling",
-            "off",
+            "--diameter",
+            "60",
         ]
     )
     assert code == 0
@@ -464,26 +448,9 @@ def test_cli_everything_writes_labels_and_table(
     assert "objects (points prompts, tiny_test)" in capsys.readouterr().out
 
 
-def test_cli_everything_bad_tiling_exits_2(tmp_path, tiny_model, tiny_spec, monkeypatch, capsys):
+def test_cli_everything_bad_diameter_is_refused(capsys):
     from sam_viz import cli
-    from sam_viz.predictor import Predictor
 
-    monkeypatch.setattr(
-        cli, "_load_predictor", lambda args: Predictor(tiny_model, tiny_spec, device="cpu")
-    )
-    code = cli.main(
-        [
-            "everything",
-            "sample:coins",
-            "-o",
-            str(tmp_path / "l.tif"),
-            "--tiling",
-            "on",
-            "--tile-size",
-            "64",
-            "--halo",
-            "80",
-        ]
-    )
-    assert code == 2
-    assert "halo" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["everything", "sample:coins", "-o", "l.tif", "--diameter", "-4"])
+    assert "--diameter must be a positive number" in capsys.readouterr().err

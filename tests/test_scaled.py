@@ -53,8 +53,10 @@ def test_scale_magnifies_small_objects_and_keeps_large_ones_whole(tiny_spec):
     assert not small.whole_image and small.side == ladder_side(20 / OBJECT_FRACTION)
     assert small.zoom == pytest.approx(tiny_spec.image_size / small.side)
     assert small.halo >= 20
-    large = scale_for(tiny_spec, (300, 400), 60.0)
+    large = scale_for(tiny_spec, (300, 400), 90.0)  # 90 / 0.2 = 450 px: the whole image
     assert large.whole_image and large.side == 400
+    coarse = scale_for(tiny_spec, (2048, 2048), 20.0, fraction=OBJECT_FRACTION / 2)
+    assert coarse.side >= 2 * small.side - 16  # coarser windows for everything
     with pytest.raises(ValueError, match="positive"):
         scale_for(tiny_spec, (300, 400), -1.0)
 

@@ -25,20 +25,23 @@ def test_bad_stacks_are_refused(shape, message) -> None:
         validate_stack(np.zeros(shape, np.uint8))
 
 
-def test_contrast_is_shared_by_the_whole_stack() -> None:
+def test_contrast_and_scale_are_shared_by_the_whole_stack(tiny_predictor) -> None:
     stack = np.zeros((3, 12, 10), np.uint16)
     stack[0, :6] = 1000
     stack[2] = 1000  # a bright slice
     stack[1, 0, 0] = 4000
-    images = StackImages(stack, contrast="minmax")
+    images = StackImages(tiny_predictor, stack, contrast="minmax", diameter=5)
     # The same raw value maps to the same model input on every slice.
     assert images.slice(0).rgb01[0, 0, 0] == pytest.approx(images.slice(2).rgb01[5, 5, 0])
     assert images.slice(1).rgb01[0, 0, 0] == pytest.approx(1.0)
     assert images.slice(-1).rgb01.shape == (12, 10, 3)
+    assert {images.slice(i).diameter for i in range(3)} == {5.0}
     with pytest.raises(IndexError):
         images.slice(3)
     with pytest.raises(ValueError, match="contrast"):
-        StackImages(stack, contrast="gamma")
+        StackImages(tiny_predictor, stack, contrast="gamma")
+    estimated = StackImages(tiny_predictor, stack)  # one estimate for every slice
+    assert len({estimated.slice(i).diameter for i in range(3)}) == 1
 
 
 def test_stack_embeddings_round_trip_on_disk(tiny_model, tiny_spec, tmp_path) -> None:
@@ -47,9 +50,11 @@ def test_stack_embeddings_round_trip_on_disk(tiny_model, tiny_spec, tmp_path) ->
         tiny_model, tiny_spec, device="cpu", cache=EmbeddingCache(directory=tmp_path)
     )
     steps: list[tuple[int, int]] = []
-    saved = embed_stack(writer, stack, progress=lambda d, t: steps.append((d, t)))
+    images = StackImages(writer, stack, diameter=20)
+    windows = embed_stack(writer, images, progress=lambda d, t: steps.append((d, t)))
     assert steps == [(1, 3), (2, 3), (3, 3)]
-    assert len({e.image_key for e in saved}) == 3
+    files = sorted(tmp_path.rglob("*.pt"))
+    assert windows == len(files) == 3 * len(images.slice(0).grid)
     reader = Predictor(
         tiny_model, tiny_spec, device="cpu", cache=EmbeddingCache(directory=tmp_path)
     )
@@ -58,8 +63,11 @@ def test_stack_embeddings_round_trip_on_disk(tiny_model, tiny_spec, tmp_path) ->
         raise AssertionError("the embedding should have come from disk")
 
     reader._encode = no_encoding
-    for a, b in zip(saved, embed_stack(reader, stack), strict=True):
-        assert np.array_equal(a.features.numpy(), b.features.numpy())
+    again = StackImages(reader, stack, diameter=20)
+    assert embed_stack(reader, again) == windows
+    window = again.slice(1).grid.windows[0]
+    ours, theirs = again.slice(1).embedding(window), images.slice(1).embedding(window)
+    assert np.array_equal(ours.features.numpy(), theirs.features.numpy())
     # Another model's reader does not take these files.
     other = Predictor(
         tiny_model,
@@ -68,7 +76,8 @@ def test_stack_embeddings_round_trip_on_disk(tiny_model, tiny_spec, tmp_path) ->
         cache=EmbeddingCache(directory=tmp_path),
         model_key="other",
     )
-    assert other.cache.get("other", saved[0].image_key) is None
+    assert other.cache.get("other", theirs.image_key) is None
+    assert writer.cache.get(writer.model_key, theirs.image_key) is not None
 
 
 def test_propagate_bad_input(tiny_predictor) -> None:
@@ -136,7 +145,7 @@ def test_propagation_recovers_spheres_slice_by_slice(lite_predictor) -> None:
     predictor = Predictor(
         lite_predictor.model, lite_predictor.spec, device="cpu", cache=EmbeddingCache(max_items=16)
     )
-    images = StackImages(stack)
+    images = StackImages(predictor, stack)
     for index, (z, *_rest) in enumerate(balls, start=1):
         ball = truth == index
         result = propagate(predictor, images, z, ball[z])

@@ -237,21 +237,14 @@ def cmd_everything(args: argparse.Namespace) -> int:
 
     image = read_image(args.image)
     predictor = _load_predictor(args)
-    overrides = {}
-    if args.tile_size is not None:
-        overrides["tile_size"] = args.tile_size
-    if args.halo is not None:
-        overrides["halo"] = args.halo
-    if args.tiling is not None:
-        overrides["tiling"] = args.tiling == "on"
+    overrides: dict[str, object] = {"diameter": args.diameter}
     if args.prompts is not None:
         overrides["prompts"] = args.prompts
-    if args.crop_layers is not None:
-        overrides["crop_n_layers"] = args.crop_layers
     generator = MaskGenerator(predictor, **overrides)
+    scaled = _scaled(predictor, image, args.diameter)
     bar = _Progress(f"segmenting {Path(args.image).name}")
     try:
-        result = generator.generate(image, progress=bar)
+        result = generator.generate(image, progress=bar, scaled=scaled)
     finally:
         bar.close()
     out = Path(args.output)
@@ -411,17 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     every.add_argument(
         "--prompts",
-        choices=["auto", "boxes", "points"],
+        choices=["auto", "seeds", "boxes", "points"],
         default=None,
-        help="prompt grid (auto: points for models trained with clicks, boxes otherwise)",
-    )
-    every.add_argument("--tiling", choices=["on", "off"], default=None, help="default: by size")
-    every.add_argument("--tile-size", type=int, default=None, help="inner tile side (pixels)")
-    every.add_argument("--halo", type=int, default=None, help="context around tiles (pixels)")
-    every.add_argument(
-        "--crop-layers", type=int, default=None, help="extra crop layers for small objects"
+        help="how objects are found (auto: seeds found in the image, outlined by the model; "
+        "boxes or points: SAM's prompt grid)",
     )
     every.add_argument("--cache-dir", default=None, help="keep embeddings on disk here")
+    diameter_option(every)
     model_options(every)
     every.set_defaults(func=cmd_everything)
 

@@ -16,7 +16,7 @@ from sam_viz.jupyter.widget import SamWidget
 from sam_viz.predictor import Cancelled, Predictor
 
 # Thresholds at zero: the tiny random model's masks are kept, so there is something to show.
-LOOSE = EverythingSettings(
+LOOSE = EverythingSettings(prompts="points").with_overrides(
     pred_iou_thresh=0.0,
     stability_score_thresh=0.0,
     first_pass_iou_thresh=0.0,

@@ -291,3 +291,22 @@ def test_real_model_box_on_a_coin(lite_predictor, coins, coins_reference, mouse)
     assert iou >= 0.9, f"IoU {iou:.3f} of the shown candidate ({widget.selected})"
     assert widget.commit() == 1
     np.testing.assert_array_equal(widget.labels == 1, mask)
+
+
+@pytest.mark.slow
+def test_small_object_in_a_large_image_gets_the_magnified_answer(lite_predictor):
+    from scale_fixtures import iou, small_object_in_a_large_field
+
+    small = small_object_in_a_large_field()
+    widget = SamWidget(small.image, lite_predictor, background=False)
+    scale = widget.scale
+    assert scale is not None and not scale.scale.whole_image
+    assert widget.diameter_slider.value == pytest.approx(scale.diameter)
+    assert "windows of" in widget.scale_info.value
+    widget.add_box(*small.box_xyxy)
+    assert iou(widget.mask, small.truth) >= 0.75
+    # The slider (or set_diameter) changes the scale later prompts are answered at.
+    widget.diameter_slider.value = 60.0
+    assert widget.scale.diameter == pytest.approx(60.0)
+    assert widget.scale.scale.side > scale.scale.side
+    widget.close()

@@ -15,7 +15,7 @@ from sam_viz.automatic.everything import EverythingSettings, MaskGenerator
 pytestmark = pytest.mark.gui
 
 # Thresholds at zero: the tiny random model's masks are kept, so there is something to show.
-LOOSE = EverythingSettings(
+LOOSE = EverythingSettings(prompts="points").with_overrides(
     pred_iou_thresh=0.0,
     stability_score_thresh=0.0,
     first_pass_iou_thresh=0.0,

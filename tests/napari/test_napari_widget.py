@@ -519,3 +519,25 @@ def test_closing_the_widget_leaves_working_layers(
     points.mode = "add"
     _click(points, (20, 30), modifiers=["Shift"])  # napari's own click still adds the point
     assert len(points.data) == 1
+
+
+@pytest.mark.slow
+def test_small_object_in_a_large_image_gets_the_magnified_answer(
+    make_widget, qtbot, lite_predictor
+):
+    from scale_fixtures import iou, small_object_in_a_large_field
+
+    small = small_object_in_a_large_field()
+    _viewer, widget = make_widget(small.image, lite_predictor)
+    x0, y0, x1, y1 = small.box_xyxy
+    widget.shapes_layer.add_rectangles(rectangle(y0 - 0.5, x0 - 0.5, y1 - 0.5, x1 - 0.5))
+    wait_idle(qtbot, widget, lambda: _predicted(widget), timeout=120_000)
+    scale = widget.scale
+    assert scale is not None and not scale.scale.whole_image  # windows, magnified
+    assert "auto (" in widget.controls.diameter_spin.specialValueText()  # the estimate shows
+    shown = widget.candidate_layers[widget.chosen].data > 0
+    assert iou(shown, small.truth) >= 0.75
+    # A drawn box informs the scale: the diameter follows it, and a new context starts.
+    context = widget.session.context
+    assert widget.diameter_from_boxes() == pytest.approx(np.sqrt((x1 - x0) * (y1 - y0)), abs=1)
+    assert widget.diameter is not None and widget.session.context > context

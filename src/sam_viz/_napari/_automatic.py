@@ -16,8 +16,9 @@ import numpy as np
 from sam_viz._napari._slicing import Plane, plane_data
 from sam_viz.automatic.everything import MaskGenerator
 from sam_viz.automatic.results import Segmentation
-from sam_viz.automatic.stacks import Propagation, propagate
+from sam_viz.automatic.stacks import Propagation, StackImages, propagate
 from sam_viz.predictor import Predictor, ProgressCallback
+from sam_viz.windows.scaled import ScaledImage
 
 NEEDS_STACK = (
     "Propagation needs a stack (an image with a z or time axis before its rows and columns); "
@@ -29,19 +30,23 @@ def segment_plane(
     generator: MaskGenerator,
     data: object,
     plane: Plane,
+    scaled: ScaledImage | None,
     progress: ProgressCallback,
     cancel: threading.Event,
 ) -> Segmentation:
     """Segment every object of one plane of an image layer's data.
 
     Args:
-        generator: The mask generator (with the widget's predictor and settings).
+        generator: The mask generator (with the widget's predictor, settings and diameter).
         data: The image layer's data, (..., H, W) or (..., H, W, C).
         plane: Leading indices of the plane (``()`` for 2-D).
+        scaled: The plane as the widget prepared it (its contrast, scale and cached
+            windows), or None to prepare it here.
         progress: Called as ``progress(done, total)``.
         cancel: Set it to stop; :class:`~sam_viz.predictor.Cancelled` is raised.
     """
-    return generator.generate(plane_data(data, plane), progress=progress, cancel=cancel)
+    pixels = plane_data(data, plane)
+    return generator.generate(pixels, progress=progress, cancel=cancel, scaled=scaled)
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,7 @@ def propagate_object(
     data: object,
     where: StackSlice,
     mask: np.ndarray,
+    diameter: float | None,
     progress: ProgressCallback,
     cancel: threading.Event,
 ) -> Propagation:
@@ -88,14 +94,9 @@ def propagate_object(
         data: The image layer's data.
         where: The slice the object is on.
         mask: (H, W) bool, the object on that slice.
+        diameter: The stack's object diameter (estimated when None).
         progress: Called as ``progress(done, total)``.
         cancel: Set it to stop; :class:`~sam_viz.predictor.Cancelled` is raised.
     """
-    return propagate(
-        predictor,
-        where.stack(data),
-        where.index,
-        mask,
-        progress=progress,
-        cancel=cancel,
-    )
+    stack = StackImages(predictor, where.stack(data), diameter=diameter)
+    return propagate(predictor, stack, where.index, mask, progress=progress, cancel=cancel)

@@ -28,6 +28,7 @@ from sam_viz.automatic.everything import EverythingSettings, MaskGenerator
 from sam_viz.automatic.results import Segmentation
 from sam_viz.automatic.stacks import Propagation
 from sam_viz.predictor import Cancelled, Predictor
+from sam_viz.windows.scaled import ScaledImage
 
 Say = Callable[..., None]
 """Shows a message: ``say(text, level, notify=True)``, level info, warning or error."""
@@ -42,12 +43,16 @@ class Target:
         plane: Leading indices of the plane on screen (``()`` for 2-D).
         predictor: The predictor to use.
         context: The widget's context number (see ``SamWidget``).
+        diameter: The object diameter (the user's, or the estimate), or None if not known.
+        scaled: The plane as prepared for prompts (its cached windows), if it is.
     """
 
     image: Image
     plane: Plane
     predictor: Predictor
     context: int
+    diameter: float | None = None
+    scaled: ScaledImage | None = None
 
 
 @dataclass(frozen=True)
@@ -107,9 +112,11 @@ class LongTasks(QObject):
         Returns:
             False if another task is running (nothing started; the user is told).
         """
-        generator = MaskGenerator(target.predictor, self.settings)
+        generator = MaskGenerator(target.predictor, self.settings, diameter=target.diameter)
         job = _Job("segment everything", target, self._on_segmented)
-        return self._start(job, segment_plane, generator, target.image.data, target.plane)
+        return self._start(
+            job, segment_plane, generator, target.image.data, target.plane, target.scaled
+        )
 
     def propagate(self, target: Target, objects: Labels | None) -> bool:
         """Propagate the object selected in ``objects`` (its ``selected_label``) from the
@@ -140,7 +147,10 @@ class LongTasks(QObject):
             return False
         on_done = partial(self._on_propagated, objects, label)
         job = _Job(f"propagate object {label}", target, on_done)
-        return self._start(job, propagate_object, target.predictor, target.image.data, where, mask)
+        data = target.image.data
+        return self._start(
+            job, propagate_object, target.predictor, data, where, mask, target.diameter
+        )
 
     def cancel(self) -> None:
         """Stop the running task; nothing of it is written."""

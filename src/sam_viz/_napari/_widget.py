@@ -427,7 +427,10 @@ class SamWidget(QWidget):
         if predictor is None:
             self._run_after_load(action)
             return None
-        return Target(image, plane, predictor, self.session.context)
+        embedder = self._embedder
+        diameter = self.diameter or (embedder.diameter if embedder is not None else None)
+        scaled = embedder.image(plane) if embedder is not None else None
+        return Target(image, plane, predictor, self.session.context, diameter, scaled)
 
     def segment_everything(self) -> bool:
         """Find every object on the plane on screen, off the UI thread, into the

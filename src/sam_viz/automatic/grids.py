@@ -1,14 +1,12 @@
-"""Where automatic segmentation puts its prompts: point grids, box grids, crop windows.
+"""Where SAM's generator puts its prompts: point grids and box grids.
 
 Conventions: points ``(x, y)`` and boxes ``XYXY`` in pixels of a window (or, for
-:func:`point_grid`, in [0, 1] of its width and height); windows ``XYXY`` in image pixels.
+:func:`point_grid`, in [0, 1] of its width and height).
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-Window = tuple[int, int, int, int]
 
 
 def centres(prompts: np.ndarray) -> np.ndarray:
@@ -58,28 +56,3 @@ def box_grid(shape_hw: tuple[int, int], sides: list[float], stride: float = 0.5)
         ).reshape(-1, 4)
         out.append(np.clip(boxes, 0, [width, height, width, height]))
     return np.concatenate(out) if out else np.zeros((0, 4))
-
-
-def crop_windows(
-    shape_hw: tuple[int, int], n_layers: int, overlap_ratio: float
-) -> list[tuple[Window, int]]:
-    """The whole image, then per layer i an overlapping 2^i x 2^i grid of crops.
-
-    Neighbouring crops of layer i overlap by ``overlap_ratio * short side * 2 / 2^i``
-    pixels, as in the SAM paper's generator.
-
-    Returns:
-        (window XYXY, layer) pairs, the whole image first.
-    """
-    height, width = shape_hw
-    windows: list[tuple[Window, int]] = [((0, 0, width, height), 0)]
-    short = min(height, width)
-    for layer in range(1, n_layers + 1):
-        count = 2**layer
-        overlap = int(overlap_ratio * short * 2 / count)
-        crop_w = int(np.ceil((overlap * (count - 1) + width) / count))
-        crop_h = int(np.ceil((overlap * (count - 1) + height) / count))
-        for x0 in (int((crop_w - overlap) * i) for i in range(count)):
-            for y0 in (int((crop_h - overlap) * j) for j in range(count)):
-                windows.append(((x0, y0, min(x0 + crop_w, width), min(y0 + crop_h, height)), layer))
-    return windows

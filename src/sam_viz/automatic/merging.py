@@ -17,7 +17,8 @@ from sam_viz.automatic.instances import (
     touches_window_edge,
     union,
 )
-from sam_viz.automatic.results import Candidates, Window
+from sam_viz.automatic.results import Proposals
+from sam_viz.windows.geometry import Window
 
 # Pixels: a mask this close to a tile window's inner edge is cut by it (a fragment).
 TILE_EDGE_TOLERANCE = 1.0
@@ -53,10 +54,10 @@ def _pixels_in(mask: InstanceMask, window: Window) -> int:
 
 
 def merge_tiles(
-    per_tile: Sequence[tuple[Window, Window | None, Candidates]],
+    per_tile: Sequence[tuple[Window, Window | None, Proposals]],
     shape_hw: tuple[int, int],
     nms_thresh: float,
-) -> Candidates:
+) -> Proposals:
     """Join the objects found in overlapping tiles into one set, each object once.
 
     * A mask that does not reach its tile window's inner edges is complete. Complete masks
@@ -86,13 +87,13 @@ def merge_tiles(
         cut_rows = np.flatnonzero(cut)
         fragments.append(found.subset(cut_rows))
         fragment_windows += [window] * len(cut_rows)
-    merged = Candidates.empty()
+    merged = Proposals.empty()
     for part in complete:
         merged = merged.concat(part)
     if len(merged):
         scores = OWNER_PRIORITY * np.concatenate(priority) + merged.iou
         merged = merged.subset(np.sort(nms(merged.nms_boxes, scores, nms_thresh)))
-    pieces = Candidates.empty()
+    pieces = Proposals.empty()
     for part in fragments:
         pieces = pieces.concat(part)
     if not len(pieces):
@@ -100,9 +101,7 @@ def merge_tiles(
     return merged.concat(_join_fragments(pieces, fragment_windows, merged))
 
 
-def _join_fragments(
-    pieces: Candidates, windows: Sequence[Window], complete: Candidates
-) -> Candidates:
+def _join_fragments(pieces: Proposals, windows: Sequence[Window], complete: Proposals) -> Proposals:
     """Union fragments that overlap across tiles; drop those explained by complete masks."""
     covered = np.zeros(len(pieces), dtype=bool)
     boxes = pieces.boxes
@@ -150,12 +149,12 @@ def _join_fragments(
     groups: dict[int, list[int]] = {}
     for i in alive:
         groups.setdefault(root(i), []).append(i)
-    joined = Candidates.empty()
+    joined = Proposals.empty()
     for members in groups.values():
         group = pieces.subset(members)
         mask = union(group.masks) if len(members) > 1 else group.masks[0]
         joined = joined.concat(
-            Candidates(
+            Proposals(
                 (mask,),
                 np.array([group.iou.mean()], dtype=np.float32),
                 np.array([group.stability.min()], dtype=np.float32),

@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from sam_viz.automatic.instances import InstanceMask, paint_labels
-
-Window = tuple[int, int, int, int]
+from sam_viz.windows.geometry import Window
 
 
 @dataclass(frozen=True)
-class Candidates:
-    """Masks found so far with their scores (all arrays have one row per mask).
+class Proposals:
+    """Masks proposed by automatic segmentation so far, with their scores (one row per mask).
 
     Attributes:
         masks: The masks.
@@ -40,7 +39,7 @@ class Candidates:
     window_areas: np.ndarray
 
     @classmethod
-    def empty(cls) -> Candidates:
+    def empty(cls) -> Proposals:
         """No masks."""
         zeros = np.zeros(0, dtype=np.float32)
         return cls((), zeros, zeros, np.zeros((0, 4)), np.zeros(0))
@@ -67,14 +66,14 @@ class Candidates:
         masks_and_stability: tuple[Sequence[InstanceMask | None], np.ndarray],
         iou: np.ndarray,
         prompts: np.ndarray,
-    ) -> Candidates:
+    ) -> Proposals:
         """These candidates plus new ones; masks given as None are left out."""
         masks, stability = masks_and_stability
         keep = [i for i, m in enumerate(masks) if m is not None]
         prompts = np.asarray(prompts, dtype=np.float64)
         if prompts.shape[1] == 2:
             prompts = np.concatenate([prompts, prompts], axis=1)
-        new = Candidates(
+        new = Proposals(
             tuple(masks[i] for i in keep),  # type: ignore[misc]
             np.asarray(iou, dtype=np.float32)[keep],
             np.asarray(stability, dtype=np.float32)[keep],
@@ -83,9 +82,9 @@ class Candidates:
         )
         return self.concat(new)
 
-    def concat(self, other: Candidates) -> Candidates:
+    def concat(self, other: Proposals) -> Proposals:
         """These candidates followed by ``other``'s."""
-        return Candidates(
+        return Proposals(
             self.masks + other.masks,
             np.concatenate([self.iou, other.iou]),
             np.concatenate([self.stability, other.stability]),
@@ -93,10 +92,10 @@ class Candidates:
             np.concatenate([self.window_areas, other.window_areas]),
         )
 
-    def subset(self, indices: np.ndarray | Sequence[int]) -> Candidates:
+    def subset(self, indices: np.ndarray | Sequence[int]) -> Proposals:
         """The candidates at ``indices``, in that order."""
         index = np.asarray(indices, dtype=np.int64).reshape(-1)
-        return Candidates(
+        return Proposals(
             tuple(self.masks[i] for i in index),
             self.iou[index],
             self.stability[index],
@@ -104,14 +103,14 @@ class Candidates:
             self.window_areas[index],
         )
 
-    def with_masks(self, masks: Sequence[InstanceMask]) -> Candidates:
+    def with_masks(self, masks: Sequence[InstanceMask]) -> Proposals:
         """The same candidates with their masks replaced."""
-        return Candidates(tuple(masks), self.iou, self.stability, self.prompts, self.window_areas)
+        return Proposals(tuple(masks), self.iou, self.stability, self.prompts, self.window_areas)
 
-    def shifted(self, dx: int, dy: int, window: Window) -> Candidates:
+    def shifted(self, dx: int, dy: int, window: Window) -> Proposals:
         """Masks and prompts moved from window to image pixels; remembers the window's area."""
         x0, y0, x1, y1 = window
-        return Candidates(
+        return Proposals(
             tuple(m.shifted(dx, dy) for m in self.masks),
             self.iou,
             self.stability,
@@ -202,7 +201,7 @@ class Segmentation:
 
 
 def to_segmentation(
-    candidates: Candidates, shape_hw: tuple[int, int], min_visible_fraction: float = 0.5
+    candidates: Proposals, shape_hw: tuple[int, int], min_visible_fraction: float = 0.5
 ) -> Segmentation:
     """Paint candidates into a label image, largest first, so small objects stay on top.
 

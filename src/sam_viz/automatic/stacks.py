@@ -2,9 +2,10 @@
 
 A stack is an array ``(Z, H, W)`` (grayscale) or ``(Z, H, W, C)`` with C in 1, 3, 4; Z is
 depth or time. Contrast is computed once over the whole stack, so every slice is normalised
-alike. Each slice's embedding is an ordinary cached :class:`~sam_viz.predictor.cache.ImageEmbedding`
-(with ``EmbeddingCache(directory=...)`` they persist on disk, keyed by slice content and
-model, and a file of another image or model is refused).
+alike, and one object diameter serves every slice. Each slice is a
+:class:`~sam_viz.windows.scaled.ScaledImage`, whose window embeddings are cached (with
+``EmbeddingCache(directory=...)`` they persist on disk, keyed by slice content, window, zoom
+and model).
 
 :func:`propagate` carries an object committed on one slice to its neighbours: each next
 slice is prompted with the previous slice's mask's box (a margin added), optionally with
@@ -20,14 +21,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import torch
 
-from sam_viz.image import Contrast, validate_image
+from sam_viz.image import Contrast, contrast_limits, validate_image
 from sam_viz.predictor import Cancelled, Predictor, ProgressCallback
-from sam_viz.predictor.cache import ImageEmbedding
-from sam_viz.predictor.stability import stability_scores
-from sam_viz.windows.crops import predict_with_crop, should_crop
-from sam_viz.windows.tiling import WindowedImage
+from sam_viz.progress import check_cancel
+from sam_viz.windows.scaled import ScaledImage
 
 Direction = Literal["both", "forward", "backward"]
 
@@ -52,10 +50,13 @@ def validate_stack(stack: object) -> np.ndarray:
 
 
 class StackImages:
-    """A stack whose slices are converted with contrast limits shared by the whole stack.
+    """A stack whose slices share contrast limits and one object scale.
 
     Args:
+        predictor: The predictor whose windows the slices are cut for.
         stack: (Z, H, W) or (Z, H, W, C) array.
+        diameter: Typical object diameter in pixels; estimated once, on the middle slice,
+            when None.
         contrast: ``"auto"`` (uint8/bool as they are, others stretched to the stack's
             percentiles), ``"percentile"``, ``"minmax"`` or ``"none"`` (floats in 0..1).
         percentiles: Percentiles of the stretch, over the whole stack.
@@ -63,29 +64,19 @@ class StackImages:
 
     def __init__(
         self,
+        predictor: Predictor,
         stack: object,
         *,
+        diameter: float | None = None,
         contrast: Contrast = "auto",
         percentiles: tuple[float, float] = (0.5, 99.5),
     ) -> None:
+        self.predictor = predictor
         self.stack = validate_stack(stack)
-        if contrast not in ("auto", "percentile", "minmax", "none"):
-            raise ValueError(
-                f"contrast must be 'auto', 'percentile', 'minmax' or 'none', got {contrast!r}."
-            )
-        if contrast == "auto":
-            contrast = "none" if self.stack.dtype in (np.bool_, np.uint8) else "percentile"
-        self._limits: tuple[float, float] | None = None
-        if contrast in ("percentile", "minmax"):
-            values = self.stack[..., :3] if self.stack.ndim == 4 else self.stack
-            sample = values.reshape(-1)[:: max(1, values.size // 4_000_000)].astype(np.float64)
-            sample = sample[np.isfinite(sample)]
-            if contrast == "minmax":
-                self._limits = (float(sample.min()), float(sample.max()))
-            else:
-                low, high = np.percentile(sample, percentiles)
-                self._limits = (float(low), float(high))
-        self._slices: dict[int, WindowedImage] = {}
+        values = self.stack[..., :3] if self.stack.ndim == 4 else self.stack
+        self._limits = contrast_limits(values, contrast=contrast, percentiles=percentiles)
+        self._slices: dict[int, ScaledImage] = {}
+        self.diameter = diameter if diameter is not None else self.slice(len(self) // 2).diameter
 
     def __len__(self) -> int:
         return int(self.stack.shape[0])
@@ -95,20 +86,19 @@ class StackImages:
         """(H, W) of a slice."""
         return int(self.stack.shape[1]), int(self.stack.shape[2])
 
-    def slice(self, index: int) -> WindowedImage:
-        """Slice ``index`` as a :class:`WindowedImage` (float RGB, stack-wide contrast)."""
+    def slice(self, index: int) -> ScaledImage:
+        """Slice ``index`` at the stack's scale, with the stack's contrast."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"Slice {index} is outside the stack of {len(self)} slices.")
         index %= len(self)
         if index not in self._slices:
             plane = self.stack[index]
+            diameter = getattr(self, "diameter", None)
             if self._limits is None:  # uint8/bool, or floats already in 0..1
-                self._slices[index] = WindowedImage(plane, contrast="none")
+                image = ScaledImage(self.predictor, plane, diameter=diameter, contrast="none")
             else:
-                low, high = self._limits
-                span = high - low if high > low else 1.0
-                scaled = np.clip((plane.astype(np.float32) - low) / span, 0.0, 1.0)
-                self._slices[index] = WindowedImage(np.nan_to_num(scaled), contrast="none")
+                image = ScaledImage(self.predictor, plane, diameter=diameter, limits=self._limits)
+            self._slices[index] = image
             if len(self._slices) > 4:  # keep memory bounded on long stacks
                 self._slices.pop(next(iter(self._slices)))
         return self._slices[index]
@@ -120,28 +110,27 @@ def embed_stack(
     *,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
-) -> list[ImageEmbedding]:
-    """Embed every slice (computed once, then from the predictor's cache).
+) -> int:
+    """Embed every window of every slice (computed once, then from the predictor's cache).
 
     Args:
         predictor: The shared predictor; give it an ``EmbeddingCache(directory=...)`` to keep
             the embeddings on disk.
         stack: A :class:`StackImages` or a stack array.
         progress: Called as ``progress(done, total)`` after each slice.
-        cancel: Set it to stop; :class:`~sam_viz.predictor.Cancelled` is raised.
+        cancel: Set it to stop; :class:`~sam_viz.progress.Cancelled` is raised.
 
     Returns:
-        One embedding per slice.
+        How many windows were embedded or found cached.
     """
-    images = stack if isinstance(stack, StackImages) else StackImages(stack)
-    out = []
+    images = stack if isinstance(stack, StackImages) else StackImages(predictor, stack)
+    windows = 0
     for index in range(len(images)):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("Embedding the stack was cancelled.")
-        out.append(images.slice(index).embed(predictor, cancel=cancel))
+        check_cancel(cancel, "Embedding the stack")
+        windows += images.slice(index).embed_all(cancel=cancel)
         if progress is not None:
             progress(index + 1, len(images))
-    return out
+    return windows
 
 
 @dataclass(frozen=True)
@@ -180,7 +169,7 @@ def propagate(
     mask: np.ndarray,
     *,
     direction: Direction = "both",
-    margin: float = 0.1,
+    margin: float = 0.0,
     use_mask_prompt: bool = False,
     min_score: float = 0.7,
     min_stability: float = 0.8,
@@ -192,17 +181,17 @@ def propagate(
 ) -> Propagation:
     """Carry an object from one slice to its neighbours until it ends.
 
-    On each next slice the previous mask's box (plus ``margin``) is the prompt; small boxes
-    are answered from a crop around them (:func:`sam_viz.windows.crops.should_crop`). The object has
-    ended when the new mask is empty or smaller than ``min_area``, its predicted IoU is
+    On each next slice the previous mask's box (plus ``margin``) is the prompt, answered in a
+    window that suits its size (:class:`~sam_viz.windows.scaled.ScaledImage`). The object
+    has ended when the new mask is empty or smaller than ``min_area``, its predicted IoU is
     below ``min_score``, its stability score
     (:func:`~sam_viz.predictor.stability.stability_scores`) is below ``min_stability``,
-    less than ``min_overlap`` of it lies on the previous mask,
-    or it is more than ``max_growth`` times the previous mask's area (it leaked into a
-    neighbour). Past an object's end the model still outlines something in the box, but
-    with soft edges, so such masks score lower in predicted IoU and stability than masks of
-    the object; the default cut-offs sit between the two (set on synthetic balls only:
-    docs/decisions.md, "Propagation").
+    less than ``min_overlap`` of it lies on the previous mask, or it is more than
+    ``max_growth`` times the previous mask's area (it leaked into a neighbour). Past an
+    object's end the model still outlines something in the box, but with soft edges, so
+    such masks score lower in predicted IoU and stability than masks of the object; the
+    default cut-offs sit between the two (set on synthetic balls only: docs/decisions.md,
+    "Propagation").
 
     Args:
         predictor: The shared predictor (its current image is left alone).
@@ -210,7 +199,8 @@ def propagate(
         slice_index: The slice the object was committed on.
         mask: (H, W) bool mask of the object on that slice.
         direction: ``"both"``, ``"forward"`` (increasing index) or ``"backward"``.
-        margin: Margin added to each side of the box, as a fraction of its size.
+        margin: Margin added to each side of the box, as a fraction of its size (none by
+            default: the model's own box margin, ``spec.box_margin``, loosens the box).
         use_mask_prompt: Also give the previous mask as a mask prompt (off: it did not
             help the embedded LiteMedSAM; docs/decisions.md, "Propagation").
         min_score: Lowest predicted IoU accepted.
@@ -228,7 +218,7 @@ def propagate(
     Raises:
         ValueError: For a mask of the wrong shape, an empty mask, or a bad slice index.
     """
-    images = stack if isinstance(stack, StackImages) else StackImages(stack)
+    images = stack if isinstance(stack, StackImages) else StackImages(predictor, stack)
     depth = len(images)
     if not 0 <= slice_index < depth:
         raise ValueError(f"slice_index {slice_index} is outside the stack of {depth} slices.")
@@ -255,7 +245,7 @@ def propagate(
             if cancel is not None and cancel.is_set():
                 raise Cancelled("Propagation was cancelled.")
             new, score, stability = _next_slice(
-                predictor, images.slice(index), previous, margin, use_mask_prompt
+                images.slice(index), previous, margin, use_mask_prompt
             )
             done += 1
             area, before = int(new.sum()), int(previous.sum())
@@ -280,27 +270,21 @@ def propagate(
 
 
 def _next_slice(
-    predictor: Predictor,
-    image: WindowedImage,
+    image: ScaledImage,
     previous: np.ndarray,
     margin: float,
     use_mask_prompt: bool,
 ) -> tuple[np.ndarray, float, float]:
-    """Predict the object on a slice from the previous slice's mask.
+    """Predict the object on a slice from the previous slice's mask (in a window that suits
+    the object's size).
 
     Returns:
         (mask, predicted IoU, stability score of its low-res logits).
     """
     box = _box_with_margin(previous, margin)
-    if should_crop(predictor.spec, image.shape, box):
-        result = predict_with_crop(predictor, image, box, multimask_output=False)
-    else:
-        embedding = image.embed(predictor)
-        result = predictor.predict(
-            box_xyxy=box,
-            mask_input=previous if use_mask_prompt else None,
-            multimask_output=False,
-            embedding=embedding,
-        )
-    stability = stability_scores(torch.as_tensor(result.low_res_logits[:1]))
-    return result.masks[0], float(result.iou_scores[0]), float(stability[0])
+    result = image.predict(
+        box_xyxy=box,
+        mask_input=previous if use_mask_prompt else None,
+        multimask_output=False,
+    )
+    return result.masks[0], float(result.iou_scores[0]), float(result.stability_scores[0])

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from sam_viz.automatic.instances import InstanceMask, compact, masks_to_boxes
-from sam_viz.automatic.results import Candidates
+from sam_viz.automatic.results import Proposals
 from sam_viz.predictor import Predictor
 from sam_viz.predictor.batch_decoder import BatchDecoder, PreparedImage
 from sam_viz.predictor.cache import ImageEmbedding
@@ -75,7 +75,7 @@ class WindowDecoder:
         stability_thresh: float,
         local: bool = False,
         on_batch: Callable[[], None] | None = None,
-    ) -> Candidates:
+    ) -> Proposals:
         """Decode prompts; keep the masks passing both thresholds (in window pixels).
 
         Args:
@@ -92,7 +92,7 @@ class WindowDecoder:
         """
         if local and prompts.shape[1] == 4 and len(prompts):
             return self._decode_local(prompts, tokens, iou_thresh, stability_thresh, on_batch)
-        found = Candidates.empty()
+        found = Proposals.empty()
         for start in range(0, len(prompts), self.batch_size):
             batch = prompts[start : start + self.batch_size]
             found = found.concat(
@@ -109,7 +109,7 @@ class WindowDecoder:
         iou_thresh: float,
         stability_thresh: float,
         on_batch: Callable[[], None] | None,
-    ) -> Candidates:
+    ) -> Proposals:
         frame = self.embedding.frame
         grid_h, grid_w = self.prepared.grid
         token_px = frame.image_size / grid_w  # model-input pixels per embedding cell
@@ -125,7 +125,7 @@ class WindowDecoder:
             np.round((centres[:, 1] - patch / 2) / step) * step, 0, max(grid_h - patch, 0)
         )
         origins = np.stack([row0, col0], axis=1).astype(np.int64)
-        found = Candidates.empty()
+        found = Proposals.empty()
         for origin in np.unique(origins, axis=0):
             members = np.flatnonzero((origins == origin).all(axis=1))
             r0, c0 = (int(v) for v in origin)
@@ -152,7 +152,7 @@ class WindowDecoder:
         iou_thresh: float,
         stability_thresh: float,
         origin: tuple[int, int] | None,
-    ) -> Candidates:
+    ) -> Proposals:
         """Decode one batch on ``prepared`` (a patch at embedding cell ``origin``, or all)."""
         frame = self.embedding.frame
         model = self.predictor.model
@@ -173,14 +173,14 @@ class WindowDecoder:
             keep = iou > iou_thresh
             rows = torch.nonzero(keep.any(dim=1)).flatten()
             if not len(rows):
-                return Candidates.empty()
+                return Proposals.empty()
             low = self.decoder.masks(decoded, token_index, rows)
             picked = keep[rows]
             low = low[picked.to(low.device)]  # (K, l, l)
             if origin is not None:
                 low = self._on_canvas(low, origin)
             prompt_rows = rows[:, None].expand_as(picked)[picked].numpy()
-            return Candidates.empty().extend(
+            return Proposals.empty().extend(
                 self._masks(low, stability_thresh), iou[rows][picked].numpy(), batch[prompt_rows]
             )
 

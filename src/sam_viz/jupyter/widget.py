@@ -457,11 +457,12 @@ class SamWidget(widgets.VBox):
         self, progress: ProgressCallback, cancel: threading.Event
     ) -> Segmentation:
         self.wait()
-        assert self._predictor is not None
-        generator = MaskGenerator(self._predictor, self._everything_settings)
-        return generator.generate(
-            self._image, contrast=self._contrast, progress=progress, cancel=cancel
+        assert self._predictor is not None and self._scaled is not None
+        scaled = self._scaled  # the diameter on the slider, and the windows embedded so far
+        generator = MaskGenerator(
+            self._predictor, self._everything_settings, diameter=scaled.diameter
         )
+        return generator.generate(self._image, progress=progress, cancel=cancel, scaled=scaled)
 
     def _predict(self, prompts: PromptSet) -> Candidates:
         self.wait()

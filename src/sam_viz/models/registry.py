@@ -48,6 +48,27 @@ class TinyViTConfig:
 
 
 @dataclass(frozen=True)
+class SeededThresholds:
+    """When "segment everything" keeps the model's outline of an object it found.
+
+    Everything finds one seed and region per object from the image, then prompts the model
+    with each region's box (:mod:`sam_viz.automatic.seeded`). These values are set per
+    model from statistics over many generated fields (``benchmarks/eval_everything.py``).
+
+    Attributes:
+        min_predicted_iou: The model's predicted IoU a mask needs.
+        min_stability: Stability score a mask needs.
+        min_agreement: IoU a mask needs with its seed's region (it outlines that object).
+        keep_regions: Keep the region where the model's mask is not kept.
+    """
+
+    min_predicted_iou: float = 0.5
+    min_stability: float = 0.5
+    min_agreement: float = 0.3
+    keep_regions: bool = True
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One model variant: architecture, input handling and where its weights come from.
 
@@ -73,8 +94,9 @@ class ModelSpec:
         base: For weights shipped as a delta: the registered variant whose checkpoint the
             delta is added to (its image encoder, and so its embeddings, are unchanged).
         delta_file: The delta's file name inside ``sam_viz/models/weights``.
-        everything_prompts: The prompt grid "segment everything" uses by default, when it
-            should not simply follow :attr:`trained_with_points`.
+        seeded: When "segment everything" keeps this model's outlines.
+        box_margin: A box prompt is widened by this fraction of the model input on each
+            side: the loose boxes the model was trained with (README, "Object scale").
         known_hash: The published hash of the checkpoint file as ``"algorithm:hex"``
             (``"xxh128:..."`` or ``"sha256:..."``), for publishers that give no SHA-256.
             :attr:`file_hash` is the one a download is checked against.
@@ -95,7 +117,8 @@ class ModelSpec:
     license: str = "Apache-2.0"
     base: str | None = None
     delta_file: str | None = None
-    everything_prompts: Literal["points", "boxes"] | None = None
+    seeded: SeededThresholds = SeededThresholds()
+    box_margin: float = 0.0
     known_hash: str | None = None
 
     def __post_init__(self) -> None:
@@ -199,6 +222,8 @@ _LITE_MEDSAM = ModelSpec(
     prompt_kinds=frozenset({"box", "mask"}),
     multimask="none",
     embedded=True,
+    # Trained on boxes loosened by a few pixels; measured on many generated fields.
+    box_margin=0.035,
 )
 
 MODELS: dict[str, ModelSpec] = {
@@ -261,7 +286,8 @@ MODELS: dict[str, ModelSpec] = {
             multimask="single_click",
             base="lite_medsam",
             delta_file="lite_medsam_clicks.pt",
-            everything_prompts="boxes",
+            # Its decoder was retrained here on boxes with SAM's noise around tight boxes.
+            box_margin=0.0,
         ),
         _micro_sam(
             name="vit_t_lm",

@@ -295,6 +295,17 @@ class Predictor:
             raise ValueError("mask_input contains NaN or inf.")
         return logits
 
+    def model_boxes(self, boxes_xyxy: np.ndarray, frame: ImageFrame) -> np.ndarray:
+        """Boxes in model-input pixels as the model was trained to see them: widened by
+        ``spec.box_margin`` of the input on each side (within the image)."""
+        boxes = frame.boxes_to_model(boxes_xyxy)
+        margin = self.spec.box_margin * self.spec.image_size
+        if margin:
+            in_h, in_w = frame.input_size
+            boxes = boxes + np.array([-margin, -margin, margin, margin])
+            boxes = np.clip(boxes, 0, [in_w, in_h, in_w, in_h])
+        return boxes
+
     def _decode(
         self,
         embedding: ImageEmbedding,
@@ -329,7 +340,8 @@ class Predictor:
             )
         boxes = None
         if len(prompts.boxes_xyxy):
-            boxes = torch.as_tensor(frame.boxes_to_model(prompts.boxes_xyxy), dtype=torch.float32)
+            model_boxes = self.model_boxes(prompts.boxes_xyxy, frame)
+            boxes = torch.as_tensor(model_boxes, dtype=torch.float32)
             boxes = boxes.to(device) if per_box else boxes[:1].to(device)
         masks = None
         if prompts.mask is not None:

@@ -142,7 +142,9 @@ def _augment(
 
 def automatic_masks(predictor: Predictor, image: np.ndarray) -> np.ndarray:
     """The model's own masks for every object it finds with boxes: (K, H, W) bool."""
-    settings = EverythingSettings(prompts="boxes", pred_iou_thresh=0.8, tiling=False)
+    settings = EverythingSettings(prompts="boxes", whole_image=True).with_overrides(
+        pred_iou_thresh=0.8
+    )
     result = MaskGenerator(predictor, settings).generate(image)
     shape = image.shape[:2]
     if not result.masks:

@@ -135,20 +135,28 @@ class WindowGrid:
     def holding(self, bounds_xyxy: Sequence[float], margin: float) -> Window | None:
         """The window holding ``bounds`` with the most room, if it has ``margin`` pixels of
         room on every side that is not the image's edge; else None."""
+        windows = np.asarray(self.windows, dtype=np.float64)
         x0, y0, x1, y1 = (float(v) for v in bounds_xyxy)
         height, width = self.shape
-        best, best_room = None, -math.inf
-        for wx0, wy0, wx1, wy1 in self.windows:
-            room = min(
-                x0 - wx0 if wx0 > 0 else math.inf,
-                y0 - wy0 if wy0 > 0 else math.inf,
-                wx1 - x1 if wx1 < width else math.inf,
-                wy1 - y1 if wy1 < height else math.inf,
-            )
-            inside = x0 >= wx0 and y0 >= wy0 and x1 <= wx1 and y1 <= wy1
-            if inside and room >= margin and room > best_room:
-                best, best_room = (wx0, wy0, wx1, wy1), room
-        return best
+        inf = np.inf
+        room = np.min(
+            [
+                np.where(windows[:, 0] > 0, x0 - windows[:, 0], inf),
+                np.where(windows[:, 1] > 0, y0 - windows[:, 1], inf),
+                np.where(windows[:, 2] < width, windows[:, 2] - x1, inf),
+                np.where(windows[:, 3] < height, windows[:, 3] - y1, inf),
+            ],
+            axis=0,
+        )
+        inside = (
+            (x0 >= windows[:, 0])
+            & (y0 >= windows[:, 1])
+            & (x1 <= windows[:, 2])
+            & (y1 <= windows[:, 3])
+        )
+        room = np.where(inside & (room >= margin), room, -inf)
+        best = int(np.argmax(room))
+        return self.windows[best] if np.isfinite(room[best]) or room[best] == inf else None
 
 
 def touches_inner_edge(

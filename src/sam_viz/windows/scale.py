@@ -16,9 +16,9 @@ from sam_viz.models.registry import ModelSpec
 
 # An object of the typical diameter spans this fraction of a window's side (chosen from
 # measured box IoU against object size in model-input pixels; README, "Object scale").
-OBJECT_FRACTION = 0.125
+OBJECT_FRACTION = 0.2
 # Objects whose box spans between these fractions of a window are answered in it well.
-GOOD_FRACTIONS = (0.06, 0.35)
+GOOD_FRACTIONS = (0.15, 0.3)
 # Windows are never magnified more than this (upsampling adds no detail past it).
 MAX_ZOOM = 4.0
 # Context beyond a window's inner region, in typical diameters: objects up to twice the
@@ -59,28 +59,34 @@ def ladder_side(side: float) -> int:
     return math.ceil(8.0 * SIDE_LADDER**steps - 1e-6)
 
 
-def window_side_for(spec: ModelSpec, object_side: float) -> int:
+def window_side_for(spec: ModelSpec, object_side: float, fraction: float = OBJECT_FRACTION) -> int:
     """Window side (image pixels) that shows an object of ``object_side`` pixels at
-    :data:`OBJECT_FRACTION` of the model input, never magnified beyond :data:`MAX_ZOOM`."""
-    side = max(object_side / OBJECT_FRACTION, spec.image_size / MAX_ZOOM)
+    ``fraction`` of the model input, never magnified beyond :data:`MAX_ZOOM`."""
+    side = max(object_side / fraction, spec.image_size / MAX_ZOOM)
     return ladder_side(side)
 
 
-def scale_for(spec: ModelSpec, image_hw: tuple[int, int], diameter: float) -> Scale:
+def scale_for(
+    spec: ModelSpec,
+    image_hw: tuple[int, int],
+    diameter: float,
+    fraction: float = OBJECT_FRACTION,
+) -> Scale:
     """The windows an image of shape (H, W) is embedded as, for objects of ``diameter``.
 
-    When the whole image, fitted to the model input, already shows such objects within
-    :data:`GOOD_FRACTIONS`, it is one window; otherwise windows of :func:`window_side_for`.
+    Windows of :func:`window_side_for` show such objects at ``fraction`` of the model
+    input; when that takes the whole image, it is one window.
 
     Raises:
-        ValueError: For a diameter that is not a positive number.
+        ValueError: For a diameter or fraction that is not a positive number.
     """
     if not (isinstance(diameter, (int, float)) and math.isfinite(diameter) and diameter > 0):
         raise ValueError(f"diameter must be a positive number of pixels, got {diameter!r}.")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}.")
     longest = max(image_hw)
-    whole_fraction = diameter / longest
-    side = window_side_for(spec, diameter)
-    if side >= longest or whole_fraction >= GOOD_FRACTIONS[0]:
+    side = window_side_for(spec, diameter, fraction)
+    if side >= longest:
         return Scale(float(diameter), longest, 0, spec.image_size / longest, True)
     halo = min(math.ceil(HALO_DIAMETERS * diameter), side // 4)
     return Scale(float(diameter), side, halo, spec.image_size / side, False)

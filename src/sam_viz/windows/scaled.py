@@ -33,8 +33,16 @@ from sam_viz.windows.geometry import (
     place_window,
     touches_inner_edge,
 )
-from sam_viz.windows.scale import GOOD_FRACTIONS, Scale, scale_for, window_side_for
+from sam_viz.windows.scale import (
+    GOOD_FRACTIONS,
+    OBJECT_FRACTION,
+    Scale,
+    scale_for,
+    window_side_for,
+)
 
+# An estimate resting on fewer objects is not trusted: the image is seen whole instead.
+MIN_ESTIMATE_OBJECTS = 5
 # Room a prompt needs around it inside a window, as a fraction of the object's side.
 CONTEXT_FRACTION = 0.5
 # A mask cut by its window's edge is answered again in a window this many times larger.
@@ -75,6 +83,8 @@ class ScaledImage:
         contrast: Contrast rule for the whole image (:func:`sam_viz.image.to_rgb01`).
         percentiles: Percentiles of the percentile stretch.
         limits: Fixed (low, high) contrast limits instead, e.g. those of a whole stack.
+        fraction: The fraction of a window an object of the typical diameter spans (coarser
+            windows are fewer: segment everything uses them to bound its time).
 
     Example::
 
@@ -92,8 +102,10 @@ class ScaledImage:
         contrast: Contrast = "auto",
         percentiles: tuple[float, float] = (0.5, 99.5),
         limits: tuple[float, float] | None = None,
+        fraction: float = OBJECT_FRACTION,
     ) -> None:
         array = validate_image(image)
+        self.fraction = fraction
         self.predictor = predictor
         self.shape: tuple[int, int] = (int(array.shape[0]), int(array.shape[1]))
         if limits is not None:
@@ -102,11 +114,13 @@ class ScaledImage:
         else:
             self.rgb01 = to_rgb01(array, contrast=contrast, percentiles=percentiles)
             self.key = image_key(array, contrast=contrast, percentiles=percentiles)
+        # Whether objects are brighter than their surroundings, when it was estimated.
+        self.polarity: str | None = None
         if diameter is None:
             diameter, self.diameter_source = self._estimate(array)
         else:
             self.diameter_source = DiameterSource("given")
-        self.scale: Scale = scale_for(predictor.spec, self.shape, float(diameter))
+        self.scale: Scale = scale_for(predictor.spec, self.shape, float(diameter), fraction)
         self.grid = WindowGrid.create(self.shape, self.scale.side, self.scale.halo)
         # The windows (and sides) known to be embedded: computed here, or found cached.
         self.embedded: set[tuple[Window, int]] = set()
@@ -115,17 +129,28 @@ class ScaledImage:
         from sam_viz.windows.diameter import estimate_diameter
 
         estimate = estimate_diameter(array)
-        if estimate.count == 0:
-            # Nothing blob-like: the whole image at the model's own scale.
-            return max(self.shape) / 8, DiameterSource("default", "no objects found")
+        self.polarity = estimate.polarity
+        if estimate.count < MIN_ESTIMATE_OBJECTS:
+            # Too few objects to measure (or one large one): the whole image at once.
+            return float(max(self.shape)), DiameterSource("default", f"estimate: {estimate}")
         return estimate.diameter, DiameterSource("estimated", str(estimate))
 
     def with_diameter(self, diameter: float) -> ScaledImage:
         """The same image at another object scale (the converted pixels are shared)."""
+        return self.with_scale(diameter=diameter)
+
+    def with_scale(
+        self, *, diameter: float | None = None, fraction: float | None = None
+    ) -> ScaledImage:
+        """The same image with another diameter and/or window fraction (the converted
+        pixels, and the diameter unless given, are shared)."""
         other = object.__new__(ScaledImage)
         other.__dict__.update(self.__dict__)
-        other.diameter_source = DiameterSource("given")
-        other.scale = scale_for(self.predictor.spec, self.shape, float(diameter))
+        if diameter is not None:
+            other.diameter_source = DiameterSource("given")
+        other.fraction = self.fraction if fraction is None else fraction
+        chosen = self.diameter if diameter is None else float(diameter)
+        other.scale = scale_for(self.predictor.spec, self.shape, chosen, other.fraction)
         other.grid = WindowGrid.create(self.shape, other.scale.side, other.scale.halo)
         other.embedded = set()
         return other
@@ -223,6 +248,13 @@ class ScaledImage:
             radius = self.diameter / 2
             bounds = bounds + np.array([-radius, -radius, radius, radius])
         return self._route_bounds(bounds)
+
+    def _route_box(self, box: np.ndarray, grid_only: bool) -> tuple[Window, int]:
+        if grid_only:
+            window = self.grid.holding(box, 0.0)
+            if window is not None:
+                return window, self.scale.side
+        return self.route(PromptSet(boxes_xyxy=box[None]))
 
     def _route_bounds(self, bounds: np.ndarray, at_least: int = 0) -> tuple[Window, int]:
         """The window for an object within ``bounds``; ``at_least`` asks for a window side
@@ -342,6 +374,37 @@ class ScaledImage:
             window, side = self._route_bounds(bounds, at_least=int(GROWTH * side))
         return _pasted(local, window, self.shape)
 
+    def boxes_by_window(
+        self,
+        boxes: np.ndarray,
+        *,
+        grid_only: bool = False,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[tuple[Window, np.ndarray, BoxesPrediction]]:
+        """Answer boxes one mask each, window by window, without whole-image masks.
+
+        Each box is routed to its window (:meth:`route`); with ``grid_only``, to the grid
+        window holding it with the most room whatever its size (fewer windows to embed).
+        The boxes of one window are decoded in one batched call. ``progress(done, total)``
+        counts windows.
+
+        Yields:
+            (window, indices of its boxes, their prediction in the window's pixels).
+        """
+        routes = [self._route_box(box, grid_only) for box in boxes]
+        groups = _groups(routes)
+        for done, ((window, side), members) in enumerate(groups.items(), start=1):
+            check_cancel(cancel, "Segmenting")
+            embedding = self.embedding(window, side, cancel=cancel)
+            x0, y0 = window[:2]
+            local = self.predictor.predict_boxes(
+                boxes[members] - np.array([x0, y0, x0, y0]), embedding=embedding
+            )
+            if progress is not None:
+                progress(done, len(groups))
+            yield window, np.asarray(members), local
+
     def _predict_boxes(
         self,
         boxes: np.ndarray,
@@ -349,23 +412,18 @@ class ScaledImage:
         cancel: threading.Event | None,
     ) -> BoxesPrediction:
         height, width = self.shape
-        routes = [self.route(PromptSet(boxes_xyxy=box[None])) for box in boxes]
         masks = np.zeros((len(boxes), height, width), dtype=bool)
         iou = np.zeros(len(boxes), dtype=np.float32)
         stability = np.zeros(len(boxes), dtype=np.float32)
-        logits: list[np.ndarray | None] = [None] * len(boxes)
-        for (window, side), members in _groups(routes).items():
-            embedding = self.embedding(window, side, progress=progress, cancel=cancel)
+        logits: list[np.ndarray] = [np.zeros(0)] * len(boxes)
+        for window, members, local in self.boxes_by_window(boxes, progress=progress, cancel=cancel):
             x0, y0, x1, y1 = window
-            local = self.predictor.predict_boxes(
-                boxes[members] - np.array([x0, y0, x0, y0]), embedding=embedding
-            )
             masks[members, y0:y1, x0:x1] = local.masks
             iou[members] = local.iou_scores
             stability[members] = local.stability_scores
             for index, row in zip(members, local.low_res_logits, strict=True):
                 logits[index] = row
-        return BoxesPrediction(masks, iou, np.stack(logits), stability)  # type: ignore[arg-type]
+        return BoxesPrediction(masks, iou, np.stack(logits), stability)
 
     def windows_for(self, prompts: PromptSet) -> Iterator[tuple[Window, int]]:
         """The windows answering ``prompts`` needs (one per box with several boxes)."""

@@ -1,0 +1,167 @@
+"""Where the objects of a microscopy image are, found at the object scale without the model.
+
+Segment everything on microscopy starts here: one seed per object and a region around it,
+from the image alone, at the typical object ``diameter`` (:mod:`sam_viz.windows.scale`).
+The model then outlines each object from the box of its region (:mod:`sam_viz.automatic.
+microscopy`). Steps:
+
+1. One float channel, objects bright (:func:`object_channel`), stretched between robust
+   percentiles.
+2. The slowly varying background (uneven illumination) is removed: a grey opening larger
+   than the objects, smoothed.
+3. Foreground: pixels above a threshold between the background and the objects' level.
+4. Seeds: maxima of the scale-normalised Laplacian of Gaussian over scales around the
+   diameter, inside the foreground, at least a third of a diameter apart, so touching
+   objects get one seed each.
+5. Regions: a seeded watershed of the smoothed image inside the foreground.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy import ndimage
+
+from sam_viz.image import validate_image
+
+Polarity = Literal["bright", "dark"]
+
+# Scales (as multiples of the diameter's LoG sigma) searched for seeds.
+SEED_SCALES = (0.7, 1.0, 1.4)
+DISC_SIGMA_TO_DIAMETER = 2.0 * math.sqrt(2.0)
+# Seeds at least this many diameters apart (touching objects are about one apart).
+SEED_SPACING = 0.35
+# The background is an opening over this many diameters (larger than any object).
+BACKGROUND_DIAMETERS = 2.0
+# Foreground: this far from the background's level towards the objects' (Otsu) level.
+FOREGROUND_LEVEL = 0.5
+# A seed's LoG response must reach this fraction of the strong seeds' median response.
+SEED_RESPONSE = 0.2
+# Regions smaller than this fraction of a typical object's area are dropped.
+MIN_AREA_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """One seed and one region per object found.
+
+    Attributes:
+        points_xy: (N, 2) seed positions (x, y) in image pixels.
+        boxes_xyxy: (N, 4) the box of each seed's region, exclusive ends.
+        regions: (H, W) int32 label image: seed i's region is label i + 1.
+        foreground: (H, W) bool foreground.
+        channel: (H, W) float32 the image as one channel, objects bright, background
+            removed, in about 0..1.
+    """
+
+    points_xy: np.ndarray
+    boxes_xyxy: np.ndarray
+    regions: np.ndarray
+    foreground: np.ndarray
+    channel: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.points_xy)
+
+
+def object_channel(image: np.ndarray, polarity: Polarity | None = None) -> np.ndarray:
+    """The image as one float32 channel in about 0..1 with the objects bright.
+
+    RGB images use the colour direction with the most contrast (H&E nuclei: the
+    hematoxylin direction). ``polarity`` says whether objects are brighter (fluorescence)
+    or darker (bright field, stains) than their surroundings; when None it is taken from
+    :func:`sam_viz.windows.diameter.estimate_diameter`.
+    """
+    array = validate_image(image)
+    values = np.asarray(array, dtype=np.float32)
+    if values.ndim == 3:
+        rgb = values[..., :3] if values.shape[-1] >= 3 else values[..., :1]
+        flat = rgb.reshape(-1, rgb.shape[-1])
+        finite = np.isfinite(flat).all(axis=1)
+        centred = flat[finite] - flat[finite].mean(axis=0)
+        sample = centred[:: max(1, len(centred) // 200_000)]
+        _, _, vt = np.linalg.svd(sample, full_matrices=False)
+        direction = vt[0] * np.sign(vt[0].sum() or 1.0)  # brighter along it
+        values = (np.nan_to_num(rgb) @ direction).astype(np.float32)
+    values = np.where(np.isfinite(values), values, np.nan)
+    low, high = np.nanpercentile(values, [1.0, 99.8])
+    gray = np.nan_to_num((values - low) / max(float(high - low), 1e-6), nan=0.0)
+    if polarity is None:
+        from sam_viz.windows.diameter import estimate_diameter
+
+        polarity = estimate_diameter(array).polarity
+    return (gray if polarity == "bright" else 1.0 - gray).astype(np.float32)
+
+
+def _background(gray: np.ndarray, diameter: float) -> np.ndarray:
+    """The slowly varying background: a grey opening larger than the objects, smoothed.
+
+    Computed on a downsampled copy (the background is smooth) and brought back."""
+    factor = max(1, int(diameter // 4))
+    small = gray[::factor, ::factor]
+    size = max(3, round(BACKGROUND_DIAMETERS * diameter / factor) | 1)
+    opened = ndimage.grey_opening(small, size=(size, size))
+    smooth = ndimage.uniform_filter(opened, size=size)
+    zoom = (gray.shape[0] / small.shape[0], gray.shape[1] / small.shape[1])
+    return ndimage.zoom(smooth, zoom, order=1, grid_mode=True, mode="nearest")[
+        : gray.shape[0], : gray.shape[1]
+    ]
+
+
+def find_seeds(image: np.ndarray, diameter: float, *, polarity: Polarity | None = None) -> Seeds:
+    """Seeds and regions of the objects of an image, at the typical ``diameter``.
+
+    Args:
+        image: Any image :func:`sam_viz.image.validate_image` accepts.
+        diameter: Typical object diameter in image pixels.
+        polarity: ``"bright"`` or ``"dark"`` objects; estimated when None.
+
+    Raises:
+        ValueError: For a diameter that is not a positive number.
+    """
+    if not (math.isfinite(diameter) and diameter > 0):
+        raise ValueError(f"diameter must be a positive number of pixels, got {diameter!r}.")
+    from skimage.filters import threshold_otsu
+    from skimage.segmentation import watershed
+
+    gray = object_channel(image, polarity)
+    # Remove the background, then smooth away pixel noise (a tenth of the diameter).
+    flat = gray - _background(gray, diameter)
+    smooth = ndimage.gaussian_filter(flat, max(0.7, diameter / 10))
+    level = threshold_otsu(smooth) if np.ptp(smooth) > 0 else np.inf
+    foreground = smooth > FOREGROUND_LEVEL * level
+    foreground = ndimage.binary_opening(foreground, iterations=max(1, int(diameter / 12)))
+
+    # Seeds: the strongest LoG response over scales around the diameter's.
+    sigma = diameter / DISC_SIGMA_TO_DIAMETER
+    response = np.max(
+        [-((s * sigma) ** 2) * ndimage.gaussian_laplace(flat, s * sigma) for s in SEED_SCALES],
+        axis=0,
+    )
+    spacing = max(1, int(SEED_SPACING * diameter))
+    local_max = response == ndimage.maximum_filter(response, size=2 * spacing + 1)
+    peaks = np.argwhere(local_max & foreground & (response > 0))
+    if len(peaks):
+        strength = response[tuple(peaks.T)]
+        strong = np.median(strength[strength >= np.percentile(strength, 50)])
+        peaks = peaks[strength >= SEED_RESPONSE * strong]
+    markers = np.zeros(gray.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    regions = watershed(-smooth, markers, mask=foreground).astype(np.int32)
+
+    # Drop specks; number what is left in seed order.
+    min_area = MIN_AREA_FRACTION * math.pi * diameter**2 / 4
+    areas = np.bincount(regions.ravel(), minlength=len(peaks) + 1)
+    keep = np.flatnonzero(areas[1:] >= min_area)
+    relabel = np.zeros(len(peaks) + 1, np.int32)
+    relabel[keep + 1] = np.arange(1, len(keep) + 1)
+    regions = relabel[regions]
+    slices = ndimage.find_objects(regions)
+    boxes = np.array(
+        [[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in slices], np.float64
+    ).reshape(-1, 4)
+    points = peaks[keep][:, ::-1].astype(np.float64) + 0.5
+    return Seeds(points, boxes, regions, foreground, flat.astype(np.float32))
