@@ -11,10 +11,11 @@
    logits near zero everywhere, so which pixels pass the threshold turns on float
    rounding and the two sides' masks cannot match; run it with ``--iou 0.15 --stability 0``
    to compare the machinery only.
-2. ``boxes``: our default scheme for this model (multi-scale box grid + refinement) on the
-   same image, with the coins quality check when the image is coins.
+2. ``seeds``: our default scheme (seeds from the image, outlined by the model) on the same
+   image, with the coins quality check when the image is coins. No reference runs the same
+   method, so no ratio; ``benchmarks/eval_everything.py`` compares it with a baseline.
 3. ``large``: a 4096x4096 image (coins tiled 13 x 11 times, so about 3,400 coins) with our
-   generator, tiled by default; prints time, objects found and peak memory.
+   generator at its object scale; prints time, windows, objects found and peak memory.
 
 The reference is loaded from the installed ``segment_anything`` under a private module name
 (``tests/reference_models.py``); torchvision cannot be installed beside this torch, so the
@@ -215,13 +216,12 @@ def run_compare(args: argparse.Namespace, image: np.ndarray) -> None:
     )
     settings = {
         "prompts": "points",
+        "whole_image": True,
         "points_per_side": args.points_per_side,
         "multimask": True,
         "pred_iou_thresh": args.iou,
         "stability_score_thresh": args.stability,
         "box_nms_thresh": 0.7,
-        "crop_n_layers": 0,
-        "tiling": False,
     }
     ours_times, ref_times = [], []
     for _ in range(args.repeat):
@@ -242,7 +242,8 @@ def run_compare(args: argparse.Namespace, image: np.ndarray) -> None:
     )
     report_match("end to end", result.masks, records)
     # The same comparison with the reference decoding our embedding.
-    embedding = generator.predictor.cache.get(generator.predictor.model_key, _key(image))
+    scaled = generator.scaled(image)
+    embedding = scaled.embedding(scaled.grid.windows[0])  # from the cache
     use_embedding(reference, embedding.features, embedding.frame.input_size)
     report_match("same embedding", result.masks, reference.generate(image))
 
@@ -265,16 +266,10 @@ def run_native_match(args: argparse.Namespace, image: np.ndarray) -> None:
         multimask=True,
         pred_iou_thresh=args.iou,
         stability_score_thresh=args.stability,
-        tiling=False,
+        whole_image=True,
     )
     print(f"compare at the model's input size (coins crop 256x256, {side}^2 points):")
     report_match("end to end", generator.generate(crop).masks, reference.generate(crop))
-
-
-def _key(image: np.ndarray) -> str:
-    from sam_viz.image import image_key, to_rgb01
-
-    return image_key(to_rgb01(image), contrast="none")
 
 
 def report_match(what: str, masks: tuple[InstanceMask, ...], records: list[dict]) -> None:
@@ -289,12 +284,12 @@ def report_match(what: str, masks: tuple[InstanceMask, ...], records: list[dict]
     )
 
 
-def run_boxes(image: np.ndarray, is_coins: bool) -> None:
+def run_seeds(image: np.ndarray, is_coins: bool) -> None:
     generator = MaskGenerator(fresh_predictor())
     start = time.perf_counter()
     result = generator.generate(image)
     elapsed = time.perf_counter() - start
-    line = f"boxes (our default for LiteMedSAM): {elapsed:6.1f} s, {result.num_objects} objects"
+    line = f"seeds (our default): {elapsed:6.1f} s, {result.num_objects} objects"
     if is_coins:
         found, merged = coins_quality(result.labels)
         line += f"; coins found at IoU >= 0.8: {found}/24, objects covering two coins: {merged}"
@@ -306,78 +301,21 @@ def run_large(side: int) -> None:
     reps = (-(-side // tile.shape[0]), -(-side // tile.shape[1]))
     image = np.tile(tile, reps)[:side, :side]
     generator = MaskGenerator(fresh_predictor())
-    grid = generator.tile_grid(image.shape)
-    count = len(grid.tiles) if grid is not None else 1
+    count = len(generator.scaled(image).grid)
     steps: list[tuple[int, int]] = []
     start = time.perf_counter()
     result = generator.generate(image, progress=lambda done, total: steps.append((done, total)))
     elapsed = time.perf_counter() - start
     print(
         f"large {side}x{side} (coins tiled, ~{24 * image.size // tile.size} coins): "
-        f"{elapsed:6.1f} s, {count} tiles, {result.num_objects} objects, "
-        f"{elapsed / count:.2f} s per tile, peak memory {peak_memory_gib():.1f} GiB"
-    )
-
-
-def run_small(per_size: int) -> None:
-    """Mean IoU of box prompts on small objects: whole-image embedding against a crop."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from scipy import ndimage
-    from test_crops import boxes_of, small_blobs
-
-    from sam_viz.windows.crops import box_model_side, predict_with_crop
-    from sam_viz.windows.tiling import WindowedImage
-
-    predictor = Predictor.from_pretrained(
-        device="cpu", cache=EmbeddingCache(max_items=64), progress=False
-    )
-
-    def compare(image: np.ndarray, truth: np.ndarray, boxes: np.ndarray) -> tuple[float, ...]:
-        source = WindowedImage(image)
-        whole = source.embed(predictor)
-        plain, zoomed, sides = [], [], []
-        for index, box in enumerate(boxes, start=1):
-            target = truth == index
-            for scores, result in (
-                (plain, predictor.predict(box_xyxy=box, multimask_output=False, embedding=whole)),
-                (zoomed, predict_with_crop(predictor, source, box, multimask_output=False)),
-            ):
-                mask = result.masks[0]
-                scores.append((mask & target).sum() / max((mask | target).sum(), 1))
-            sides.append(box_model_side(predictor.spec, image.shape, box))
-        return float(np.mean(sides)), float(np.mean(plain)), float(np.mean(zoomed))
-
-    print("small objects (box prompts, mean IoU): whole image -> crop at the model's input size")
-    for low, high in ((4, 6), (6, 9), (10, 14), (16, 22), (28, 36)):
-        image, truth = small_blobs(1024, per_size, seed=low, radii=(low, high))
-        side, plain, zoomed = compare(image, truth, boxes_of(truth))
-        print(
-            f"  synthetic nuclei {2 * low}-{2 * high} px in 1024x1024 ({side:4.1f} model px): "
-            f"{plain:.3f} -> {zoomed:.3f}"
-        )
-    import skimage.data
-    from skimage.filters import threshold_otsu
-    from skimage.segmentation import clear_border
-
-    mitosis = skimage.data.human_mitosis()
-    nuclei = ndimage.label(clear_border(mitosis > threshold_otsu(mitosis)))[0]
-    sizes = np.bincount(nuclei.ravel())
-    sizes[0] = 0
-    chosen = np.flatnonzero(sizes >= 30)[:: max(1, int(np.sum(sizes >= 30)) // per_size)][:per_size]
-    truth = np.zeros_like(nuclei)
-    for index, label in enumerate(chosen, start=1):
-        truth[nuclei == label] = index
-    side, plain, zoomed = compare(mitosis, truth, boxes_of(truth))
-    print(
-        f"  human_mitosis 512x512, {len(chosen)} nuclei from Otsu ({side:4.1f} model px): "
-        f"{plain:.3f} -> {zoomed:.3f}"
+        f"{elapsed:6.1f} s, {count} windows, {result.num_objects} objects, "
+        f"{elapsed / count:.2f} s per window, peak memory {peak_memory_gib():.1f} GiB"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["compare", "boxes", "large", "small"], action="append")
-    parser.add_argument("--per-size", type=int, default=9, help="objects per size (small)")
+    parser.add_argument("--only", choices=["compare", "seeds", "large"], action="append")
     parser.add_argument("--points-per-side", type=int, default=32)
     parser.add_argument(
         "--model",
@@ -396,18 +334,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    only = set(args.only or ["compare", "boxes", "large", "small"])
+    only = set(args.only or ["compare", "seeds", "large"])
     image = coins_rgb()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     if "compare" in only:
         run_compare(args, image)
         run_native_match(args, image)
-    if "boxes" in only:
-        run_boxes(image, is_coins=True)
+    if "seeds" in only:
+        run_seeds(image, is_coins=True)
     if "large" in only:
         run_large(args.large_side)
-    if "small" in only:
-        run_small(args.per_size)
 
 
 if __name__ == "__main__":

@@ -91,9 +91,11 @@ def _measure(predictor, image, boxes, prompts: int, show: bool):
             app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 5)
             time.sleep(0.001)
 
-    # Warm up: the first prompt embeds (from the predictor's cache) and creates the layers.
-    shapes.data = [(_corners(boxes[0]), "rectangle")]
-    wait(lambda: bool(widget.candidate_layers) and not widget.busy)
+    # Warm up: each box once, so every window the boxes are answered in is embedded (the
+    # figure is for embedded regions) and the layers exist.
+    for box in boxes:
+        shapes.data = [(_corners(box), "rectangle")]
+        wait(lambda: bool(widget.candidate_layers) and not widget.busy, timeout_s=120.0)
 
     visible_ms: list[float] = []
     all_ms: list[float] = []
@@ -124,8 +126,9 @@ def _measure(predictor, image, boxes, prompts: int, show: bool):
             app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 5)
             time.sleep(0.002)
     prompt_set = widget._collect(widget._image, ())
+    scaled = widget.scale
     viewer.close()
-    return visible_ms, all_ms, prompt_set
+    return visible_ms, all_ms, prompt_set, scaled
 
 
 def _summary(values: list[float]) -> str:
@@ -141,42 +144,41 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from sam_viz._napari._predict import predict_candidates
     from sam_viz.predictor import Predictor
 
     image = _image(args.size)
     boxes = _coin_boxes(args.size)
     predictor = Predictor.from_pretrained(device="cpu", progress=False)
-    t0 = time.perf_counter()
-    embedding = predictor.set_image(image)
-    embed_s = time.perf_counter() - t0
 
     shown_visible: list[float] = []
     shown_all: list[float] = []
     run_p95: list[float] = []
     for _ in range(args.runs):
-        visible, every, prompts = _measure(predictor, image, boxes, args.prompts, True)
+        visible, every, prompts, scaled = _measure(predictor, image, boxes, args.prompts, True)
         shown_visible += visible
         shown_all += every
         run_p95.append(_percentile(visible, 95))
-    hidden_visible, _, _ = _measure(predictor, image, boxes, args.prompts, False)
+    hidden_visible, _, _, _ = _measure(predictor, image, boxes, args.prompts, False)
 
-    # The same prediction without napari: the predictor alone, and with the label images.
+    # The same prediction without napari: the predictor alone on the window's embedding,
+    # and the scaled image's answer (routing, decoding, label images) as the worker runs it.
     core, plugin = [], []
-    box = prompts.boxes_xyxy[0]
+    window, side = scaled.route(prompts)
+    embedding = scaled.embedding(window, side)
+    local = prompts.boxes_xyxy[0] - np.array(window[:2] * 2)
     for _ in range(20):
         t0 = time.perf_counter()
-        predictor.predict(box_xyxy=box, embedding=embedding)
+        predictor.predict(box_xyxy=local, embedding=embedding)
         t1 = time.perf_counter()
-        predict_candidates(predictor, embedding, prompts)
+        scaled.answer(prompts)
         core.append(1000 * (t1 - t0))
         plugin.append(1000 * (time.perf_counter() - t1))
 
     p95 = _percentile(shown_visible, 95)
     print(
         f"napari plugin, prompt change to candidate mask: {args.size}x{args.size} image, "
-        f"{predictor.spec.title} on CPU ({torch_threads()} threads), embedding cached "
-        f"({embed_s:.2f} s to compute once), {args.prompts} rectangle moves per run"
+        f"{predictor.spec.title} on CPU ({torch_threads()} threads), windows embedded "
+        f"({scaled.scale}), {args.prompts} rectangle moves per run"
     )
     print(f"  shown viewer, visible candidate layer:   {_summary(shown_visible)}")
     if args.runs > 1:
@@ -188,7 +190,7 @@ def main() -> None:
     print(f"  shown viewer, all three candidate layers: {_summary(shown_all)}")
     print(f"  hidden viewer (no canvas painting):       {_summary(hidden_visible)}")
     print(f"  Predictor.predict alone:                  median {statistics.median(core):6.1f} ms")
-    print(f"  predict_candidates alone (worker side):   median {statistics.median(plugin):6.1f} ms")
+    print(f"  ScaledImage.answer alone (worker side):   median {statistics.median(plugin):6.1f} ms")
     added = statistics.median(shown_visible) - statistics.median(core)
     hidden_added = statistics.median(hidden_visible) - statistics.median(core)
     print(
