@@ -328,41 +328,43 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sam-viz", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _model_options(p: argparse.ArgumentParser) -> None:
+    """Add the options that choose the model, its device and its precision."""
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"registry name ({', '.join(MODELS)}) or checkpoint path "
+        f"(default: {DEFAULT_MODEL}, embedded)",
+    )
+    p.add_argument(
+        "--model-name",
+        default=None,
+        help="variant of a checkpoint file, if it cannot be inferred",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", "bfloat16", "auto"],
+        help="precision of the image encoder and the mask upscaling (auto: bf16 where the "
+        "hardware has it natively)",
+    )
 
-    def model_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--model",
-            default=DEFAULT_MODEL,
-            help=f"registry name ({', '.join(MODELS)}) or checkpoint path "
-            f"(default: {DEFAULT_MODEL}, embedded)",
-        )
-        p.add_argument(
-            "--model-name",
-            default=None,
-            help="variant of a checkpoint file, if it cannot be inferred",
-        )
-        p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-        p.add_argument(
-            "--precision",
-            default="float32",
-            choices=["float32", "bfloat16", "auto"],
-            help="precision of the image encoder and the mask upscaling (auto: bf16 where the "
-            "hardware has it natively)",
-        )
 
-    def diameter_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--diameter",
-            type=_diameter,
-            default=None,
-            metavar="PIXELS",
-            help="typical object diameter in image pixels (default: auto, estimated from the "
-            "image); windows are magnified so such objects fill a good part of the model input",
-        )
+def _diameter_option(p: argparse.ArgumentParser) -> None:
+    """Add ``--diameter``, the typical object size the windows are scaled for."""
+    p.add_argument(
+        "--diameter",
+        type=_diameter,
+        default=None,
+        metavar="PIXELS",
+        help="typical object diameter in image pixels (default: auto, estimated from the "
+        "image); windows are magnified so such objects fill a good part of the model input",
+    )
 
+
+def _add_segment(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``segment`` subcommand: objects from box/point prompts."""
     seg = sub.add_parser("segment", help="segment objects from box/point prompts")
     seg.add_argument(
         "image", help="image file (PNG, JPEG, TIFF) or sample:NAME (e.g. sample:coins)"
@@ -383,17 +385,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("-o", "--output", required=True, help="output directory")
     seg.add_argument("--cache-dir", default=None, help="keep embeddings on disk here")
-    diameter_option(seg)
-    model_options(seg)
+    _diameter_option(seg)
+    _model_options(seg)
     seg.set_defaults(func=cmd_segment)
 
+
+def _add_embed(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``embed`` subcommand: embeddings precomputed into a cache directory."""
     emb = sub.add_parser("embed", help="precompute image embeddings into a cache directory")
     emb.add_argument("images", nargs="+", help="image files or sample:NAME")
     emb.add_argument("--cache-dir", required=True, help="directory for the embeddings")
-    diameter_option(emb)
-    model_options(emb)
+    _diameter_option(emb)
+    _model_options(emb)
     emb.set_defaults(func=cmd_embed)
 
+
+def _add_everything(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``everything`` subcommand: every object, as a label image and a table."""
     every = sub.add_parser("everything", help="segment every object: a label image + table")
     every.add_argument(
         "image", help="image file (PNG, JPEG, TIFF) or sample:NAME (e.g. sample:coins)"
@@ -410,10 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
         "boxes or points: SAM's prompt grid)",
     )
     every.add_argument("--cache-dir", default=None, help="keep embeddings on disk here")
-    diameter_option(every)
-    model_options(every)
+    _diameter_option(every)
+    _model_options(every)
     every.set_defaults(func=cmd_everything)
 
+
+def _add_train_clicks(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``train-clicks`` subcommand: the weights delta that teaches LiteMedSAM clicks."""
     train = sub.add_parser(
         "train-clicks",
         help="teach the embedded LiteMedSAM to answer clicks (writes a small weights delta)",
@@ -453,8 +464,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(func=cmd_train_clicks)
 
+
+def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``models`` subcommand: the model variants and where their weights are."""
     models = sub.add_parser("models", help="list model variants and where their weights are")
     models.set_defaults(func=cmd_models)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sam-viz`` argument parser, one subcommand per task."""
+    parser = argparse.ArgumentParser(prog="sam-viz", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_segment(sub)
+    _add_embed(sub)
+    _add_everything(sub)
+    _add_train_clicks(sub)
+    _add_models(sub)
     return parser
 
 
