@@ -17,6 +17,7 @@ Conventions: boxes ``XYXY`` in pixels of a slice; masks (H, W) bool.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -219,6 +220,34 @@ def propagate(
         ValueError: For a mask of the wrong shape, an empty mask, or a bad slice index.
     """
     images = stack if isinstance(stack, StackImages) else StackImages(predictor, stack)
+    start = _start_mask(images, slice_index, mask, direction)
+    end = _ObjectEnd(min_score, min_stability, min_overlap, max_growth, min_area)
+    depth = len(images)
+    masks = np.zeros((depth, *images.shape), dtype=bool)
+    scores = np.full(depth, np.nan)
+    masks[slice_index], scores[slice_index] = start, 1.0
+    runs = _runs(slice_index, depth, direction)
+    total, visited = sum(len(run) for run in runs), 0
+    first = last = slice_index
+    for run in runs:
+        # Follow the object away from the start slice, one run per direction.
+        followed = _follow(images, run, start, end, margin, use_mask_prompt, cancel)
+        for reached, (index, new, score) in enumerate(followed, start=1):
+            masks[index], scores[index] = new, score
+            first, last = min(first, index), max(last, index)
+            if progress is not None:
+                progress(visited + reached, total)
+        # The slices past the object's end count as visited.
+        visited += len(run)
+        if progress is not None:
+            progress(visited, total)
+    return Propagation(masks, scores, first, last)
+
+
+def _start_mask(
+    images: StackImages, slice_index: int, mask: np.ndarray, direction: Direction
+) -> np.ndarray:
+    """The object's (H, W) bool mask on its start slice, once the arguments are checked."""
     depth = len(images)
     if not 0 <= slice_index < depth:
         raise ValueError(f"slice_index {slice_index} is outside the stack of {depth} slices.")
@@ -229,44 +258,62 @@ def propagate(
         raise ValueError("The mask to propagate is empty; commit an object first.")
     if direction not in ("both", "forward", "backward"):
         raise ValueError(f"direction must be 'both', 'forward' or 'backward', got {direction!r}.")
-    masks = np.zeros((depth, *images.shape), dtype=bool)
-    scores = np.full(depth, np.nan)
-    masks[slice_index], scores[slice_index] = start, 1.0
-    steps = []
+    return start
+
+
+def _runs(slice_index: int, depth: int, direction: Direction) -> list[range]:
+    """The slices to visit, in order, one range per direction away from ``slice_index``."""
+    runs = []
     if direction in ("both", "forward"):
-        steps.append(range(slice_index + 1, depth))
+        runs.append(range(slice_index + 1, depth))
     if direction in ("both", "backward"):
-        steps.append(range(slice_index - 1, -1, -1))
-    total, done = sum(len(s) for s in steps), 0
-    first = last = slice_index
-    for indices in steps:
-        previous = start
-        for index in indices:
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("Propagation was cancelled.")
-            new, score, stability = _next_slice(
-                images.slice(index), previous, margin, use_mask_prompt
-            )
-            done += 1
-            area, before = int(new.sum()), int(previous.sum())
-            ended = (
-                area < max(min_area, 1)
-                or score < min_score
-                or stability < min_stability
-                or np.count_nonzero(new & previous) < min_overlap * area
-                or area > max_growth * before
-            )
-            if ended:
-                break
-            masks[index], scores[index] = new, score
-            first, last = min(first, index), max(last, index)
-            previous = new
-            if progress is not None:
-                progress(done, total)
-        done = sum(len(s) for s in steps[: steps.index(indices) + 1])
-        if progress is not None:
-            progress(done, total)
-    return Propagation(masks, scores, first, last)
+        runs.append(range(slice_index - 1, -1, -1))
+    return runs
+
+
+@dataclass(frozen=True)
+class _ObjectEnd:
+    """The tests that end a propagated object (see :func:`propagate`)."""
+
+    min_score: float
+    min_stability: float
+    min_overlap: float
+    max_growth: float
+    min_area: int
+
+    def reached(
+        self, new: np.ndarray, score: float, stability: float, previous: np.ndarray
+    ) -> bool:
+        """Whether ``new`` (the mask on the next slice) no longer continues ``previous``."""
+        area, before = int(new.sum()), int(previous.sum())
+        return bool(
+            area < max(self.min_area, 1)
+            or score < self.min_score
+            or stability < self.min_stability
+            or np.count_nonzero(new & previous) < self.min_overlap * area
+            or area > self.max_growth * before
+        )
+
+
+def _follow(
+    images: StackImages,
+    run: range,
+    start: np.ndarray,
+    end: _ObjectEnd,
+    margin: float,
+    use_mask_prompt: bool,
+    cancel: threading.Event | None,
+) -> Iterator[tuple[int, np.ndarray, float]]:
+    """Yield ``(slice, mask, predicted IoU)`` along ``run`` until the object ends."""
+    previous = start
+    for index in run:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("Propagation was cancelled.")
+        new, score, stability = _next_slice(images.slice(index), previous, margin, use_mask_prompt)
+        if end.reached(new, score, stability, previous):
+            return
+        yield index, new, score
+        previous = new
 
 
 def _next_slice(
