@@ -36,7 +36,26 @@ class Controls(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         layout = QVBoxLayout(self)
+        layout.addLayout(self._model_form())
+        self.guide_label = QLabel()
+        self.guide_label.setWordWrap(True)
+        layout.addWidget(self.guide_label)
+        layout.addLayout(self._prompt_row())
+        layout.addLayout(self._embedding_row())
+        self.embed_all_button = QPushButton("Embed all")
+        self.embed_all_button.setToolTip(
+            "Precompute the embedding of every window of the image (of every plane of a stack)."
+        )
+        layout.addWidget(self.embed_all_button)
+        layout.addWidget(self._candidates_box())
+        layout.addLayout(self._commit_form())
+        layout.addLayout(self._commit_row())
+        layout.addWidget(self._automatic_box())
+        self._status(layout)
+        layout.addStretch(1)
 
+    def _model_form(self) -> QFormLayout:
+        """The image, model, device and object diameter."""
         form = QFormLayout()
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("The image to segment: 2-D gray or RGB, or a stack.")
@@ -59,12 +78,10 @@ class Controls(QWidget):
         form.addRow("Model", self.model_combo)
         form.addRow("Device", self.device_combo)
         form.addRow("Diameter", scale)
-        layout.addLayout(form)
+        return form
 
-        self.guide_label = QLabel()
-        self.guide_label.setWordWrap(True)
-        layout.addWidget(self.guide_label)
-
+    def _prompt_row(self) -> QHBoxLayout:
+        """The buttons that pick the prompt layers, and the negative-point switch."""
         prompts = QHBoxLayout()
         self.box_button = QPushButton("Draw box (R)")
         self.box_button.setToolTip("Select the boxes layer in rectangle mode.")
@@ -75,8 +92,10 @@ class Controls(QWidget):
         prompts.addWidget(self.box_button)
         prompts.addWidget(self.points_button)
         prompts.addWidget(self.negative_check)
-        layout.addLayout(prompts)
+        return prompts
 
+    def _embedding_row(self) -> QHBoxLayout:
+        """The embedding's progress bar and its cancel button."""
         embedding = QHBoxLayout()
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
@@ -87,13 +106,10 @@ class Controls(QWidget):
         self.cancel_button.setEnabled(False)
         embedding.addWidget(self.progress, 1)
         embedding.addWidget(self.cancel_button)
-        layout.addLayout(embedding)
-        self.embed_all_button = QPushButton("Embed all")
-        self.embed_all_button.setToolTip(
-            "Precompute the embedding of every window of the image (of every plane of a stack)."
-        )
-        layout.addWidget(self.embed_all_button)
+        return embedding
 
+    def _candidates_box(self) -> QGroupBox:
+        """One radio button per candidate mask (subpart, part, whole)."""
         candidates = QGroupBox("Candidate (keys 1/2/3)")
         candidates_layout = QVBoxLayout(candidates)
         self.candidate_group = QButtonGroup(self)
@@ -103,8 +119,10 @@ class Controls(QWidget):
             self.candidate_group.addButton(button, index)
             self.candidate_buttons.append(button)
             candidates_layout.addWidget(button)
-        layout.addWidget(candidates)
+        return candidates
 
+    def _commit_form(self) -> QFormLayout:
+        """The object id to commit as, and whether to overwrite other objects."""
         commit_form = QFormLayout()
         self.label_spin = QSpinBox()
         self.label_spin.setRange(0, 2**31 - 1)
@@ -113,8 +131,10 @@ class Controls(QWidget):
         self.overwrite_check = QCheckBox("Overwrite other objects")
         commit_form.addRow("Object id", self.label_spin)
         commit_form.addRow("", self.overwrite_check)
-        layout.addLayout(commit_form)
+        return commit_form
 
+    def _commit_row(self) -> QHBoxLayout:
+        """Commit, undo and clear."""
         actions = QHBoxLayout()
         self.commit_button = QPushButton("Commit (C)")
         self.undo_button = QPushButton("Undo")
@@ -122,8 +142,10 @@ class Controls(QWidget):
         actions.addWidget(self.commit_button)
         actions.addWidget(self.undo_button)
         actions.addWidget(self.clear_button)
-        layout.addLayout(actions)
+        return actions
 
+    def _automatic_box(self) -> QGroupBox:
+        """Segment everything, propagate, and the progress of the task running."""
         automatic = QGroupBox("Automatic")
         automatic_layout = QVBoxLayout(automatic)
         buttons = QHBoxLayout()
@@ -150,8 +172,10 @@ class Controls(QWidget):
         task.addWidget(self.task_progress, 1)
         task.addWidget(self.task_cancel_button)
         automatic_layout.addLayout(task)
-        layout.addWidget(automatic)
+        return automatic
 
+    def _status(self, layout: QVBoxLayout) -> None:
+        """The status line and the keys' help, added to ``layout``."""
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -160,4 +184,3 @@ class Controls(QWidget):
         keys.setWordWrap(True)
         keys.setStyleSheet("color: gray;")
         layout.addWidget(keys)
-        layout.addStretch(1)
