@@ -293,6 +293,18 @@ def prompt_problem(spec: ModelSpec, prompts: PromptSet) -> str | None:
     return f"{spec.title} was trained with boxes only: draw a box around the object.{hint}"
 
 
+def prompt_guide(spec: ModelSpec | None) -> str:
+    """What to draw for this model, in a sentence every front end shows (plain text)."""
+    if spec is None:
+        return "Draw a box around an object, or click on it."
+    if not spec.trained_with_points:
+        return (
+            f"{spec.title} was trained with boxes only: draw a box around the object; "
+            "clicks after a box adjust it, a click alone is not answered."
+        )
+    return f"{spec.title}: click on the object or draw a box around it."
+
+
 def order_by_area(masks: np.ndarray) -> np.ndarray:
     """Indices that sort candidate masks (K, H, W) from smallest to largest area (stable)."""
     # One count per mask: count_nonzero along an axis is several times slower.

@@ -18,7 +18,7 @@ from napari.utils.interactions import (
 from napari_test_helpers import rectangle, wait_idle
 from qtpy.QtCore import QTimer
 
-from sam_viz._napari._widget import _alive
+from sam_viz._napari._keys import alive as _alive
 from sam_viz.windows.scaled import ScaledImage
 
 pytestmark = pytest.mark.gui
@@ -168,8 +168,8 @@ def test_stack_segments_the_current_plane_only(make_widget, qtbot, lite_predicto
     wait_idle(qtbot, widget, lambda: not _predicted(widget))
 
     # Precompute all planes.
-    widget.controls.embed_all_button.click()
-    wait_idle(qtbot, widget, lambda: len(widget.embedded_planes) == 3)
+    widget.controls.embed_all_button.click()  # every window of every plane
+    wait_idle(qtbot, widget, lambda: len(widget.embedded_planes) == 3, timeout=180_000)
     assert widget.controls.progress.value() == 1000
 
 

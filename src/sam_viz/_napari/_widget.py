@@ -12,22 +12,29 @@ one, and drops results started under an older context (image, model, device or s
 
 from __future__ import annotations
 
+import html
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import TYPE_CHECKING
 
-import numpy as np
-from napari.layers import Image, Labels, Layer, Points, Shapes
+from napari.layers import Image, Labels, Points, Shapes
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from sam_viz._napari import _layers
 from sam_viz._napari._candidates import CandidateLayers
 from sam_viz._napari._controls import Controls
 from sam_viz._napari._embedder import WindowEmbedder
+from sam_viz._napari._embedding import EmbeddingPanel
+from sam_viz._napari._keys import (
+    PLUGIN_KEYS,
+    PROPAGATE_KEY,
+    KeyBindings,
+    on_key,
+    on_points_press,
+)
 from sam_viz._napari._layers import image_problem
 from sam_viz._napari._models import (
     CUSTOM_CHECKPOINT,
@@ -35,7 +42,8 @@ from sam_viz._napari._models import (
     PredictorFactory,
     default_predictor_factory,
 )
-from sam_viz._napari._prompts import collect_prompts, to_image_coords
+from sam_viz._napari._objects import NOTHING_TO_COMMIT, ObjectsLayer
+from sam_viz._napari._prompt_layers import PromptLayers
 from sam_viz._napari._scheduling import Debouncer, Ticket
 from sam_viz._napari._session import PredictionSession, Request
 from sam_viz._napari._slicing import (
@@ -49,7 +57,7 @@ from sam_viz._napari._tasks import LongTasks, Target
 from sam_viz._napari._workers import Failed, SerialWorker
 from sam_viz.automatic.everything import EverythingSettings
 from sam_viz.predictor import Cancelled, Candidates, Predictor
-from sam_viz.prompts import CANDIDATE_NAMES, PromptSet
+from sam_viz.prompts import CANDIDATE_NAMES, PromptSet, prompt_guide
 from sam_viz.windows.diameter import diameter_from_boxes
 from sam_viz.windows.scaled import ScaledImage
 
@@ -58,11 +66,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CUSTOM_CHECKPOINT", "SamWidget", "image_problem"]
 
-CHOOSE_KEYS = ("1", "2", "3")
-COMMIT_KEY = "c"
-NEGATIVE_KEY = "n"
-PROPAGATE_KEY = "Shift-P"  # plain P is napari's paint / add / polygon mode in these layers
-PLUGIN_KEYS = (*CHOOSE_KEYS, COMMIT_KEY, NEGATIVE_KEY, PROPAGATE_KEY)
 NO_IMAGE = (
     "No image layer: open an image (File > Open) or a sample "
     "(File > Open Sample > SAM viz), then draw a box on it."
@@ -96,12 +99,8 @@ class SamWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = PredictionSession()
-        self._embedder: WindowEmbedder | None = None
         self._debouncer = Debouncer(delay_s=debounce_s, max_wait_s=max(4 * debounce_s, 0.2))
         self._image: Image | None = None
-        self._points: Points | None = None
-        self._shapes: Shapes | None = None
-        self._objects: Labels | None = None
         self._last_notice = ""
         self._predictions = SerialWorker("sam_viz prediction", parent=self)
         self._after_load: list[Callable[[], object]] = []  # actions waiting for the model
@@ -129,10 +128,25 @@ class SamWidget(QWidget):
             predictor_factory or default_predictor_factory,
             self,
         )
-        # (layer, keys) bound, and the points layer's click callback: released on close.
-        self._bindings: list[tuple[Layer, tuple[str, ...]]] = []
-        self._points_press: Callable[..., object] | None = None
-        self._candidate_layers = CandidateLayers(self.viewer, self._bind_keys)
+        # Everything bound on the viewer's layers is released when the widget closes.
+        self._keys = KeyBindings(lambda key: partial(on_key, self, key))
+        self._prompts = PromptLayers(
+            self.viewer,
+            self._on_prompts_changed,
+            partial(on_points_press, self),
+            self._keys,
+            PLUGIN_KEYS,
+        )
+        c = self.controls
+        self._embedding = EmbeddingPanel(c.progress, c.cancel_button, c.diameter_spin, self)
+        self._objects = ObjectsLayer(
+            self.viewer,
+            lambda layer: self._keys.bind(layer, (PROPAGATE_KEY,)),
+            self._selection_kept,
+        )
+        self._candidate_layers = CandidateLayers(
+            self.viewer, lambda layer: self._keys.bind(layer, PLUGIN_KEYS)
+        )
         self._connect()
         self._on_layers_changed()
         self._update_guide()
@@ -145,9 +159,10 @@ class SamWidget(QWidget):
         c.box_button.clicked.connect(self.start_box)
         c.points_button.clicked.connect(self.start_points)
         c.negative_check.toggled.connect(self._apply_point_mode)
-        c.cancel_button.clicked.connect(self.cancel_embedding)
         c.embed_all_button.clicked.connect(self.embed_all_planes)
-        c.diameter_spin.valueChanged.connect(self._on_diameter_changed)
+        self._embedding.ready.connect(self._on_embedded)
+        self._embedding.failed.connect(self._on_embedding_failed)
+        self._embedding.diameter_changed.connect(self._on_diameter_changed)
         c.diameter_from_box_button.clicked.connect(self.diameter_from_boxes)
         c.everything_button.clicked.connect(self.segment_everything)
         c.propagate_button.clicked.connect(self.propagate)
@@ -181,26 +196,12 @@ class SamWidget(QWidget):
         return self.controls.status_label.text()
 
     def _update_guide(self) -> None:
-        spec = self._model.spec
-        if spec is None:
-            text = "Draw a box around an object, or click on it; Shift+click marks background."
-        elif not spec.trained_with_points:
-            text = (
-                f"<b>{spec.title}</b> was trained with boxes only: draw a box around the object "
-                "(R in the boxes layer). Points then refine the box; a click alone gives no mask."
-            )
-        else:
-            text = (
-                f"<b>{spec.title}</b>: click on the object or draw a box around it; "
-                "Shift+click marks background."
-            )
-        self.controls.guide_label.setText(text)
+        guide = html.escape(prompt_guide(self._model.spec))
+        keys = "Boxes: R in the boxes layer; Shift+click marks background."
+        self.controls.guide_label.setText(f"{guide} {keys}")
 
     def _set_progress(self, value: int, text: str, busy: bool = False) -> None:
-        bar = self.controls.progress
-        bar.setRange(0, 0 if busy else 1000)
-        bar.setValue(value)
-        bar.setFormat(text)
+        self._embedding.set_progress(value, text, busy)
 
     # ------------------------------------------------------------------ image layer
     def _image_layers(self) -> list[Image]:
@@ -208,10 +209,11 @@ class SamWidget(QWidget):
 
     def _on_layers_changed(self, event: object = None) -> None:
         present = set(map(id, self.viewer.layers))
-        for name in ("_points", "_shapes", "_objects"):
-            layer = getattr(self, name)
-            if layer is not None and id(layer) not in present:
-                setattr(self, name, None)  # the user deleted it; made again when needed
+        for layer in self._prompts.layers:
+            if id(layer) not in present:
+                self._prompts.forget(layer)  # the user deleted it; made again when needed
+        if self._objects.layer is not None and id(self._objects.layer) not in present:
+            self._objects.layer = None
         for layer in self._candidate_layers.layers:
             if id(layer) not in present:
                 self._candidate_layers.forget(layer)
@@ -227,10 +229,11 @@ class SamWidget(QWidget):
             self._set_image(images[0] if images else None)
         else:
             self._say(self._no_image_message(), notify=False)
-        self._adopt_objects_layer()
+        self._objects.adopt(self._image)
 
     def _no_image_message(self) -> str:
-        ours = {id(x) for x in (self._points, self._shapes, self._objects, *self.candidate_layers)}
+        mine = (*self._prompts.layers, self._objects.layer, *self.candidate_layers)
+        ours = {id(x) for x in mine}
         others = [layer for layer in self.viewer.layers if id(layer) not in ours]
         if not others:
             return NO_IMAGE
@@ -252,7 +255,7 @@ class SamWidget(QWidget):
         self._image = layer
         self._new_context()
         self._candidate_layers.remove()
-        self._objects = None
+        self._objects.layer = None
         if layer is None:
             self._say(self._no_image_message(), notify=False)
             return
@@ -262,9 +265,7 @@ class SamWidget(QWidget):
         if problem:
             self._say(problem, "warning")
             return
-        for prompt_layer in (self._points, self._shapes):
-            if prompt_layer is not None and prompt_layer.ndim != layer.ndim:
-                self.viewer.layers.remove(prompt_layer)  # _on_layers_changed forgets it
+        self._prompts.drop_mismatched(layer)
         self._ensure_prompt_layers()
         self._say(f"Segmenting {layer.name!r}.", notify=False)
         self._on_prompts_changed()
@@ -276,12 +277,8 @@ class SamWidget(QWidget):
     def _new_context(self) -> None:
         """Forget embeddings and pending work: the image, model, device or scale changed."""
         self.session.new_context()
-        if self._embedder is not None:
-            self._embedder.discard()
-            self._embedder = None
+        self._embedding.discard()
         self._tasks.discard()
-        self._set_progress(0, "embedding: not computed")
-        self.controls.cancel_button.setEnabled(False)
 
     def _current_plane(self) -> Plane | None:
         image = self._image
@@ -301,44 +298,23 @@ class SamWidget(QWidget):
             if active is not None and active in self.viewer.layers:
                 self.viewer.layers.selection.active = active
 
-    def _bind_keys(self, layer: Layer, keys: tuple[str, ...] = PLUGIN_KEYS) -> None:
-        _layers.bind_keys(layer, {key: partial(_on_key, self, key) for key in keys})
-        self._bindings.append((layer, keys))
-
     def _ensure_prompt_layers(self) -> None:
-        image = self._image
-        if image is None:
-            return
-        if self._points is None:
-            self._points = _layers.make_points_layer(image)
-            self.viewer.add_layer(self._points)
-            self._points.events.data.connect(self._on_prompts_changed)
-            self._points.events.features.connect(self._on_prompts_changed)
-            self._points_press = partial(_on_points_press, self)
-            self._points.mouse_drag_callbacks.insert(0, self._points_press)
-            self._bind_keys(self._points)
-            self._apply_point_mode()
-        if self._shapes is None:
-            self._shapes = _layers.make_shapes_layer(image)
-            self.viewer.add_layer(self._shapes)
-            self._shapes.events.data.connect(self._on_prompts_changed)
-            self._shapes.events.set_data.connect(self._on_prompts_changed)  # live while drawing
-            self._bind_keys(self._shapes)
-            self._shapes.mode = "add_rectangle"
+        if self._image is not None:
+            self._prompts.ensure(self._image, negative=self.controls.negative_check.isChecked())
 
     def start_box(self) -> None:
         """Select the boxes layer in rectangle mode (creating it if needed)."""
         self._ensure_prompt_layers()
-        if self._shapes is not None:
-            self.viewer.layers.selection.active = self._shapes
-            self._shapes.mode = "add_rectangle"
+        if self._prompts.shapes is not None:
+            self.viewer.layers.selection.active = self._prompts.shapes
+            self._prompts.shapes.mode = "add_rectangle"
 
     def start_points(self) -> None:
         """Select the points layer in add mode (creating it if needed)."""
         self._ensure_prompt_layers()
-        if self._points is not None:
-            self.viewer.layers.selection.active = self._points
-            self._points.mode = "add"
+        if self._prompts.points is not None:
+            self.viewer.layers.selection.active = self._prompts.points
+            self._prompts.points.mode = "add"
 
     def toggle_negative(self) -> None:
         """Switch new points between positive and negative."""
@@ -346,25 +322,23 @@ class SamWidget(QWidget):
         check.setChecked(not check.isChecked())
 
     def _apply_point_mode(self, *_: object) -> None:
-        if self._points is not None:
-            negative = self.controls.negative_check.isChecked()
-            self._points.feature_defaults["label"] = "negative" if negative else "positive"
+        self._prompts.set_negative(self.controls.negative_check.isChecked())
 
     @property
     def points_layer(self) -> Points | None:
         """The Points prompt layer, if created."""
-        return self._points
+        return self._prompts.points
 
     @property
     def shapes_layer(self) -> Shapes | None:
         """The Shapes prompt layer (boxes, polygons, ellipses), if created."""
-        return self._shapes
+        return self._prompts.shapes
 
     @property
     def objects_layer(self) -> Labels | None:
         """The objects Labels layer: the one committed to, or an existing "SAM objects"
         layer of the image's shape."""
-        return self._objects
+        return self._objects.layer
 
     @property
     def everything_layer(self) -> Labels | None:
@@ -427,9 +401,8 @@ class SamWidget(QWidget):
         if predictor is None:
             self._run_after_load(action)
             return None
-        embedder = self._embedder
-        diameter = self.diameter or (embedder.diameter if embedder is not None else None)
-        scaled = embedder.image(plane) if embedder is not None else None
+        scaled = self._embedding.image(plane)
+        diameter = self._embedding.known_diameter
         return Target(image, plane, predictor, self.session.context, diameter, scaled)
 
     def segment_everything(self) -> bool:
@@ -454,7 +427,7 @@ class SamWidget(QWidget):
             being loaded is ready).
         """
         target = self._task_target(self.propagate)
-        self._adopt_objects_layer()
+        self._objects.adopt(self._image)
         return target is not None and self._tasks.propagate(target, self.objects_layer)
 
     def cancel_task(self) -> None:
@@ -463,19 +436,8 @@ class SamWidget(QWidget):
 
     # ------------------------------------------------------------------ embeddings
     def _embedder_for(self, predictor: Predictor) -> WindowEmbedder:
-        if self._embedder is None:
-            assert self._image is not None
-            embedder = WindowEmbedder(
-                predictor, self._image.data, self._image.rgb, self.diameter, self
-            )
-            embedder.ready.connect(self._on_embedded)
-            embedder.failed.connect(self._on_embedding_failed)
-            embedder.progress.connect(self._set_progress)
-            embedder.progress.connect(lambda *_: self.controls.cancel_button.setEnabled(True))
-            embedder.idle.connect(lambda: self.controls.cancel_button.setEnabled(False))
-            embedder.idle.connect(self._show_diameter)
-            self._embedder = embedder
-        return self._embedder
+        assert self._image is not None
+        return self._embedding.embedder(predictor, self._image.data, self._image.rgb)
 
     def embed_all_planes(self) -> None:
         """Precompute the embedding of every window of every plane, the current plane first."""
@@ -510,32 +472,27 @@ class SamWidget(QWidget):
 
     def cancel_embedding(self) -> None:
         """Stop the running embedding (and a precomputation of all planes)."""
-        if self._embedder is not None:
-            self._embedder.cancel()
+        self._embedding.cancel()
 
     @property
     def embedded_planes(self) -> set[Plane]:
         """The planes with at least one window embedded."""
-        return self._embedder.embedded_planes if self._embedder is not None else set()
+        return self._embedding.embedded_planes
 
     # ------------------------------------------------------------------ object scale
     @property
     def diameter(self) -> float | None:
         """The object diameter the user set (image pixels), or None for the estimate."""
-        value = self.controls.diameter_spin.value()
-        return float(value) if value > 0 else None
+        return self._embedding.diameter
 
     @property
     def scale(self) -> ScaledImage | None:
         """The scaled image of the plane on screen, once prepared."""
-        plane = self._current_plane()
-        if self._embedder is None or plane is None:
-            return None
-        return self._embedder.image(plane)
+        return self._embedding.image(self._current_plane())
 
     def set_diameter(self, diameter: float | None) -> None:
         """Use objects of ``diameter`` image pixels (None: estimate it from the image)."""
-        self.controls.diameter_spin.setValue(0 if diameter is None else float(diameter))
+        self._embedding.set_diameter(diameter)
 
     def diameter_from_boxes(self) -> float | None:
         """Set the object diameter from the boxes drawn on the plane on screen.
@@ -560,23 +517,13 @@ class SamWidget(QWidget):
         self._say(f"Object diameter set to {diameter:g} px from {len(boxes)} box(es).")
         return diameter
 
-    def _on_diameter_changed(self, *_: object) -> None:
+    def _on_diameter_changed(self) -> None:
         self._new_context()
         self._show_diameter()
         self._on_prompts_changed()
 
     def _show_diameter(self) -> None:
-        spin = self.controls.diameter_spin
-        estimate = None if self._embedder is None else self._embedder.diameter
-        auto = "auto" if estimate is None or self.diameter else f"auto ({estimate:.0f} px)"
-        if spin.specialValueText() != auto:
-            spin.setSpecialValueText(auto)
-        scale = self.scale
-        spin.setToolTip(
-            "Typical object diameter in image pixels; windows are magnified so such objects "
-            "fill a good part of the model's input. 'auto' estimates it from the image."
-            + (f"\nNow: {scale.scale} ({scale.diameter_source})." if scale is not None else "")
-        )
+        self._embedding.show_diameter(self.scale)
 
     # ------------------------------------------------------------------ prediction
     def _on_prompts_changed(self, event: object = None) -> None:
@@ -597,16 +544,7 @@ class SamWidget(QWidget):
         self._update()
 
     def _collect(self, image: Image, plane: Plane) -> PromptSet:
-        _, image_hw = plane_geometry(image.data.shape, image.rgb)
-        points = None
-        if self._points is not None and len(self._points.data):
-            coords = to_image_coords(self._points.data, self._points, image)
-            points = (coords, list(self._points.features["label"]))
-        shapes = []
-        if self._shapes is not None and self._shapes.nshapes:
-            for vertices, kind in zip(self._shapes.data, self._shapes.shape_type, strict=True):
-                shapes.append((to_image_coords(vertices, self._shapes, image), str(kind)))
-        return collect_prompts(image_hw, plane, points, shapes)
+        return self._prompts.collect(image, plane)
 
     def _update(self) -> bool:
         """Bring the candidates up to date with the prompts on the current plane.
@@ -674,7 +612,7 @@ class SamWidget(QWidget):
     @property
     def busy(self) -> bool:
         """Whether a model load, embedding or prediction is running or waiting to run."""
-        embedding = self._embedder is not None and self._embedder.running
+        embedding = self._embedding.running
         return bool(
             self._predictions.pending
             or embedding
@@ -688,7 +626,7 @@ class SamWidget(QWidget):
     def _show_candidates(self, candidates: Candidates, request: Request) -> None:
         assert self._image is not None
         with self._selection_kept():
-            self._candidate_layers.ensure(self._image, below=[self._points, self._shapes])
+            self._candidate_layers.ensure(self._image, below=self._prompts.layers)
         chosen = self.session.show(candidates, request.plane)
         self._candidate_layers.show(candidates, chosen)
         self._show_choice(chosen)
@@ -727,22 +665,7 @@ class SamWidget(QWidget):
     # ------------------------------------------------------------------ commit
     def _ensure_objects_layer(self) -> Labels:
         assert self._image is not None
-        with self._selection_kept():
-            objects = _layers.objects_layer_for(self.viewer, self._image, self._objects)
-        assert objects is not None
-        self._adopt_objects_layer(objects)
-        return objects
-
-    def _adopt_objects_layer(self, objects: Labels | None = None) -> None:
-        """Make ``objects`` (by default an existing objects layer that fits the image, if
-        any) the objects layer, and bind the propagate key in it."""
-        if objects is None and self._image is not None and not image_problem(self._image):
-            objects = _layers.objects_layer_for(
-                self.viewer, self._image, self._objects, create=False
-            )
-        if objects is not None and objects is not self._objects:
-            self._bind_keys(objects, (PROPAGATE_KEY,))
-            self._objects = objects
+        return self._objects.ensure(self._image)
 
     def commit(self) -> list[int]:
         """Write the chosen candidate into the objects layer and clear the prompts.
@@ -750,61 +673,31 @@ class SamWidget(QWidget):
         Returns:
             The object ids written (empty if nothing was committed; the reason is shown).
         """
-        candidates, index = self.session.candidates, self.chosen
-        if candidates is None or index is None or self._image is None:
-            self._say("Nothing to commit: draw a box (or click) on an object first.", "warning")
+        candidates, index, image = self.session.candidates, self.chosen, self._image
+        if candidates is None or index is None or image is None:
+            self._say(NOTHING_TO_COMMIT, "warning")
             return []
-        mask = candidates.labels[index]
-        if not mask.any():
-            self._say(
-                "The chosen candidate is empty; choose another or change the prompts.", "warning"
-            )
-            return []
-        objects = self._ensure_objects_layer()
-        try:
-            written = _layers.commit_objects(
-                objects,
-                self.session.shown_plane,
-                mask,
-                label=self.controls.label_spin.value() or None,
-                overwrite=self.controls.overwrite_check.isChecked(),
-            )
-        except ValueError as err:
-            self._say(str(err), "warning")
-            return []
-        if not written:
-            self._say(
-                "Nothing committed: the mask lies on other objects. Tick 'Overwrite other "
-                "objects' to replace them.",
-                "warning",
-            )
-            return []
-        self.clear_prompts()
-        objects.selected_label = written[-1]  # what Shift+P propagates
-        ids = ", ".join(map(str, written))
-        self._say(
-            f"Committed object {ids} to {objects.name!r} (Undo, or Ctrl+Z in that layer).",
-            notify=False,
+        written = self._objects.commit(
+            image,
+            self.session.shown_plane,
+            candidates.labels[index],
+            self._say,
+            label=self.controls.label_spin.value() or None,
+            overwrite=self.controls.overwrite_check.isChecked(),
         )
+        if written:
+            self.clear_prompts()
         return written
 
     def undo(self) -> None:
         """Undo the last change to the objects layer (a commit, or a paint stroke there)."""
-        if self._objects is None:
-            self._say("Nothing to undo.", notify=False)
-            return
-        self._objects.undo()
-        self._say(f"Undid the last change to {self._objects.name!r}.", notify=False)
+        self._objects.undo(self._say)
 
     def clear_prompts(self) -> None:
         """Remove every prompt and the candidates."""
         self._clear_candidates()
         self.session.forget_choice()
-        if self._points is not None and len(self._points.data):
-            self._points.data = np.zeros((0, self._points.ndim))
-        if self._shapes is not None and self._shapes.nshapes:
-            self._shapes.selected_data = set(range(self._shapes.nshapes))
-            self._shapes.remove_selected()
+        self._prompts.clear()
         self._timer.stop()
         self._debouncer.fired()
 
@@ -816,19 +709,13 @@ class SamWidget(QWidget):
         self.cancel_task()
         self._timer.stop()
         self._predictions.close()
-        for layer, keys in self._bindings:
-            _layers.unbind_keys(layer, keys)
-        self._bindings.clear()
-        if self._points is not None and self._points_press in self._points.mouse_drag_callbacks:
-            self._points.mouse_drag_callbacks.remove(self._points_press)
+        self._keys.release()
+        self._prompts.release()
         layers, dims = self.viewer.layers.events, self.viewer.dims.events
         for emitter in (layers.inserted, layers.removed, layers.moved):
             emitter.disconnect(self._on_layers_changed)
         for emitter in (dims.current_step, dims.ndisplay, dims.order):
             emitter.disconnect(self._on_prompts_changed)
-        for layer in (self._points, self._shapes):
-            if layer is not None:
-                layer.events.disconnect(self._on_prompts_changed)
         if self._image is not None:
             self._image.events.data.disconnect(self._on_image_data)
             self._image.events.name.disconnect(self._on_layers_changed)
@@ -836,39 +723,3 @@ class SamWidget(QWidget):
     def closeEvent(self, event: object) -> None:
         self.release()
         super().closeEvent(event)  # type: ignore[arg-type]
-
-
-def _alive(widget: QWidget) -> bool:
-    """Whether the Qt side of ``widget`` still exists (it is gone once the dock is deleted)."""
-    try:
-        widget.objectName()
-    except RuntimeError:
-        return False
-    return True
-
-
-def _on_key(widget: SamWidget, key: str, layer: Layer) -> None:
-    """A plugin key pressed in one of its layers; once the widget is gone, the keys are
-    released from that layer."""
-    if not _alive(widget):
-        _layers.unbind_keys(layer, PLUGIN_KEYS)
-        return
-    if key in CHOOSE_KEYS:
-        widget.choose(CHOOSE_KEYS.index(key))
-    elif key == COMMIT_KEY:
-        widget.commit()
-    elif key == NEGATIVE_KEY:
-        widget.toggle_negative()
-    elif key == PROPAGATE_KEY:
-        widget.propagate()
-
-
-def _on_points_press(widget: SamWidget, layer: Points, event: object) -> Iterator[None]:
-    """Runs before napari's add-point callback: Shift+click adds a negative point."""
-    if not _alive(widget):
-        return  # the widget is gone: napari's own click handling goes on as usual
-    if layer.mode == "add":
-        shift = "Shift" in event.modifiers  # type: ignore[attr-defined]
-        negative = shift or widget.controls.negative_check.isChecked()
-        layer.feature_defaults["label"] = "negative" if negative else "positive"
-    yield

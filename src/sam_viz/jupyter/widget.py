@@ -32,7 +32,14 @@ from sam_viz.jupyter.session import EverythingRun, Session
 from sam_viz.models.registry import DEFAULT_MODEL, MODELS
 from sam_viz.objects import ObjectLabels
 from sam_viz.predictor import Cancelled, Candidates, Predictor, ProgressCallback
-from sam_viz.prompts import NEGATIVE, POSITIVE, PromptProblem, PromptSet, check_answerable
+from sam_viz.prompts import (
+    NEGATIVE,
+    POSITIVE,
+    PromptProblem,
+    PromptSet,
+    check_answerable,
+    prompt_guide,
+)
 from sam_viz.render import candidate_color, to_display_rgb
 from sam_viz.windows.scaled import ScaledImage
 
@@ -259,13 +266,8 @@ class SamWidget(widgets.VBox):
 
     def _ready_message(self) -> str:
         assert self._predictor is not None
-        spec = self._predictor.spec
-        if spec.trained_with_points:
-            return ("Ready. Drag a box around an object or click on it; "
-                    "clicks refine (+ object, \u2212 background).")
-        return (f"Ready. <b>{html.escape(spec.title)}</b> was trained with boxes only: "
-                "<b>drag a box</b> around an object. Clicks alone are not answered with this "
-                "model; after a box, + and \u2212 clicks adjust it.")
+        guide = html.escape(prompt_guide(self._predictor.spec))
+        return f"Ready. {guide} Drag a box with the mouse; a click adds a point (+/\u2212)."
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the image embedding is ready.
