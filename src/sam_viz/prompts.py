@@ -212,7 +212,23 @@ def validate_prompts(
             0/1, NaN coordinates, points outside the image, or a box outside it.
     """
     height, width = image_size_hw
-    if points_xy is None and point_labels is not None and len(np.atleast_1d(point_labels)):
+    points, labels = _checked_points(points_xy, point_labels, width, height)
+    boxes = _checked_boxes(boxes_xyxy, width, height)
+    if len(points) == 0 and len(boxes) == 0 and mask is None:
+        raise ValueError("The prompt set is empty: give at least one point, box or mask.")
+    return PromptSet(points, labels, boxes, mask)
+
+
+def _checked_points(
+    points_xy: object, point_labels: object, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Points (N, 2) float64 inside the image and their labels (N,) int64 (all positive
+    when omitted)."""
+    if (
+        points_xy is None
+        and point_labels is not None
+        and len(np.atleast_1d(np.asarray(point_labels)))
+    ):
         raise ValueError("point_labels were given without points_xy.")
     points = _points_array() if points_xy is None else _finite_array("points_xy", points_xy, 2)
     if point_labels is None:
@@ -237,7 +253,12 @@ def validate_prompts(
             f"Point {index} at (x={x:g}, y={y:g}) lies outside the image "
             f"(x in [0, {width}], y in [0, {height}]). Remove it or click inside the image."
         )
+    return points, labels
 
+
+def _checked_boxes(boxes_xyxy: object, width: int, height: int) -> np.ndarray:
+    """Boxes (M, 4) float64 with sorted corners, clipped to the image, each overlapping it
+    with a non-zero area."""
     boxes = _boxes_array() if boxes_xyxy is None else _finite_array("boxes_xyxy", boxes_xyxy, 4)
     boxes = np.concatenate(
         [np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])], axis=1
@@ -252,10 +273,7 @@ def validate_prompts(
     flat = (boxes[:, 2] - boxes[:, 0] <= 0) | (boxes[:, 3] - boxes[:, 1] <= 0)
     if flat.any():
         raise ValueError(f"Box {int(np.flatnonzero(flat)[0])} has no area; drag a rectangle.")
-
-    if len(points) == 0 and len(boxes) == 0 and mask is None:
-        raise ValueError("The prompt set is empty: give at least one point, box or mask.")
-    return PromptSet(points, labels, boxes, mask)
+    return boxes
 
 
 class PromptProblem(ValueError):
