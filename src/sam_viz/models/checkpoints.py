@@ -145,9 +145,18 @@ def download_checkpoint(
             a package that is not installed, or the download failed or did not match the
             published hash.
     """
-    import pooch
-    import requests
+    source = _download_source(spec, url)
+    target_dir = Path(directory) if directory is not None else cache_dir()
+    _check_hash_support(spec)
+    return _retrieve(source, spec.file_hash, spec.filename, target_dir, progress)
 
+
+def _download_source(spec: ModelSpec, url: str | None) -> str:
+    """Where ``spec``'s checkpoint is downloaded from: ``url``, else the registry's.
+
+    Raises:
+        CheckpointError: If there is neither.
+    """
     source = url or spec.url
     if source is None:
         raise CheckpointError(
@@ -158,7 +167,12 @@ def download_checkpoint(
                 else "pass the path of a local checkpoint file instead."
             )
         )
-    target_dir = Path(directory) if directory is not None else cache_dir()
+    return source
+
+
+def _check_hash_support(spec: ModelSpec) -> None:
+    """Raise :class:`CheckpointError` if ``spec``'s published hash cannot be checked here
+    (an xxh128 hash without the ``xxhash`` package)."""
     known_hash = spec.file_hash
     if (
         known_hash is not None
@@ -169,11 +183,24 @@ def download_checkpoint(
             f"Model {spec.name!r} is published with an {known_hash.partition(':')[0]} hash, "
             "which needs the 'xxhash' package to be checked: pip install xxhash"
         )
+
+
+def _retrieve(
+    source: str, known_hash: str | None, filename: str, target_dir: Path, progress: bool
+) -> Path:
+    """Download ``source`` into ``target_dir / filename`` once its hash matched (pooch).
+
+    Raises:
+        CheckpointError: If the download failed or did not match ``known_hash``.
+    """
+    import pooch
+    import requests
+
     try:
         path = pooch.retrieve(
             source,
             known_hash=known_hash,
-            fname=spec.filename,
+            fname=filename,
             path=target_dir,
             progressbar=progress,
         )
