@@ -26,6 +26,7 @@ from sam_viz.automatic.everything import EverythingSettings, MaskGenerator
 from sam_viz.automatic.results import Segmentation
 from sam_viz.image import Contrast, to_rgb01, validate_image
 from sam_viz.jupyter.canvas import CANDIDATE, PROMPTS, PromptCanvas
+from sam_viz.jupyter.controls import WidgetControls
 from sam_viz.jupyter.display import DisplayFrame
 from sam_viz.jupyter.everything_panel import EverythingPanel
 from sam_viz.jupyter.session import EverythingRun, Session
@@ -33,7 +34,6 @@ from sam_viz.models.registry import DEFAULT_MODEL, MODELS
 from sam_viz.objects import ObjectLabels
 from sam_viz.predictor import Cancelled, Candidates, Predictor, ProgressCallback
 from sam_viz.prompts import (
-    NEGATIVE,
     POSITIVE,
     PromptProblem,
     PromptSet,
@@ -124,14 +124,15 @@ class SamWidget(widgets.VBox):
         self._cancel = threading.Event()
         self._session = Session(self._predict, self._objects)
         self._everything_settings = everything_settings
-        self._updating_controls = False
 
         self._canvas = PromptCanvas(self._frame, display_rgb, on_click=self._on_click,
                                     on_box=self._on_box, alpha=float(alpha))
         self._canvas.show_objects(self._objects.labels)
         self.canvas = self._canvas.widget
         self._build_controls()
-        super().__init__(children=self._children())
+        super().__init__(
+            children=self._controls.layout(self.canvas, self.everything_panel.box)
+        )
         self.add_class("sam-viz-widget")
 
         self._thread: threading.Thread | None = None
@@ -143,41 +144,24 @@ class SamWidget(widgets.VBox):
 
     # ------------------------------------------------------------------------ views
     def _build_controls(self) -> None:
-        self.point_mode = widgets.ToggleButtons(
-            options=[("+ point", POSITIVE), ("\u2212 point", NEGATIVE)],
-            value=POSITIVE,
-            description="Click adds",
-            tooltips=["A click marks the object", "A click marks background to exclude"],
-            style={"button_width": "70px"},
-        )
-        self.candidate_buttons = widgets.ToggleButtons(
-            options=[("no candidates yet", -1)], value=-1, disabled=True,
-            description="Candidate", style={"button_width": "110px"},
-        )
+        """Build the controls, keep them as the widget's attributes and wire their events."""
+        self._controls = controls = WidgetControls(self._image.shape[:2])
+        self.point_mode = controls.point_mode
+        self.candidate_buttons = controls.candidate_buttons
+        self.legend = controls.legend
+        self.undo_button = controls.undo_button
+        self.clear_button = controls.clear_button
+        self.commit_button = controls.commit_button
+        self.progress = controls.progress
+        self.diameter_slider = controls.diameter_slider
+        self.scale_info = controls.scale_info
+        self.status = controls.status
+        self.objects_info = controls.objects_info
         self.candidate_buttons.observe(self._on_candidate_toggle, names="value")
-        self.legend = widgets.HTML()
-        self.undo_button = widgets.Button(description="Undo", icon="undo",
-                                          tooltip="Undo the last prompt, clear or commit")
-        self.clear_button = widgets.Button(description="Clear", icon="eraser",
-                                           tooltip="Remove all prompts of this object")
-        self.commit_button = widgets.Button(description="Commit", icon="check",
-                                            button_style="success",
-                                            tooltip="Add the shown candidate to the labels")
         self.undo_button.on_click(lambda _: self._from_ui(self.undo))
         self.clear_button.on_click(lambda _: self._from_ui(self.clear))
         self.commit_button.on_click(lambda _: self._from_ui(self.commit))
-        self.progress = widgets.FloatProgress(value=0, min=0, max=1, description="Embedding",
-                                              layout=widgets.Layout(width="320px"))
-        height, width = self._image.shape[:2]
-        self.diameter_slider = widgets.FloatLogSlider(
-            value=max(2.0, min(height, width) / 8), base=2, min=1, max=np.log2(max(height, width)),
-            step=0.05, description="Diameter", readout_format=".0f", continuous_update=False,
-            description_tooltip="Typical object diameter in image pixels",
-        )
         self.diameter_slider.observe(self._on_diameter_slider, names="value")
-        self.scale_info = widgets.HTML()
-        self.status = widgets.HTML()
-        self.objects_info = widgets.HTML()
         self.everything_panel = EverythingPanel(
             self._generate_everything,
             lambda found: self._canvas.show_everything(found.labels),
@@ -188,13 +172,6 @@ class SamWidget(widgets.VBox):
         self.everything_button.on_click(lambda _: self._from_ui(self.segment_everything))
         self._update_controls()
         self._update_objects_info()
-
-    def _children(self) -> list[widgets.Widget]:
-        buttons = widgets.HBox([self.undo_button, self.clear_button, self.commit_button,
-                                self.objects_info])
-        scale = widgets.HBox([self.diameter_slider, self.scale_info])
-        return [self.status, self.progress, self.point_mode, scale, self.canvas,
-                self.candidate_buttons, self.legend, buttons, self.everything_panel.box]
 
     # ------------------------------------------------------------------ background work
     def _prepare(self) -> None:
@@ -226,19 +203,8 @@ class SamWidget(widgets.VBox):
 
     def _show_scale(self) -> None:
         """Put the scale in use on the diameter slider (without acting on the change)."""
-        scaled = self._scaled
-        if scaled is None:
-            return
-        self._updating_controls = True
-        try:
-            self.diameter_slider.value = scaled.diameter
-        finally:
-            self._updating_controls = False
-        self.diameter_slider.description_tooltip = f"{scaled.scale} ({scaled.diameter_source})"
-        self.scale_info.value = (
-            f"<span class='sam-viz-scale'>{html.escape(str(scaled.scale))} "
-            f"({html.escape(str(scaled.diameter_source))})</span>"
-        )
+        if self._scaled is not None:
+            self._controls.show_scale(self._scaled)
 
     def set_diameter(self, diameter: float) -> None:
         """Use objects of ``diameter`` image pixels: later prompts are answered in windows
@@ -258,7 +224,7 @@ class SamWidget(widgets.VBox):
         return self._scaled
 
     def _on_diameter_slider(self, change: dict[str, Any]) -> None:
-        if not self._updating_controls and self._ready.is_set():
+        if not self._controls.updating and self._ready.is_set():
             self._from_ui(self.set_diameter, float(change["new"]))
 
     def _on_progress(self, done: int, total: int) -> None:
@@ -300,10 +266,8 @@ class SamWidget(widgets.VBox):
         self._cancel.set()
         self.everything_panel.close()
         self._canvas.close()
-        for child in (self.point_mode, self.candidate_buttons, self.legend, self.undo_button,
-                      self.clear_button, self.commit_button, self.progress, self.status,
-                      self.objects_info, self.diameter_slider, self.scale_info,
-                      *self.children):
+        self._controls.close()
+        for child in self.children:
             child.close()
         super().close()
 
@@ -502,60 +466,26 @@ class SamWidget(widgets.VBox):
 
     # ------------------------------------------------------------------------ controls
     def _update_controls(self) -> None:
+        """Show the session's candidates and which actions can act."""
         prediction = self.candidates
-        self._updating_controls = True
-        try:
-            if prediction is None:
-                self.candidate_buttons.options = [("no candidates yet", -1)]
-                self.candidate_buttons.value = -1
-                self.candidate_buttons.disabled = True
-                self.legend.value = ""
-            else:
-                options = [(f"{name} {score:.2f}", i) for i, (name, score)
-                           in enumerate(zip(prediction.names, prediction.iou_scores, strict=True))]
-                if list(self.candidate_buttons.options) != options:
-                    self.candidate_buttons.options = options
-                self.candidate_buttons.value = self._session.selected_index
-                self.candidate_buttons.disabled = False
-                self.legend.value = self._legend_html(prediction)
-        finally:
-            self._updating_controls = False
-        self.undo_button.disabled = not self._session.can_undo
-        self.clear_button.disabled = self.prompts.empty
-        self.commit_button.disabled = prediction is None
-
-    def _legend_html(self, prediction: Candidates) -> str:
-        items = []
-        scores = zip(prediction.names, prediction.iou_scores, strict=True)
-        for i, (name, score) in enumerate(scores):
-            r, g, b = candidate_color(name)
-            area = int(prediction.masks[i].sum())
-            text = f"{html.escape(name)}: IoU {score:.3f}, {area} px"
-            if i == self._session.selected_index:
-                text = f"<b>{text} (shown)</b>"
-            swatch = (f"<span style='display:inline-block;width:0.9em;height:0.9em;"
-                      f"background:rgb({r},{g},{b});margin-right:0.3em'></span>")
-            items.append(f"<span style='margin-right:1.2em'>{swatch}{text}</span>")
-        return "<div class='sam-viz-legend'>" + "".join(items) + "</div>"
-
-    def _update_objects_info(self) -> None:
-        count = self._objects.object_count
-        self.objects_info.value = (
-            f"<span style='margin-left:1em'>{count} object{'s' if count != 1 else ''} "
-            "committed</span>"
+        self._controls.show_candidates(prediction, self._session.selected_index)
+        self._controls.show_actions(
+            can_undo=self._session.can_undo,
+            has_prompts=not self.prompts.empty,
+            has_candidates=prediction is not None,
         )
 
+    def _update_objects_info(self) -> None:
+        self._controls.show_objects(self._objects.object_count)
+
     def _on_candidate_toggle(self, change: dict[str, Any]) -> None:
-        if self._updating_controls or change["new"] is None or change["new"] < 0:
+        if self._controls.updating or change["new"] is None or change["new"] < 0:
             return
         self._from_ui(self.select, int(change["new"]))
 
     def _set_status(self, message: str, kind: str = "info") -> None:
         """Show ``message`` (HTML) in the status line; kind is info, warning or error."""
-        color = {"info": "inherit", "warning": "#9a6700", "error": "#c62828"}[kind]
-        prefix = {"info": "", "warning": "\u26a0 ", "error": "\u2716 "}[kind]
-        self.status.value = (f"<div class='sam-viz-status sam-viz-{kind}' "
-                             f"style='color:{color}'>{prefix}{message}</div>")
+        self._controls.set_status(message, kind)
 
     def _show_error(self, err: BaseException) -> None:
         kind = "warning" if isinstance(err, PromptProblem) else "error"
