@@ -103,6 +103,25 @@ def merge_tiles(
 
 def _join_fragments(pieces: Proposals, windows: Sequence[Window], complete: Proposals) -> Proposals:
     """Union fragments that overlap across tiles; drop those explained by complete masks."""
+    alive = _unexplained(pieces, complete)
+    joined = Proposals.empty()
+    for members in _overlapping_groups(pieces, windows, alive):
+        group = pieces.subset(members)
+        mask = union(group.masks) if len(members) > 1 else group.masks[0]
+        joined = joined.concat(
+            Proposals(
+                (mask,),
+                np.array([group.iou.mean()], dtype=np.float32),
+                np.array([group.stability.min()], dtype=np.float32),
+                group.prompts[:1],
+                group.window_areas[:1],
+            )
+        )
+    return joined
+
+
+def _unexplained(pieces: Proposals, complete: Proposals) -> list[int]:
+    """The pieces that complete masks do not cover (COVERED_FRACTION of them or more)."""
     covered = np.zeros(len(pieces), dtype=bool)
     boxes = pieces.boxes
     complete_boxes = complete.boxes
@@ -119,7 +138,13 @@ def _join_fragments(pieces: Proposals, windows: Sequence[Window], complete: Prop
         )
         overlap = sum(mask_overlap(piece, complete.masks[j]) for j in near)
         covered[i] = overlap >= COVERED_FRACTION * piece.area
-    alive = [int(i) for i in np.flatnonzero(~covered)]
+    return [int(i) for i in np.flatnonzero(~covered)]
+
+
+def _overlapping_groups(
+    pieces: Proposals, windows: Sequence[Window], alive: list[int]
+) -> list[list[int]]:
+    """The ``alive`` pieces grouped by overlap across windows (union-find)."""
     parent = {i: i for i in alive}
 
     def root(i: int) -> int:
@@ -130,36 +155,29 @@ def _join_fragments(pieces: Proposals, windows: Sequence[Window], complete: Prop
 
     for a_pos, a in enumerate(alive):
         for b in alive[a_pos + 1 :]:
-            if windows[a] == windows[b]:
-                continue
-            shared = (
-                max(windows[a][0], windows[b][0]),
-                max(windows[a][1], windows[b][1]),
-                min(windows[a][2], windows[b][2]),
-                min(windows[a][3], windows[b][3]),
-            )
-            if shared[2] <= shared[0] or shared[3] <= shared[1]:
-                continue
-            inter = mask_overlap(pieces.masks[a], pieces.masks[b])
-            if not inter:
-                continue
-            smaller = min(_pixels_in(pieces.masks[a], shared), _pixels_in(pieces.masks[b], shared))
-            if inter >= JOIN_OVERLAP * max(smaller, 1):
+            if _fragments_join(pieces, windows, a, b):
                 parent[root(a)] = root(b)
     groups: dict[int, list[int]] = {}
     for i in alive:
         groups.setdefault(root(i), []).append(i)
-    joined = Proposals.empty()
-    for members in groups.values():
-        group = pieces.subset(members)
-        mask = union(group.masks) if len(members) > 1 else group.masks[0]
-        joined = joined.concat(
-            Proposals(
-                (mask,),
-                np.array([group.iou.mean()], dtype=np.float32),
-                np.array([group.stability.min()], dtype=np.float32),
-                group.prompts[:1],
-                group.window_areas[:1],
-            )
-        )
-    return joined
+    return list(groups.values())
+
+
+def _fragments_join(pieces: Proposals, windows: Sequence[Window], a: int, b: int) -> bool:
+    """Whether pieces ``a`` and ``b``, from different windows, overlap by JOIN_OVERLAP of the
+    smaller one's pixels in the windows' shared part."""
+    if windows[a] == windows[b]:
+        return False
+    shared = (
+        max(windows[a][0], windows[b][0]),
+        max(windows[a][1], windows[b][1]),
+        min(windows[a][2], windows[b][2]),
+        min(windows[a][3], windows[b][3]),
+    )
+    if shared[2] <= shared[0] or shared[3] <= shared[1]:
+        return False
+    inter = mask_overlap(pieces.masks[a], pieces.masks[b])
+    if not inter:
+        return False
+    smaller = min(_pixels_in(pieces.masks[a], shared), _pixels_in(pieces.masks[b], shared))
+    return bool(inter >= JOIN_OVERLAP * max(smaller, 1))
