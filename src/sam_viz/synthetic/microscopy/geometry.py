@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -104,65 +105,24 @@ def rasterise(
         depth: (H, W) float32 normalised radius of the pixel in its object (0 centre, 1 edge).
     """
     height, width = shape
-    n = len(objects.radius)
-    long_axis = (objects.radius / np.sqrt(objects.aspect)).astype(_F32)
-    short_axis = (objects.radius * np.sqrt(objects.aspect)).astype(_F32)
-    cos, sin = np.cos(objects.angle).astype(_F32), np.sin(objects.angle).astype(_F32)
-    coef_re = objects.harmonics.real.astype(_F32)
-    coef_im = objects.harmonics.imag.astype(_F32)
-    rough = objects.rough.astype(_F32)
-    # Each object's half box side: that of its ellipse grown by the most its outline wobbles.
-    bound = (1 + np.abs(objects.harmonics).sum(1) + 3 * objects.rough).astype(_F32)
-    grown_a, grown_b = long_axis * bound + 1, short_axis * bound + 1
-    half = np.ceil(
-        np.maximum(np.hypot(grown_a * cos, grown_b * sin), np.hypot(grown_a * sin, grown_b * cos))
-    ).astype(np.int64)
-    origin = np.floor(objects.centres).astype(np.int64)
+    ellipses = _Ellipses.of(objects)
     rough_flat = roughness.ravel()
-    rough_shift = (np.arange(n, dtype=np.int64) * 2_654_435_761) % rough_flat.size
+    rough_shift = (np.arange(len(objects.radius), dtype=np.int64) * 2_654_435_761) % rough_flat.size
     best = np.full(height * width, np.inf, _F32)
-    flat_type = np.int32 if height * width < 2**31 else np.int64
     found_pixels, found_rho, found_ids = [], [], []
-    # Batches of similar-sized objects, each in a (P, P) patch; about 2 M patch pixels each.
-    order = np.argsort(half, kind="stable")
-    batch = np.cumsum((2 * half[order] + 1) ** 2) // 2_000_000
-    bounds = np.r_[0, np.flatnonzero(np.diff(batch)) + 1, n]
-    for start, stop in itertools.pairwise(bounds):
-        index = order[start:stop]
-        size = int(half[index[-1]])
-        offsets = np.arange(-size, size + 1)
-        rows = origin[index, 0, None] + offsets  # (n, P)
-        cols = origin[index, 1, None] + offsets
-        dy = (rows - objects.centres[index, 0, None]).astype(_F32)[:, :, None]
-        dx = (cols - objects.centres[index, 1, None]).astype(_F32)[:, None, :]
-        c, s = cos[index, None, None], sin[index, None, None]
-        u = (dx * c + dy * s) / long_axis[index, None, None]
-        v = (dy * c - dx * s) / short_axis[index, None, None]
-        rho = np.hypot(u, v)
+    for index in _batches(ellipses.half):
         # Keep the pixels the wobbly outline can reach, as flat lists.
-        near = rho < bound[index, None, None]
-        near &= ((rows >= 0) & (rows < height))[:, :, None]
-        near &= ((cols >= 0) & (cols < width))[:, None, :]
-        u, v, rho = u[near], v[near], rho[near]
-        obj = np.broadcast_to(index[:, None, None], near.shape)[near]
-        pixels = (rows.astype(flat_type)[:, :, None] * width + cols.astype(flat_type)[:, None, :])[
-            near
-        ]
+        pixels, obj, u, v, rho = _reachable(ellipses, index, shape)
         # The outline's radius wobbles with the angle (harmonics 2-5) and the roughness.
-        cos_1, sin_1 = u / np.maximum(rho, 1e-6), v / np.maximum(rho, 1e-6)
-        cos_k, sin_k = cos_1, sin_1
-        outline = np.ones_like(rho)
-        for k in range(4):
-            cos_k, sin_k = cos_k * cos_1 - sin_k * sin_1, sin_k * cos_1 + cos_k * sin_1
-            outline += coef_re[obj, k] * cos_k - coef_im[obj, k] * sin_k
-        rho /= np.maximum(outline, 0.3)
-        rho += rough[obj] * rough_flat[(pixels + rough_shift[obj]) % rough_flat.size]
+        rho /= np.maximum(_outline(ellipses, obj, u, v, rho), 0.3)
+        rho += ellipses.rough[obj] * rough_flat[(pixels + rough_shift[obj]) % rough_flat.size]
         inside = rho < 1.0
         pixels, rho = pixels[inside], rho[inside]
         np.minimum.at(best, pixels, rho)
         found_pixels.append(pixels)
         found_rho.append(rho)
         found_ids.append(obj[inside].astype(np.int32) + 1)
+    # Each pixel goes to the object it lies deepest in.
     labels = np.zeros(height * width, np.int32)
     if found_pixels:
         pixels = np.concatenate(found_pixels)
@@ -172,6 +132,105 @@ def rasterise(
         labels[pixels[win]] = ids[win]
     depth = np.where(np.isfinite(best), best, 1.0).reshape(shape)
     return labels.reshape(shape), depth
+
+
+@dataclass(frozen=True)
+class _Ellipses:
+    """The objects' outlines as :func:`rasterise` computes with them (float32 arrays (N,)
+    unless said otherwise)."""
+
+    centres: np.ndarray  # (N, 2) (row, col), as given
+    long_axis: np.ndarray
+    short_axis: np.ndarray
+    cos: np.ndarray
+    sin: np.ndarray
+    coef_re: np.ndarray  # (N, 4) radius harmonics
+    coef_im: np.ndarray
+    rough: np.ndarray
+    bound: np.ndarray  # largest normalised radius the outline reaches
+    half: np.ndarray  # int64 half side of the box that holds the object
+    origin: np.ndarray  # (N, 2) int64 pixel of the centre
+
+    @classmethod
+    def of(cls, objects: Objects) -> _Ellipses:
+        long_axis = (objects.radius / np.sqrt(objects.aspect)).astype(_F32)
+        short_axis = (objects.radius * np.sqrt(objects.aspect)).astype(_F32)
+        cos, sin = np.cos(objects.angle).astype(_F32), np.sin(objects.angle).astype(_F32)
+        # Each object's half box side: that of its ellipse grown by the most its outline
+        # wobbles.
+        bound = (1 + np.abs(objects.harmonics).sum(1) + 3 * objects.rough).astype(_F32)
+        grown_a, grown_b = long_axis * bound + 1, short_axis * bound + 1
+        half = np.ceil(
+            np.maximum(
+                np.hypot(grown_a * cos, grown_b * sin), np.hypot(grown_a * sin, grown_b * cos)
+            )
+        ).astype(np.int64)
+        return cls(
+            centres=objects.centres,
+            long_axis=long_axis,
+            short_axis=short_axis,
+            cos=cos,
+            sin=sin,
+            coef_re=objects.harmonics.real.astype(_F32),
+            coef_im=objects.harmonics.imag.astype(_F32),
+            rough=objects.rough.astype(_F32),
+            bound=bound,
+            half=half,
+            origin=np.floor(objects.centres).astype(np.int64),
+        )
+
+
+def _batches(half: np.ndarray) -> Iterator[np.ndarray]:
+    """Batches of similar-sized objects, each in a (P, P) patch; about 2 M patch pixels
+    each (the objects' indices, smallest first)."""
+    order = np.argsort(half, kind="stable")
+    batch = np.cumsum((2 * half[order] + 1) ** 2) // 2_000_000
+    bounds = np.r_[0, np.flatnonzero(np.diff(batch)) + 1, len(half)]
+    for start, stop in itertools.pairwise(bounds):
+        yield order[start:stop]
+
+
+def _reachable(
+    ellipses: _Ellipses, index: np.ndarray, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The field's pixels that objects ``index``'s outlines can reach, as flat lists.
+
+    Returns:
+        (flat pixel index, object, u, v, rho): u and v are the pixel's position along the
+        ellipse's long and short axes over their lengths, rho its normalised radius.
+    """
+    height, width = shape
+    flat_type: type[np.signedinteger[Any]] = np.int32 if height * width < 2**31 else np.int64
+    size = int(ellipses.half[index[-1]])
+    offsets = np.arange(-size, size + 1)
+    rows = ellipses.origin[index, 0, None] + offsets  # (n, P)
+    cols = ellipses.origin[index, 1, None] + offsets
+    dy = (rows - ellipses.centres[index, 0, None]).astype(_F32)[:, :, None]
+    dx = (cols - ellipses.centres[index, 1, None]).astype(_F32)[:, None, :]
+    c, s = ellipses.cos[index, None, None], ellipses.sin[index, None, None]
+    u = (dx * c + dy * s) / ellipses.long_axis[index, None, None]
+    v = (dy * c - dx * s) / ellipses.short_axis[index, None, None]
+    rho = np.hypot(u, v)
+    near = rho < ellipses.bound[index, None, None]
+    near &= ((rows >= 0) & (rows < height))[:, :, None]
+    near &= ((cols >= 0) & (cols < width))[:, None, :]
+    u, v, rho = u[near], v[near], rho[near]
+    obj = np.broadcast_to(index[:, None, None], near.shape)[near]
+    pixels = (rows.astype(flat_type)[:, :, None] * width + cols.astype(flat_type)[:, None, :])[near]
+    return pixels, obj, u, v, rho
+
+
+def _outline(
+    ellipses: _Ellipses, obj: np.ndarray, u: np.ndarray, v: np.ndarray, rho: np.ndarray
+) -> np.ndarray:
+    """The outline's radius (1 for a plain ellipse) in the direction of each pixel."""
+    cos_1, sin_1 = u / np.maximum(rho, 1e-6), v / np.maximum(rho, 1e-6)
+    cos_k, sin_k = cos_1, sin_1
+    outline = np.ones_like(rho)
+    for k in range(4):
+        cos_k, sin_k = cos_k * cos_1 - sin_k * sin_1, sin_k * cos_1 + cos_k * sin_1
+        outline += ellipses.coef_re[obj, k] * cos_k - ellipses.coef_im[obj, k] * sin_k
+    return outline
 
 
 def clean_labels(labels: np.ndarray, expected_area: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
