@@ -120,11 +120,7 @@ def _level_blobs(
     """Blobs of one pyramid level, at the interior scales of ``sigmas`` (original pixels)."""
     factor = 2**level
     step = sigmas[1] / sigmas[0]
-    # Differences of Gaussians between sigma / sqrt(step) and sigma * sqrt(step), divided by
-    # log(step), average the normalised LoG over that scale interval.
-    edges = np.append(sigmas / math.sqrt(step), sigmas[-1] * math.sqrt(step))
-    # Block means blur by a variance of (4**level - 1) / 12 original pixels squared.
-    blurs = np.sqrt(np.maximum(edges**2 - (4.0**level - 1) / 12.0, 0.0)) / factor
+    blurs = _level_blurs(sigmas, step, level)
     level_sigmas = sigmas / factor
     # Analyse a central region (plus a halo of context) of at most MAX_REGION_SIDE pixels.
     halo = math.ceil(4 * blurs[-1])
@@ -133,16 +129,7 @@ def _level_blobs(
     (wy0, wy1), (wx0, wx1) = window
     crop = level_image[wy0:wy1, wx0:wx1]
     sampled = ((ry1 - ry0) * (rx1 - rx0)) / (level_image.shape[0] * level_image.shape[1])
-
-    # Normalised LoG responses, bright blobs positive, from incremental Gaussian blurs.
-    blurred = ndimage.gaussian_filter(crop, blurs[0], mode="reflect") if blurs[0] > 0 else crop
-    responses = np.empty((len(sigmas), *crop.shape), np.float32)
-    for i in range(len(sigmas)):
-        increment = math.sqrt(blurs[i + 1] ** 2 - blurs[i] ** 2)
-        following = ndimage.gaussian_filter(blurred, increment, mode="reflect")
-        np.subtract(blurred, following, out=responses[i])
-        responses[i] /= math.log(blurs[i + 1] / blurs[i]) if blurs[i] > 0 else math.log(step)
-        blurred = following
+    responses = _log_responses(crop, blurs, step)
 
     # Noise response of the normalised LoG: std = noise / (sqrt(2 pi) sigma_level).
     threshold = np.maximum(
@@ -153,46 +140,103 @@ def _level_blobs(
     results = []
     for sign in (1.0, -1.0):
         signed = responses if sign > 0 else -responses
-        # Local maxima over space of the maximum over scales, at an interior scale.
-        strongest = signed.max(axis=0)
-        peaks = strongest == ndimage.maximum_filter(strongest, size=3, mode="nearest")
-        py, px = np.nonzero(peaks[inner])
-        py += inner[0].start
-        px += inner[1].start
-        index = signed[:, py, px].argmax(axis=0)
-        keep = (index > 0) & (index < len(sigmas) - 1)
-        keep &= strongest[py, px] > threshold[index]
-        index, py, px = index[keep], py[keep], px[keep]
-        value = signed[index, py, px]
-        # Blobs, not ridges: the response's spatial Hessian has two similar eigenvalues
-        # (maxima along an object's edge are ridges, with one eigenvalue near zero).
-        keep = _blob_like(signed, index, py, px, steps)
-        index, py, px, value = index[keep], py[keep], px[keep], value[keep]
-        # Refine the scale with a parabola through the three responses in log sigma.
-        below = signed[index - 1, py, px]
-        above = signed[index + 1, py, px]
-        curvature = below - 2 * value + above
-        offset = np.where(curvature < 0, 0.5 * (below - above) / np.minimum(curvature, -1e-12), 0)
-        sigma = sigmas[index] * step ** np.clip(offset, -0.5, 0.5)
+        index, py, px, value = _scale_space_maxima(signed, inner, threshold, steps)
+        sigma = _refined_sigma(signed, index, py, px, value, sigmas, step)
         # Back to original pixel coordinates (a level pixel covers factor x factor pixels),
         # keeping blobs at least a radius inside the image and off non-finite pixels.
         y = (py + wy0) * factor + (factor - 1) / 2
         x = (px + wx0) * factor + (factor - 1) / 2
-        radius = sigma * math.sqrt(2.0)
-        on_image = (
-            (y >= radius)
-            & (x >= radius)
-            & (y < full_shape[0] - radius)
-            & (x < full_shape[1] - radius)
-        )
-        if invalid is not None:
-            on_image &= ~invalid[
-                np.clip(y.astype(int), 0, full_shape[0] - 1),
-                np.clip(x.astype(int), 0, full_shape[1] - 1),
-            ]
+        on_image = _well_inside(y, x, sigma * math.sqrt(2.0), full_shape, invalid)
         weight = np.full(len(y), 1.0 / sampled)
         results.append(Blobs(y, x, sigma, value.astype(np.float64), weight).select(on_image))
     return results[0], results[1]
+
+
+def _level_blurs(sigmas: np.ndarray, step: float, level: int) -> np.ndarray:
+    """The Gaussian blurs (level pixels) whose differences give the responses at ``sigmas``.
+
+    Differences of Gaussians between sigma / sqrt(step) and sigma * sqrt(step), divided by
+    log(step), average the normalised LoG over that scale interval.
+    """
+    edges = np.append(sigmas / math.sqrt(step), sigmas[-1] * math.sqrt(step))
+    # Block means blur by a variance of (4**level - 1) / 12 original pixels squared.
+    return np.sqrt(np.maximum(edges**2 - (4.0**level - 1) / 12.0, 0.0)) / 2**level
+
+
+def _log_responses(crop: np.ndarray, blurs: np.ndarray, step: float) -> np.ndarray:
+    """Normalised LoG responses (S, H, W) float32, bright blobs positive, from incremental
+    Gaussian blurs (S + 1 ``blurs``)."""
+    blurred = ndimage.gaussian_filter(crop, blurs[0], mode="reflect") if blurs[0] > 0 else crop
+    responses = np.empty((len(blurs) - 1, *crop.shape), np.float32)
+    for i in range(len(blurs) - 1):
+        increment = math.sqrt(blurs[i + 1] ** 2 - blurs[i] ** 2)
+        following = ndimage.gaussian_filter(blurred, increment, mode="reflect")
+        np.subtract(blurred, following, out=responses[i])
+        responses[i] /= math.log(blurs[i + 1] / blurs[i]) if blurs[i] > 0 else math.log(step)
+        blurred = following
+    return responses
+
+
+def _scale_space_maxima(
+    signed: np.ndarray,
+    inner: tuple[slice, slice],
+    threshold: np.ndarray,
+    steps: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Blob-like maxima of the responses in the ``inner`` region: (scale index, row, col,
+    response)."""
+    # Local maxima over space of the maximum over scales, at an interior scale.
+    strongest = signed.max(axis=0)
+    peaks = strongest == ndimage.maximum_filter(strongest, size=3, mode="nearest")
+    py, px = np.nonzero(peaks[inner])
+    py += inner[0].start
+    px += inner[1].start
+    index = signed[:, py, px].argmax(axis=0)
+    keep = (index > 0) & (index < len(signed) - 1)
+    keep &= strongest[py, px] > threshold[index]
+    index, py, px = index[keep], py[keep], px[keep]
+    value = signed[index, py, px]
+    # Blobs, not ridges: the response's spatial Hessian has two similar eigenvalues
+    # (maxima along an object's edge are ridges, with one eigenvalue near zero).
+    keep = _blob_like(signed, index, py, px, steps)
+    return index[keep], py[keep], px[keep], value[keep]
+
+
+def _refined_sigma(
+    signed: np.ndarray,
+    index: np.ndarray,
+    py: np.ndarray,
+    px: np.ndarray,
+    value: np.ndarray,
+    sigmas: np.ndarray,
+    step: float,
+) -> np.ndarray:
+    """Each maximum's scale, refined with a parabola through the three responses in log
+    sigma (original pixels)."""
+    below = signed[index - 1, py, px]
+    above = signed[index + 1, py, px]
+    curvature = below - 2 * value + above
+    offset = np.where(curvature < 0, 0.5 * (below - above) / np.minimum(curvature, -1e-12), 0)
+    return sigmas[index] * step ** np.clip(offset, -0.5, 0.5)
+
+
+def _well_inside(
+    y: np.ndarray,
+    x: np.ndarray,
+    radius: np.ndarray,
+    full_shape: tuple[int, ...],
+    invalid: np.ndarray | None,
+) -> np.ndarray:
+    """Whether each blob lies at least its radius inside the image, off non-finite pixels."""
+    on_image = (
+        (y >= radius) & (x >= radius) & (y < full_shape[0] - radius) & (x < full_shape[1] - radius)
+    )
+    if invalid is not None:
+        on_image &= ~invalid[
+            np.clip(y.astype(int), 0, full_shape[0] - 1),
+            np.clip(x.astype(int), 0, full_shape[1] - 1),
+        ]
+    return on_image
 
 
 def _blob_like(
