@@ -98,7 +98,24 @@ def _measure_objects(
     low = np.asarray(ndimage.minimum(light, basins, index))
     span = np.maximum(peak - low, 1e-6)
 
-    # Each basin's outline: the lowest level whose mean gradient is near the steepest.
+    # Each basin's object, inside its outline; objects: basins that hold a strong blob.
+    area = _object_areas(light, basins, count, low, span)
+    holds = _holding_blobs(basins, count, blobs, diameter, factor, (y0, x0))
+    holds &= area >= 4
+    if not holds.any():
+        return None
+    diameters = 2 * np.sqrt(area[holds] / math.pi) * factor
+    return float(np.median(diameters)), int(holds.sum())
+
+
+def _object_areas(
+    light: np.ndarray, basins: np.ndarray, count: int, low: np.ndarray, span: np.ndarray
+) -> np.ndarray:
+    """Each basin's object area (pixels), inside its outline.
+
+    The outline is the lowest of OUTLINE_LEVELS levels (between the basin's ``low`` and
+    ``low + span``) whose mean gradient is near the steepest.
+    """
     relative = (light - low[basins - 1]) / span[basins - 1]
     bins = np.clip((relative * OUTLINE_LEVELS).astype(np.int64), 0, OUTLINE_LEVELS - 1)
     key = ((basins - 1) * OUTLINE_LEVELS + bins).ravel()
@@ -117,21 +134,29 @@ def _measure_objects(
     area = np.bincount(basins[inside] - 1, minlength=count)
     # A basin mostly filled by its object is bounded by neighbours: the object is the basin.
     basin_area = np.bincount(basins.ravel() - 1, minlength=count)
-    area = np.where(area >= FILLED_BASIN * basin_area, basin_area, area)
+    return np.where(area >= FILLED_BASIN * basin_area, basin_area, area)
 
-    # Objects: basins that hold a strong blob of a comparable size, not cut by the region.
+
+def _holding_blobs(
+    basins: np.ndarray,
+    count: int,
+    blobs: Blobs,
+    diameter: float,
+    factor: int,
+    origin: tuple[int, int],
+) -> np.ndarray:
+    """Which basins hold a strong blob of a size comparable to ``diameter`` and are not cut
+    by the region (whose top-left level pixel is ``origin``)."""
+    y0, x0 = origin
+    height, width = basins.shape
     near = (blobs.sigma * DISC_SIGMA_TO_DIAMETER > diameter / 4) & (
         blobs.sigma * DISC_SIGMA_TO_DIAMETER < diameter * 4
     )
     rows = np.round((blobs.y[near] - (factor - 1) / 2) / factor).astype(int) - y0
     cols = np.round((blobs.x[near] - (factor - 1) / 2) / factor).astype(int) - x0
-    within = (rows >= 0) & (rows < y1 - y0) & (cols >= 0) & (cols < x1 - x0)
+    within = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
     holds = np.zeros(count, bool)
     holds[basins[rows[within], cols[within]] - 1] = True
     edge = np.concatenate([basins[0], basins[-1], basins[:, 0], basins[:, -1]]) - 1
     holds[edge] = False
-    holds &= area >= 4
-    if not holds.any():
-        return None
-    diameters = 2 * np.sqrt(area[holds] / math.pi) * factor
-    return float(np.median(diameters)), int(holds.sum())
+    return holds
