@@ -139,6 +139,31 @@ def warm_start_multimask(model: Sam, generator: torch.Generator, noise: float = 
         last.bias[1:] = last.bias[0]
 
 
+@dataclass(frozen=True)
+class _ClickAnswers:
+    """The single clicks of one step and the model's answers to them.
+
+    Attributes:
+        pick: (B,) index of the mask each click was drawn from.
+        clicks: (B, 1, 2) click positions; ``labels`` (B, 1) their labels (all positive).
+        multi: (B, 3, L, L) low-res logits of the three multimask outputs.
+        best: (B,) the output trained for each click.
+        target: (B, L, L) the drawn masks.
+        loss: The clicks' mask loss; ``iou_term`` the IoU head's, ``best_iou`` the mean
+            best-of-three IoU (reported).
+    """
+
+    pick: np.ndarray
+    clicks: np.ndarray
+    labels: np.ndarray
+    multi: torch.Tensor
+    best: torch.Tensor
+    target: torch.Tensor
+    loss: torch.Tensor
+    iou_term: torch.Tensor
+    best_iou: torch.Tensor
+
+
 class ClickTrainer:
     """Runs :class:`TrainConfig`'s recipe on a model and a list of training images.
 
@@ -218,11 +243,8 @@ class ClickTrainer:
     def step(self) -> StepLosses:
         """One optimiser step on one randomly drawn image."""
         config = self.config
-        factor = self._lr_factor(self.step_index)
-        for group, base in zip(self.optimizer.param_groups, self._base_lrs, strict=True):
-            group["lr"] = base * factor
+        self._set_learning_rates()
         image = self.pool.draw()
-        features = image.features
         masks_np = image.masks.numpy()
         targets = image.masks.float()
         model = self.model.train()
@@ -230,59 +252,126 @@ class ClickTrainer:
         zero = torch.zeros(())
 
         # Single clicks: best of the three multimask outputs.
+        clicks = self._single_clicks(model, image, masks_np, targets)
+        losses["clicks"] = clicks.loss
+        iou_terms = [clicks.iou_term]
+
+        # Corrections: a click in the first answer's error region, its logits as mask prompt.
+        if config.corrections:
+            losses["corrections"], iou_term = self._corrections(model, image, masks_np, clicks)
+            iou_terms.append(iou_term)
+
+        # Boxes and box + click: single-mask output, distilled from the original decoder.
+        box_losses, distill_terms = self._box_prompts(model, image, masks_np, targets, iou_terms)
+        losses["boxes"] = torch.stack(box_losses).mean() if box_losses else zero
+        losses["distill"] = (
+            config.distill_weight * torch.stack(distill_terms).mean() if distill_terms else zero
+        )
+        losses["iou"] = torch.stack(iou_terms).mean()
+        losses.setdefault("corrections", zero)
+
+        self._optimise(losses)
+        return StepLosses(
+            **{name: float(value.detach()) for name, value in losses.items()},
+            best_iou=float(clicks.best_iou),
+        )
+
+    def _set_learning_rates(self) -> None:
+        """Warm-up then cosine decay, for this step."""
+        factor = self._lr_factor(self.step_index)
+        for group, base in zip(self.optimizer.param_groups, self._base_lrs, strict=True):
+            group["lr"] = base * factor
+
+    def _single_clicks(
+        self, model: Sam, image: TrainingImage, masks_np: np.ndarray, targets: torch.Tensor
+    ) -> _ClickAnswers:
+        """Decode one click per drawn mask and score the three multimask outputs."""
+        config = self.config
         pick = self._pick_masks(image, config.clicks)
         clicks = np.stack(
             [self.sampler.click(masks_np[i], interior=self.rng.random() < 0.5) for i in pick]
         )[:, None]
         labels = np.ones((len(pick), 1), np.int64)
-        logits, iou_pred = self._decode(model, features, (clicks, labels), None, None)
+        logits, iou_pred = self._decode(model, image.features, (clicks, labels), None, None)
         target = targets[torch.from_numpy(pick)]
         multi = logits[:, 1:]
         if config.nested_levels:
-            inside = containing_masks(image, clicks[:, 0])
-            matched, chosen_outputs = [], []
-            for row, drawn in enumerate(pick):
-                levels = click_levels(image.masks, inside[row], int(drawn))
-                level_targets = targets[levels][None].expand(multi.shape[1], -1, -1, -1)
-                level_losses = self._mask_losses(
-                    multi[row][:, None].expand_as(level_targets), level_targets
-                )  # (3, K)
-                loss, output = matched_loss(level_losses)
-                matched.append(loss)
-                chosen_outputs.append(output)
-            best = torch.tensor(chosen_outputs)
-            losses["clicks"] = torch.stack(matched).mean()
+            loss, best = self._nested_level_loss(image, pick, clicks, multi, targets)
         else:
             per_output = self._mask_losses(multi, target[:, None].expand_as(multi))  # (B, 3)
             best = per_output.argmin(dim=1)
-            losses["clicks"] = per_output.gather(1, best[:, None]).mean()
+            loss = per_output.gather(1, best[:, None]).mean()
         real_iou = mask_iou(multi, target[:, None].expand_as(multi))
-        iou_terms = [F.mse_loss(iou_pred[:, 1:], real_iou)]
-        best_iou = real_iou.max(dim=1).values.mean()
+        return _ClickAnswers(
+            pick=pick,
+            clicks=clicks,
+            labels=labels,
+            multi=multi,
+            best=best,
+            target=target,
+            loss=loss,
+            iou_term=F.mse_loss(iou_pred[:, 1:], real_iou),
+            best_iou=real_iou.max(dim=1).values.mean(),
+        )
 
-        # Corrections: a click in the first answer's error region, its logits as mask prompt.
-        if config.corrections:
-            first = np.arange(min(config.corrections, len(pick)))
-            chosen = multi[first, best[first]].detach()
-            second, second_labels = zip(
-                *(
-                    self.sampler.correction(chosen[i].numpy(), masks_np[pick[i]])
-                    for i in range(len(first))
-                ),
-                strict=True,
-            )
-            points = np.concatenate([clicks[first], np.stack(second)[:, None]], axis=1)
-            point_labels = np.concatenate(
-                [labels[first], np.asarray(second_labels, np.int64)[:, None]], axis=1
-            )
-            logits2, iou2 = self._decode(
-                model, features, (points, point_labels), None, chosen[:, None]
-            )
-            target2 = target[first]
-            losses["corrections"] = self._mask_losses(logits2[:, 0], target2).mean()
-            iou_terms.append(F.mse_loss(iou2[:, 0], mask_iou(logits2[:, 0], target2)))
+    def _nested_level_loss(
+        self,
+        image: TrainingImage,
+        pick: np.ndarray,
+        clicks: np.ndarray,
+        multi: torch.Tensor,
+        targets: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The outputs matched to the levels of mask around each click: (loss, outputs)."""
+        inside = containing_masks(image, clicks[:, 0])
+        matched, chosen_outputs = [], []
+        for row, drawn in enumerate(pick):
+            levels = click_levels(image.masks, inside[row], int(drawn))
+            level_targets = targets[levels][None].expand(multi.shape[1], -1, -1, -1)
+            level_losses = self._mask_losses(
+                multi[row][:, None].expand_as(level_targets), level_targets
+            )  # (3, K)
+            loss, output = matched_loss(level_losses)
+            matched.append(loss)
+            chosen_outputs.append(output)
+        best = torch.tensor(chosen_outputs)
+        return torch.stack(matched).mean(), best
 
-        # Boxes and box + click: single-mask output, distilled from the original decoder.
+    def _corrections(
+        self, model: Sam, image: TrainingImage, masks_np: np.ndarray, clicks: _ClickAnswers
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A second click on the first answers' errors: (mask loss, IoU-head term)."""
+        first = np.arange(min(self.config.corrections, len(clicks.pick)))
+        chosen = clicks.multi[first, clicks.best[first]].detach()
+        second, second_labels = zip(
+            *(
+                self.sampler.correction(chosen[i].numpy(), masks_np[clicks.pick[i]])
+                for i in range(len(first))
+            ),
+            strict=True,
+        )
+        points = np.concatenate([clicks.clicks[first], np.stack(second)[:, None]], axis=1)
+        point_labels = np.concatenate(
+            [clicks.labels[first], np.asarray(second_labels, np.int64)[:, None]], axis=1
+        )
+        logits2, iou2 = self._decode(
+            model, image.features, (points, point_labels), None, chosen[:, None]
+        )
+        target2 = clicks.target[first]
+        loss = self._mask_losses(logits2[:, 0], target2).mean()
+        return loss, F.mse_loss(iou2[:, 0], mask_iou(logits2[:, 0], target2))
+
+    def _box_prompts(
+        self,
+        model: Sam,
+        image: TrainingImage,
+        masks_np: np.ndarray,
+        targets: torch.Tensor,
+        iou_terms: list[torch.Tensor],
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Boxes, then boxes + click: (mask losses, distillation terms); the IoU-head terms
+        are appended to ``iou_terms``."""
+        config = self.config
         box_losses, distill_terms = [], []
         for count, with_click in ((config.boxes, False), (config.box_clicks, True)):
             if not count:
@@ -293,22 +382,19 @@ class ClickTrainer:
             if with_click:
                 extra = np.stack([self.sampler.click(masks_np[i], False) for i in pick_b])
                 box_points = (extra[:, None], np.ones((count, 1), np.int64))
-            logits_b, iou_b = self._decode(model, features, box_points, boxes, None)
+            logits_b, iou_b = self._decode(model, image.features, box_points, boxes, None)
             with torch.no_grad():
-                teacher, _ = self._decode(self.teacher, features, box_points, boxes, None)
+                teacher, _ = self._decode(self.teacher, image.features, box_points, boxes, None)
             target_b = targets[torch.from_numpy(pick_b)]
             box_losses.append(self._mask_losses(logits_b[:, 0], target_b).mean())
             iou_terms.append(F.mse_loss(iou_b[:, 0], mask_iou(logits_b[:, 0], target_b)))
             distill_terms.append(
                 F.binary_cross_entropy_with_logits(logits_b[:, 0], teacher[:, 0].sigmoid())
             )
-        losses["boxes"] = torch.stack(box_losses).mean() if box_losses else zero
-        losses["distill"] = (
-            config.distill_weight * torch.stack(distill_terms).mean() if distill_terms else zero
-        )
-        losses["iou"] = torch.stack(iou_terms).mean()
-        losses.setdefault("corrections", zero)
+        return box_losses, distill_terms
 
+    def _optimise(self, losses: dict[str, torch.Tensor]) -> None:
+        """Back-propagate the sum of ``losses`` (in their order) and take the step."""
         total = cast(torch.Tensor, sum(losses.values()))
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -317,10 +403,6 @@ class ClickTrainer:
         )
         self.optimizer.step()
         self.step_index += 1
-        return StepLosses(
-            **{name: float(value.detach()) for name, value in losses.items()},
-            best_iou=float(best_iou),
-        )
 
     def run(
         self,
