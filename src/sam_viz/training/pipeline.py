@@ -26,16 +26,18 @@ from typing import cast
 
 import torch
 
+from sam_viz.modeling.sam import Sam
 from sam_viz.models.checkpoints import EMBEDDED_MODEL, embedded_checkpoint_path, read_state_dict
 from sam_viz.models.deltas import compute_deltas, read_delta, save_delta
 from sam_viz.models.registry import MODELS
 from sam_viz.predictor import Predictor
 from sam_viz.training.calibration import HEAD_PREFIX, CalibrationConfig, IoUHeadCalibrator
 from sam_viz.training.clicks import ClickTrainer, TrainConfig, trainable_names
-from sam_viz.training.data import natural_images, scene_images
+from sam_viz.training.data import TrainingImage, natural_images, scene_images
 from sam_viz.training.steps import StepLosses
 
 Report = Callable[[str], None]
+Progress = Callable[[str, int, int], None]
 
 
 def train_clicks(
@@ -46,7 +48,7 @@ def train_clicks(
     resume_from: str | Path | None = None,
     threads: int | None = None,
     report: Report = print,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Progress | None = None,
     cancel: threading.Event | None = None,
 ) -> Path:
     """Build the click-trained LiteMedSAM delta.
@@ -69,6 +71,7 @@ def train_clicks(
         RuntimeError: If cancelled.
     """
     config = config or TrainConfig()
+    calibration = calibration or CalibrationConfig()
     if threads is not None:
         torch.set_num_threads(threads)
     torch.manual_seed(config.seed)
@@ -76,14 +79,67 @@ def train_clicks(
     base_path = embedded_checkpoint_path()
     predictor = Predictor.from_pretrained(EMBEDDED_MODEL, device="cpu", progress=False)
 
+    # The data: generated scenes and the scikit-image samples, encoded once.
+    images = _training_images(predictor, config, started, report, progress)
+    data_s = time.perf_counter() - started
+    masks = sum(len(image.masks) for image in images)
+    report(f"{len(images)} training images, {masks} masks ({data_s:.0f} s)")
+
+    # The first stage: click training, or its delta read back.
+    model = predictor.model
+    base_state = read_state_dict(base_path)
+    names = trainable_names(model)
+    is_cancelled = cancel.is_set if cancel is not None else None
+    first_s = 0.0
+    if resume_from is None:
+        log = _step_logger(config, report, progress)
+        _train_first_stage(model, images, config, log, is_cancelled)
+        first_s = time.perf_counter() - started - data_s
+        first_stage = compute_deltas(model.state_dict(), base_state, names)
+    else:
+        delta = read_delta(resume_from)
+        report(f"first stage from {resume_from}")
+        first_stage = cast(dict[str, torch.Tensor], delta["deltas"])
+
+    # The second stage: the IoU head's calibration.
+    _load_deltas(model, base_state, first_stage)
+    _calibrate(model, images, config, calibration, report, is_cancelled)
+    total_s = time.perf_counter() - started
+
+    # The delta file.
+    deltas = _all_deltas(model, base_state, names, first_stage, calibration)
+    path = save_delta(
+        deltas,
+        out,
+        base_sha256=MODELS[EMBEDDED_MODEL].sha256 or "",
+        config={**asdict(config), "calibration": asdict(calibration)},
+        notes=_notes((data_s, first_s, total_s), resume_from, len(images), masks),
+    )
+    report(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) after {total_s / 60:.1f} min")
+    return path
+
+
+def _training_images(
+    predictor: Predictor,
+    config: TrainConfig,
+    started: float,
+    report: Report,
+    progress: Progress | None,
+) -> list[TrainingImage]:
+    """The generated scenes, then the data engine's masks on the scikit-image samples."""
     images = scene_images(predictor, config.seed, config.scenes, progress)
     report(f"{len(images)} generated scenes encoded ({time.perf_counter() - started:.0f} s)")
     images += natural_images(
         predictor, config.seed, config.augmentations, config.samples, progress=progress
     )
-    data_s = time.perf_counter() - started
-    masks = sum(len(image.masks) for image in images)
-    report(f"{len(images)} training images, {masks} masks ({data_s:.0f} s)")
+    return images
+
+
+def _step_logger(
+    config: TrainConfig, report: Report, progress: Progress | None
+) -> Callable[[int, StepLosses, float], None]:
+    """The first stage's ``log``: a line of losses and the ``("training", step, steps)``
+    progress."""
 
     def log(step: int, losses: StepLosses, elapsed: float) -> None:
         if progress is not None:
@@ -96,29 +152,45 @@ def train_clicks(
             f"best-of-3 IoU {losses.best_iou:.3f}  {elapsed:.0f} s, about {eta:.0f} s left"
         )
 
-    model = predictor.model
-    base_state = read_state_dict(base_path)
-    names = trainable_names(model)
-    is_cancelled = cancel.is_set if cancel is not None else None
-    first_s = 0.0
-    if resume_from is None:
-        trainer = ClickTrainer(model, images, config)
-        trainer.run(log=log, cancel=is_cancelled)
-        if trainer.step_index < config.steps:
-            raise RuntimeError(f"Training cancelled after {trainer.step_index} steps.")
-        first_s = time.perf_counter() - started - data_s
-        first_stage = compute_deltas(model.state_dict(), base_state, names)
-    else:
-        delta = read_delta(resume_from)
-        report(f"first stage from {resume_from}")
-        first_stage = cast(dict[str, torch.Tensor], delta["deltas"])
-    # The second stage starts from the first stage's weights as a delta file holds them.
+    return log
+
+
+def _train_first_stage(
+    model: Sam,
+    images: list[TrainingImage],
+    config: TrainConfig,
+    log: Callable[[int, StepLosses, float], None],
+    is_cancelled: Callable[[], bool] | None,
+) -> None:
+    """Click training, on ``model`` in place."""
+    trainer = ClickTrainer(model, images, config)
+    trainer.run(log=log, cancel=is_cancelled)
+    if trainer.step_index < config.steps:
+        raise RuntimeError(f"Training cancelled after {trainer.step_index} steps.")
+
+
+def _load_deltas(
+    model: Sam, base_state: dict[str, torch.Tensor], deltas: dict[str, torch.Tensor]
+) -> None:
+    """Set the model's weights to the base plus ``deltas``.
+
+    The second stage starts from the first stage's weights as a delta file holds them.
+    """
     with torch.no_grad():
         parameters = dict(model.named_parameters())
-        for name, diff in first_stage.items():
+        for name, diff in deltas.items():
             parameters[name].copy_(base_state[name].float() + diff.float())
 
-    calibration = calibration or CalibrationConfig()
+
+def _calibrate(
+    model: Sam,
+    images: list[TrainingImage],
+    config: TrainConfig,
+    calibration: CalibrationConfig,
+    report: Report,
+    is_cancelled: Callable[[], bool] | None,
+) -> None:
+    """Train the IoU head alone (nothing when ``calibration.steps`` is 0)."""
 
     def log_head(step: int, loss: float, elapsed: float) -> None:
         report(f"IoU head step {step}/{calibration.steps}  loss {loss:.4f}  {elapsed:.0f} s")
@@ -129,28 +201,43 @@ def train_clicks(
     calibrator.run(log=log_head, cancel=is_cancelled)
     if calibrator.step_index < calibration.steps:
         raise RuntimeError(f"Calibration cancelled after {calibrator.step_index} steps.")
-    total_s = time.perf_counter() - started
-    # The second stage changes the IoU head alone: the other differences stay as they were.
+
+
+def _all_deltas(
+    model: Sam,
+    base_state: dict[str, torch.Tensor],
+    names: list[str],
+    first_stage: dict[str, torch.Tensor],
+    calibration: CalibrationConfig,
+) -> dict[str, torch.Tensor]:
+    """The first stage's deltas, with the IoU head's from the second stage.
+
+    The second stage changes the IoU head alone: the other differences stay as they were.
+    """
     deltas = dict(first_stage)
     if calibration.steps:
         head = [name for name in names if name.startswith(HEAD_PREFIX)]
         deltas.update(compute_deltas(model.state_dict(), base_state, head))
-    path = save_delta(
-        deltas,
-        out,
-        base_sha256=MODELS[EMBEDDED_MODEL].sha256 or "",
-        config={**asdict(config), "calibration": asdict(calibration)},
-        notes={
-            "data_seconds": round(data_s, 1),
-            "first_stage_seconds": round(first_s, 1),
-            "resumed_from": None if resume_from is None else Path(resume_from).name,
-            "total_seconds": round(total_s, 1),
-            "threads": torch.get_num_threads(),
-            "torch": str(torch.__version__),
-            "machine": platform.machine(),
-            "training_images": len(images),
-            "masks": masks,
-        },
-    )
-    report(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) after {total_s / 60:.1f} min")
-    return path
+    return deltas
+
+
+def _notes(
+    seconds: tuple[float, float, float],
+    resume_from: str | Path | None,
+    images: int,
+    masks: int,
+) -> dict[str, object]:
+    """What the delta file records of its making: (data, first stage, total) seconds, the
+    machine and the data's size."""
+    data_s, first_s, total_s = seconds
+    return {
+        "data_seconds": round(data_s, 1),
+        "first_stage_seconds": round(first_s, 1),
+        "resumed_from": None if resume_from is None else Path(resume_from).name,
+        "total_seconds": round(total_s, 1),
+        "threads": torch.get_num_threads(),
+        "torch": str(torch.__version__),
+        "machine": platform.machine(),
+        "training_images": images,
+        "masks": masks,
+    }
