@@ -76,7 +76,7 @@ class PromptEncoderExplorer(widgets.VBox):
         self.side = side
         height, width = self.embedding.frame.original_size
         self._rgb = to_display_rgb(to_rgb01(image))
-        if point is None:
+        if point is None:  # the box's centre, else the image's
             point = (
                 ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
                 if box is not None
@@ -87,6 +87,27 @@ class PromptEncoderExplorer(widgets.VBox):
         self._channels = anatomy.frequency_channels(self.model, 4)
         self._lengths = anatomy.wavelengths(self.model)
 
+        self._build_controls(point, positive, box is not None, feed_mask, (height, width))
+        self._build_views((height, width))
+        for control in (self.x, self.y, self.positive, self.use_box, self.feed_mask):
+            control.observe(lambda _change: self.update(), names="value")
+        self.trace: anatomy.DecoderTrace | None = None
+        self._holding = False
+        self.stages: list[anatomy.MaskStage] = []
+        super().__init__(self._sections())
+        self.update()
+
+    # ------------------------------------------------------------------ construction
+    def _build_controls(
+        self,
+        point: tuple[float, float],
+        positive: bool,
+        has_box: bool,
+        feed_mask: bool,
+        image_hw: tuple[int, int],
+    ) -> None:
+        """The point's sliders and the prompt switches."""
+        height, width = image_hw
         slider = {
             "continuous_update": False,
             "readout_format": ".0f",
@@ -102,12 +123,15 @@ class PromptEncoderExplorer(widgets.VBox):
             options=[("positive", True), ("negative", False)], value=positive, description="Point"
         )
         self.use_box = widgets.Checkbox(
-            value=box is not None, disabled=box is None, description="with the box"
+            value=has_box, disabled=not has_box, description="with the box"
         )
         self.feed_mask = widgets.Checkbox(
             value=feed_mask, description="feed the best mask back (mask prompt)"
         )
-        self.frame = DisplayFrame.fit((height, width), 2 * side)
+
+    def _build_views(self, image_hw: tuple[int, int]) -> None:
+        """The image canvas, the note and the (empty) panels ``update`` fills."""
+        self.frame = DisplayFrame.fit(image_hw, 2 * self.side)
         dh, dw = self.frame.display_hw
         self.image_canvas = Canvas(
             width=dw, height=dh, layout=widgets.Layout(width=f"{dw}px", height=f"{dh}px")
@@ -120,39 +144,33 @@ class PromptEncoderExplorer(widgets.VBox):
         self.tokens = widgets.VBox()
         self.mask_path = widgets.HBox()
         self.decoder = [_ImagePanel() for _ in range(4)]
-        for control in (self.x, self.y, self.positive, self.use_box, self.feed_mask):
-            control.observe(lambda _change: self.update(), names="value")
-        self.trace: anatomy.DecoderTrace | None = None
-        self._holding = False
-        self.stages: list[anatomy.MaskStage] = []
 
+    def _sections(self) -> list[widgets.Widget]:
+        """The image and controls, then one titled section per stage of the prompt's path."""
         controls = widgets.VBox(
             [self.x, self.y, self.positive, self.use_box, self.feed_mask, self.note]
         )
-        super().__init__(
-            [
-                widgets.HBox([self.image_canvas, controls]),
-                _section(
-                    "1. Positional encoding: random Fourier features of (x, y). "
-                    "Four of the 128 frequencies over the whole model input, the point in green"
-                ),
-                widgets.HBox([p.box for p in self.pe_maps]),
-                _section(
-                    "2. How alike the point's encoding is to the image's at every cell "
-                    "(cosine similarity): a bump where the point is"
-                ),
-                self.similarity.box,
-                _section(
-                    "3. Sparse tokens: positional encoding + learned embedding (256 numbers each)"
-                ),
-                self.tokens,
-                _section("4. Dense prompt: the mask path (mask_downscaling) or no_mask_embed"),
-                self.mask_path,
-                _section("5. Decoder: the four mask tokens' masks (low-res logits) and IoU scores"),
-                widgets.HBox([p.box for p in self.decoder]),
-            ]
-        )
-        self.update()
+        return [
+            widgets.HBox([self.image_canvas, controls]),
+            _section(
+                "1. Positional encoding: random Fourier features of (x, y). "
+                "Four of the 128 frequencies over the whole model input, the point in green"
+            ),
+            widgets.HBox([p.box for p in self.pe_maps]),
+            _section(
+                "2. How alike the point's encoding is to the image's at every cell "
+                "(cosine similarity): a bump where the point is"
+            ),
+            self.similarity.box,
+            _section(
+                "3. Sparse tokens: positional encoding + learned embedding (256 numbers each)"
+            ),
+            self.tokens,
+            _section("4. Dense prompt: the mask path (mask_downscaling) or no_mask_embed"),
+            self.mask_path,
+            _section("5. Decoder: the four mask tokens' masks (low-res logits) and IoU scores"),
+            widgets.HBox([p.box for p in self.decoder]),
+        ]
 
     # ------------------------------------------------------------------ computations
     @property
