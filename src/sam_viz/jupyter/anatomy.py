@@ -40,7 +40,7 @@ from sam_viz.modeling.sam import Sam
 from sam_viz.predictor import Predictor
 from sam_viz.predictor.cache import ImageEmbedding
 from sam_viz.predictor.transforms import ImageFrame
-from sam_viz.prompts import POSITIVE, validate_prompts
+from sam_viz.prompts import POSITIVE, PromptSet, validate_prompts
 
 # point_embeddings[i] is the learned vector for: negative point, positive point, box corners.
 POINT_EMBEDDING_NAMES = ("negative point", "positive point", "box top-left", "box bottom-right")
@@ -334,6 +334,43 @@ def decoder_trace(
         prompts.point_labels if has_points else None,
         prompts.boxes_xyxy[0] if has_box else None,
     )
+    points, boxes, masks = _model_prompts(frame, prompts, mask_logits, device)
+
+    # The prompt encoder and the decoder, with the decoder's own tokens before and after.
+    decoder = model.mask_decoder
+    with torch.inference_mode():
+        sparse_embed, dense_embed = model.prompt_encoder(points=points, boxes=boxes, masks=masks)
+        out = decoder.predict_masks_with_tokens(
+            image_embeddings=embedding.features.to(device),
+            image_pe=model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse_embed,
+            dense_prompt_embeddings=dense_embed,
+        )
+        tokens_in = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+        tokens_out = torch.cat([out.iou_token[:1], out.mask_tokens[0]], dim=0)
+    n_mask = int(decoder.mask_tokens.weight.shape[0])
+    names = _candidate_names(predictor, embedding, prompts, mask_logits, n_mask)
+    return DecoderTrace(
+        token_names=("IoU token", *[f"mask token {k}" for k in range(n_mask)]),
+        tokens_in=_numpy(tokens_in),
+        tokens_out=_numpy(tokens_out),
+        iou_scores=_numpy(out.iou_pred[0]),
+        low_res_logits=_numpy(out.masks[0]),
+        hyper_weights=_numpy(out.hyper_in[0]),
+        candidate_names=names,
+        sparse=sparse,
+        dense=_numpy(dense_embed[0]),
+    )
+
+
+def _model_prompts(
+    frame: ImageFrame,
+    prompts: PromptSet,
+    mask_logits: np.ndarray | None,
+    device: torch.device,
+) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None, torch.Tensor | None]:
+    """The prompt encoder's inputs: (points and labels, first box, mask), in model pixels."""
+    has_points, has_box = len(prompts.points_xy) > 0, len(prompts.boxes_xyxy) > 0
     points = None
     if has_points:
         coords = torch.as_tensor(frame.points_to_model(prompts.points_xy), dtype=torch.float32)
@@ -347,19 +384,18 @@ def decoder_trace(
     masks = None
     if mask_logits is not None:
         masks = torch.as_tensor(np.asarray(mask_logits, np.float32), device=device)[None, None]
+    return points, boxes, masks
 
-    decoder = model.mask_decoder
-    with torch.inference_mode():
-        sparse_embed, dense_embed = model.prompt_encoder(points=points, boxes=boxes, masks=masks)
-        out = decoder.predict_masks_with_tokens(
-            image_embeddings=embedding.features.to(device),
-            image_pe=model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse_embed,
-            dense_prompt_embeddings=dense_embed,
-        )
-        tokens_in = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
-        tokens_out = torch.cat([out.iou_token[:1], out.mask_tokens[0]], dim=0)
-    # Which tokens the predictor offers as candidates, and their names (by area).
+
+def _candidate_names(
+    predictor: Predictor,
+    embedding: ImageEmbedding,
+    prompts: PromptSet,
+    mask_logits: np.ndarray | None,
+    n_mask: int,
+) -> tuple[str, ...]:
+    """Which mask tokens the predictor offers as candidates, and their names (by area)."""
+    has_points, has_box = len(prompts.points_xy) > 0, len(prompts.boxes_xyxy) > 0
     offered = predictor.predict(
         prompts.points_xy if has_points else None,
         prompts.point_labels if has_points else None,
@@ -367,18 +403,7 @@ def decoder_trace(
         mask_logits,
         embedding=embedding,
     )
-    n_mask = int(decoder.mask_tokens.weight.shape[0])
     names = ["single mask"] + ["not offered"] * (n_mask - 1)
     for name, token in zip(offered.names, offered.token_indices, strict=True):
         names[int(token)] = name if token else f"{name} (single mask)"
-    return DecoderTrace(
-        token_names=("IoU token", *[f"mask token {k}" for k in range(n_mask)]),
-        tokens_in=_numpy(tokens_in),
-        tokens_out=_numpy(tokens_out),
-        iou_scores=_numpy(out.iou_pred[0]),
-        low_res_logits=_numpy(out.masks[0]),
-        hyper_weights=_numpy(out.hyper_in[0]),
-        candidate_names=tuple(names),
-        sparse=sparse,
-        dense=_numpy(dense_embed[0]),
-    )
+    return tuple(names)
