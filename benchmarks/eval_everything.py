@@ -163,7 +163,7 @@ def tune(predictor: Predictor, count: int) -> None:
         return {kind: float(np.mean(v)) for kind, v in per_kind.items()}
 
     grid = itertools.product(
-        (0.0, 0.3, 0.5, 0.7), (0.0, 0.3, 0.5, 0.7), (0.0, 0.2, 0.3, 0.5), (True, False)
+        (0.0, 0.5, 0.7, 0.85), (0.0, 0.5, 0.7, 0.8, 0.9), (0.0, 0.2, 0.3, 0.5), (True, False)
     )
     results = []
     for iou_t, stab_t, agree_t, keep in grid:

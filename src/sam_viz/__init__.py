@@ -6,6 +6,16 @@ its manifest (``napari.yaml``) and the Jupyter widget through ``sam_viz.jupyter`
 
 from sam_viz.models.registry import DEFAULT_MODEL, MODELS, ModelSpec
 from sam_viz.predictor import Prediction, Predictor
+from sam_viz.prompts import PromptSet
+from sam_viz.windows.scaled import ScaledImage
 
-__all__ = ["DEFAULT_MODEL", "MODELS", "ModelSpec", "Prediction", "Predictor"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "MODELS",
+    "ModelSpec",
+    "Prediction",
+    "Predictor",
+    "PromptSet",
+    "ScaledImage",
+]
 __version__ = "0.1.0"

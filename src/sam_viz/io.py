@@ -1,4 +1,5 @@
-"""Reading images from disk (PNG, JPEG, TIFF incl. 16-bit) and scikit-image's samples."""
+"""Reading images from disk (PNG, JPEG, TIFF incl. 16-bit), scikit-image's samples and
+generated microscopy fields."""
 
 from __future__ import annotations
 
@@ -8,10 +9,29 @@ import numpy as np
 
 SAMPLE_PREFIX = "sample:"
 SAMPLES = ("coins", "cell", "camera", "human_mitosis", "immunohistochemistry", "astronaut")
+# Generated fields (sam_viz.synthetic.microscopy), 1024 x 1024, from the held-out stream.
+GENERATED = {
+    "nuclei": "nuclei",
+    "cells": "cells_fluorescence",
+    "phase": "cells_phase",
+    "histology": "histology",
+}
+GENERATED_SIDE = 1024
+
+
+def generated_sample(name: str) -> np.ndarray:
+    """A generated microscopy field: ``"nuclei"`` (dim 16-bit fluorescence), ``"cells"``
+    (cytoplasm stain), ``"phase"`` (phase contrast) or ``"histology"`` (H&E)."""
+    from sam_viz.synthetic.microscopy import HELD_OUT_SEEDS, make_field
+
+    field = make_field(GENERATED[name], HELD_OUT_SEEDS[0], (GENERATED_SIDE, GENERATED_SIDE))
+    return field.image
 
 
 def read_image(source: str | Path) -> np.ndarray:
-    """Read an image file, or ``sample:NAME`` for one of scikit-image's bundled samples.
+    """Read an image file, or ``sample:NAME``: one of scikit-image's bundled samples, or a
+    generated microscopy field (``sample:nuclei``, ``sample:cells``, ``sample:phase``,
+    ``sample:histology``).
 
     Raises:
         FileNotFoundError: If the file does not exist.
@@ -20,8 +40,11 @@ def read_image(source: str | Path) -> np.ndarray:
     text = str(source)
     if text.startswith(SAMPLE_PREFIX):
         name = text[len(SAMPLE_PREFIX) :]
+        if name in GENERATED:
+            return generated_sample(name)
         if name not in SAMPLES:
-            raise ValueError(f"Unknown sample {name!r}; choose one of {', '.join(SAMPLES)}.")
+            known = ", ".join((*SAMPLES, *GENERATED))
+            raise ValueError(f"Unknown sample {name!r}; choose one of {known}.")
         import skimage.data
 
         return np.asarray(getattr(skimage.data, name)())

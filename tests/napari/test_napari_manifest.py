@@ -28,7 +28,7 @@ def test_manifest_is_valid_and_its_python_names_import():
     widgets = {w.display_name for w in manifest.contributions.widgets}
     assert widgets == {"Segment Anything"}
     samples = {s.key for s in manifest.contributions.sample_data}
-    assert samples == {"cell", "coins", "immunohistochemistry"}
+    assert samples == {"cell", "coins", "immunohistochemistry", "nuclei"}
 
 
 def test_menu_entry_is_in_the_segment_menu():
@@ -67,6 +67,15 @@ def test_sample_data(key, shape):
     [(data, meta, kind)] = getattr(_sample_data, key)()
     assert data.shape == shape and data.dtype == np.uint8
     assert kind == "image" and meta["name"] == key
+
+
+def test_generated_nuclei_sample_is_a_dim_16_bit_field():
+    from sam_viz._napari import _sample_data
+    from sam_viz.io import read_image
+
+    [(data, meta, kind)] = _sample_data.nuclei()
+    assert data.shape == (1024, 1024) and data.dtype == np.uint16 and kind == "image"
+    assert np.array_equal(data, read_image("sample:nuclei"))  # the CLI reads the same field
 
 
 @pytest.mark.slow

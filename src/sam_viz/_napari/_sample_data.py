@@ -1,4 +1,5 @@
-"""Sample images for File > Open Sample: images that ship with scikit-image (no download)."""
+"""Sample images for File > Open Sample: images that ship with scikit-image, and a generated
+fluorescence nuclei field (no download)."""
 
 from __future__ import annotations
 
@@ -29,3 +30,10 @@ def coins() -> LayerData:
 def immunohistochemistry() -> LayerData:
     """Immunohistochemistry (IHC) staining, RGB (512 x 512 x 3, uint8)."""
     return _sample("immunohistochemistry", "immunohistochemistry")
+
+
+def nuclei() -> LayerData:
+    """Generated fluorescence nuclei field (1024 x 1024, uint16): ~20-px nuclei, dim, noisy."""
+    from sam_viz.io import generated_sample
+
+    return [(generated_sample("nuclei"), {"name": "nuclei (generated)"}, "image")]

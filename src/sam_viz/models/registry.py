@@ -53,7 +53,9 @@ class SeededThresholds:
 
     Everything finds one seed and region per object from the image, then prompts the model
     with each region's box (:mod:`sam_viz.automatic.seeded`). These values are set per
-    model from statistics over many generated fields (``benchmarks/eval_everything.py``).
+    model from statistics over many generated fields (``benchmarks/eval_everything.py
+    --tune``); the defaults were set so for the embedded LiteMedSAM, and are where other
+    models start until they are measured.
 
     Attributes:
         min_predicted_iou: The model's predicted IoU a mask needs.
@@ -62,9 +64,9 @@ class SeededThresholds:
         keep_regions: Keep the region where the model's mask is not kept.
     """
 
-    min_predicted_iou: float = 0.5
-    min_stability: float = 0.5
-    min_agreement: float = 0.3
+    min_predicted_iou: float = 0.7
+    min_stability: float = 0.7
+    min_agreement: float = 0.2
     keep_regions: bool = True
 
 

@@ -44,7 +44,8 @@ HELD_OUT_IMAGES: tuple[str, ...] = ("coins",)
 _MIN_LOW_RES_AREA = 6  # pixels of the low-res grid
 _MAX_SAMPLE_SIDE = 512  # larger samples are shrunk first: the model sees 256 pixels anyway
 
-ProgressCallback = Callable[[str, int, int], None]
+# Reports a named stage of the work: ``progress(stage, done, total)``.
+StageProgress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -106,7 +107,7 @@ def scene_images(
     predictor: Predictor,
     seed: int,
     count: int,
-    progress: ProgressCallback | None = None,
+    progress: StageProgress | None = None,
 ) -> list[TrainingImage]:
     """Generate ``count`` scenes from ``seed`` and encode them."""
     out = []
@@ -177,7 +178,7 @@ def natural_images(
     seed: int,
     augmentations: int,
     names: Iterable[str] = NATURAL_IMAGES,
-    progress: ProgressCallback | None = None,
+    progress: StageProgress | None = None,
 ) -> list[TrainingImage]:
     """The data engine: the model's masks on scikit-image's samples, augmented and encoded.
 
