@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -24,19 +23,20 @@ from sam_viz.image import Contrast, image_key, to_rgb01, validate_image
 from sam_viz.modeling import Sam
 from sam_viz.models.checkpoints import load_model
 from sam_viz.models.registry import ModelSpec
-from sam_viz.predictor.batch_decoder import BatchDecoder, PreparedImage
 from sam_viz.predictor.cache import EmbeddingCache, ImageEmbedding
 from sam_viz.predictor.candidates import BoxesPrediction, Candidates, Prediction
+from sam_viz.predictor.decoding import (
+    ChooseTokens,
+    PromptDecoder,
+    candidate_tokens,
+    mask_prompt,
+    model_boxes,
+    reduced_precision,
+)
 from sam_viz.predictor.stability import stability_scores
 from sam_viz.predictor.transforms import ImageFrame
 from sam_viz.progress import Cancelled, ProgressCallback
-from sam_viz.prompts import (
-    CANDIDATE_NAMES,
-    MASK_PROMPT_LOGIT,
-    PromptSet,
-    order_by_area,
-    validate_prompts,
-)
+from sam_viz.prompts import CANDIDATE_NAMES, PromptSet, order_by_area, validate_prompts
 
 
 def _encoder_blocks(encoder: torch.nn.Module) -> list[torch.nn.Module]:
@@ -85,11 +85,10 @@ class Predictor:
         self.cache = cache if cache is not None else EmbeddingCache()
         self.model_key = model_key or spec.name
         self._embedding: ImageEmbedding | None = None
-        # The shared-image decoder and its work for the last image predicted on.
-        self._prepared: tuple[tuple[str, str, int], BatchDecoder, PreparedImage] | None = None
         self._lock = threading.Lock()
         with torch.inference_mode():
             self.dense_pe = self.model.prompt_encoder.get_dense_pe()
+        self._decoder = PromptDecoder(self.model, self.device, self.dense_pe)
         mean = torch.tensor(spec.pixel_mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(spec.pixel_std, device=self.device).view(1, 3, 1, 1)
         self._pixel_mean, self._pixel_std = mean, std
@@ -227,9 +226,7 @@ class Predictor:
 
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
         """Reduced-precision matrix products, if :attr:`compute_dtype` asks for them."""
-        if self.compute_dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.compute_dtype)
+        return reduced_precision(self.device, self.compute_dtype)
 
     def _encode(
         self,
@@ -273,38 +270,10 @@ class Predictor:
         return current
 
     # ----------------------------------------------------------------------------- prompts
-    def _mask_prompt(self, mask_input: np.ndarray | None, frame: ImageFrame) -> np.ndarray | None:
-        if mask_input is None:
-            return None
-        mask = np.asarray(mask_input)
-        low = self.spec.low_res_size
-        if mask.ndim == 3 and mask.shape[0] == 1:
-            mask = mask[0]
-        if mask.shape == (low, low) and mask.dtype.kind == "f":
-            logits = mask.astype(np.float32)
-        elif mask.shape == frame.original_size:
-            binary = frame.mask_to_low_res(mask.astype(bool), low) > 0.5
-            logits = np.where(binary, MASK_PROMPT_LOGIT, -MASK_PROMPT_LOGIT).astype(np.float32)
-        else:
-            raise ValueError(
-                f"mask_input has shape {mask.shape}; give low-res logits of shape ({low}, {low}) "
-                f"(a previous prediction's low_res_logits[i]) or a mask of the image's shape "
-                f"{frame.original_size}."
-            )
-        if not np.isfinite(logits).all():
-            raise ValueError("mask_input contains NaN or inf.")
-        return logits
-
     def model_boxes(self, boxes_xyxy: np.ndarray, frame: ImageFrame) -> np.ndarray:
         """Boxes in model-input pixels as the model was trained to see them: widened by
         ``spec.box_margin`` of the input on each side (within the image)."""
-        boxes = frame.boxes_to_model(boxes_xyxy)
-        margin = self.spec.box_margin * self.spec.image_size
-        if margin:
-            in_h, in_w = frame.input_size
-            boxes = boxes + np.array([-margin, -margin, margin, margin])
-            boxes = np.clip(boxes, 0, [in_w, in_h, in_w, in_h])
-        return boxes
+        return model_boxes(boxes_xyxy, frame, self.spec)
 
     def _decode(
         self,
@@ -312,84 +281,17 @@ class Predictor:
         prompts: PromptSet,
         *,
         per_box: bool,
-        choose: Callable[[torch.Tensor], torch.Tensor],
+        choose: ChooseTokens,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Run the prompt encoder and decoder.
-
-        Args:
-            embedding: The image.
-            prompts: Validated prompts.
-            per_box: One prompt set per box (else one set holding everything).
-            choose: Picks the output tokens to make masks for from the first prompt set's
-                (4,) IoU predictions; masks are only made for those.
-
-        Returns:
-            Low-res logits of the chosen tokens (B, T, L, L), the IoU predictions of all
-            four tokens (B, 4), and the chosen token indices (T,).
-        """
-        frame = embedding.frame
-        device = self.device
-        n_sets = len(prompts.boxes_xyxy) if per_box else 1
-        points = None
-        if len(prompts.points_xy):
-            coords = torch.as_tensor(frame.points_to_model(prompts.points_xy), dtype=torch.float32)
-            labels = torch.as_tensor(prompts.point_labels, dtype=torch.int64)
-            points = (
-                coords[None].expand(n_sets, -1, -1).to(device),
-                labels[None].expand(n_sets, -1).to(device),
-            )
-        boxes = None
-        if len(prompts.boxes_xyxy):
-            model_boxes = self.model_boxes(prompts.boxes_xyxy, frame)
-            boxes = torch.as_tensor(model_boxes, dtype=torch.float32)
-            boxes = boxes.to(device) if per_box else boxes[:1].to(device)
-        masks = None
-        if prompts.mask is not None:
-            masks = torch.as_tensor(prompts.mask, device=device)[None, None].expand(
-                n_sets, -1, -1, -1
-            )
-        with torch.inference_mode():
-            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks)
-            if masks is None:
-                return self._decode_sharing_the_image(embedding, sparse, choose)
-            with self._autocast():
-                low_res, iou = self.model.mask_decoder.predict_masks(
-                    image_embeddings=embedding.features.to(device),
-                    image_pe=self.dense_pe,
-                    sparse_prompt_embeddings=sparse,
-                    dense_prompt_embeddings=dense,
-                )
-        tokens = choose(iou[0].float().cpu())
-        return low_res[:, tokens].float(), iou.float(), tokens
-
-    def _decode_sharing_the_image(
-        self,
-        embedding: ImageEmbedding,
-        sparse: torch.Tensor,
-        choose: Callable[[torch.Tensor], torch.Tensor],
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The decoder rearranged so its image side is computed once per image.
-
-        Without a mask prompt the first block's image-side projections are the same for
-        every prompt on an image; :class:`~sam_viz.predictor.batch_decoder.BatchDecoder`
-        computes them once and moves the other image-side projections to the prompt
-        tokens: the same results up to float rounding. In reduced precision only the mask
-        upscaling runs in it (see :class:`~sam_viz.predictor.batch_decoder.BatchDecoder`).
-        """
-        key = (embedding.image_key, embedding.model_key, id(embedding.features))
-        with self._lock:
-            cached = self._prepared
-        if cached is not None and cached[0] == key:
-            _, decoder, prepared = cached
-        else:
-            decoder = BatchDecoder(self.model, upscale_dtype=self.compute_dtype)
-            prepared = decoder.prepare(embedding.features.to(self.device), self.dense_pe)
-            with self._lock:
-                self._prepared = (key, decoder, prepared)
-        decoded = decoder.transformer(prepared, sparse)
-        iou = decoded.iou_scores.float()
-        tokens = choose(iou[0].cpu())
-        return decoder.masks(decoded, tokens), iou, tokens
+        """Run the prompt encoder and decoder (see :meth:`PromptDecoder.decode`)."""
+        return self._decoder.decode(
+            embedding,
+            prompts,
+            spec=self.spec,
+            compute_dtype=self.compute_dtype,
+            per_box=per_box,
+            choose=choose,
+        )
 
     def predict(
         self,
@@ -433,14 +335,18 @@ class Predictor:
                     "for several boxes use predict_boxes()."
                 )
         prompts = validate_prompts(
-            frame.original_size, points_xy, point_labels, box, self._mask_prompt(mask_input, frame)
+            frame.original_size,
+            points_xy,
+            point_labels,
+            box,
+            mask_prompt(mask_input, frame, self.spec.low_res_size),
         )
         single_click = (
             len(prompts.points_xy) == 1 and not len(prompts.boxes_xyxy) and prompts.mask is None
         )
 
         def choose(iou: torch.Tensor) -> torch.Tensor:
-            return self._candidate_tokens(iou, multimask_output, single_click=single_click)
+            return candidate_tokens(iou, self.spec, multimask_output, single_click=single_click)
 
         low_res, iou, tokens = self._decode(embedding, prompts, per_box=False, choose=choose)
         low_res, iou = low_res[0].cpu(), iou[0, tokens].cpu()  # float32 from _decode
@@ -457,26 +363,6 @@ class Predictor:
             token_indices=tokens.numpy()[order],
             stability_scores=stability.numpy()[order],
         )
-
-    def _candidate_tokens(
-        self, iou: torch.Tensor, multimask_output: bool, *, single_click: bool
-    ) -> torch.Tensor:
-        """Which of SAM's four output tokens answer a prompt.
-
-        Token 0 is the single-mask output; tokens 1-3 the ambiguity-aware ones. Where the
-        model's multimask tokens were not trained for this kind of prompt (``spec.multimask``),
-        the candidates are its single-mask output plus the two multimask outputs it scores
-        highest.
-        """
-        if not multimask_output:
-            return torch.tensor([0])
-        trained = self.spec.multimask == "all" or (
-            self.spec.multimask == "single_click" and single_click
-        )
-        if trained:
-            return torch.tensor([1, 2, 3])
-        ranked = 1 + torch.argsort(iou[1:4].float().cpu(), descending=True)[:2]
-        return torch.cat([torch.tensor([0]), ranked])
 
     def predict_boxes(
         self, boxes_xyxy: object, *, embedding: ImageEmbedding | None = None
