@@ -326,21 +326,9 @@ class Predictor:
         """
         embedding = self._current(embedding)
         frame = embedding.frame
-        box = None
-        if box_xyxy is not None:
-            box = np.asarray(box_xyxy, dtype=np.float64)
-            if box.size != 4:
-                raise ValueError(
-                    f"box_xyxy must be one box (x0, y0, x1, y1), got shape {box.shape}; "
-                    "for several boxes use predict_boxes()."
-                )
-        prompts = validate_prompts(
-            frame.original_size,
-            points_xy,
-            point_labels,
-            box,
-            mask_prompt(mask_input, frame, self.spec.low_res_size),
-        )
+        box = _one_box(box_xyxy)
+        mask = mask_prompt(mask_input, frame, self.spec.low_res_size)
+        prompts = validate_prompts(frame.original_size, points_xy, point_labels, box, mask)
         single_click = (
             len(prompts.points_xy) == 1 and not len(prompts.boxes_xyxy) and prompts.mask is None
         )
@@ -350,19 +338,7 @@ class Predictor:
 
         low_res, iou, tokens = self._decode(embedding, prompts, per_box=False, choose=choose)
         low_res, iou = low_res[0].cpu(), iou[0, tokens].cpu()  # float32 from _decode
-        with torch.inference_mode():
-            masks_np = frame.upscale_masks(low_res[None])[0]
-        order = order_by_area(masks_np) if multimask_output else np.arange(1)
-        names = CANDIDATE_NAMES if multimask_output else ("mask",)
-        stability = stability_scores(frame.valid_low_res(low_res)[0])
-        return Prediction(
-            masks=masks_np[order],
-            iou_scores=iou.numpy()[order],
-            low_res_logits=low_res.numpy()[order],
-            names=tuple(names),
-            token_indices=tokens.numpy()[order],
-            stability_scores=stability.numpy()[order],
-        )
+        return _prediction(frame, low_res, iou, tokens, multimask_output)
 
     def predict_boxes(
         self, boxes_xyxy: object, *, embedding: ImageEmbedding | None = None
@@ -428,3 +404,44 @@ class Predictor:
             embedding=embedding,
         )
         return Candidates.from_prediction(prediction, prompts.notes)
+
+
+def _one_box(box_xyxy: object) -> np.ndarray | None:
+    """``box_xyxy`` as a float64 array of 4 values, or None.
+
+    Raises:
+        ValueError: For anything but one box.
+    """
+    if box_xyxy is None:
+        return None
+    box = np.asarray(box_xyxy, dtype=np.float64)
+    if box.size != 4:
+        raise ValueError(
+            f"box_xyxy must be one box (x0, y0, x1, y1), got shape {box.shape}; "
+            "for several boxes use predict_boxes()."
+        )
+    return box
+
+
+def _prediction(
+    frame: ImageFrame,
+    low_res: torch.Tensor,
+    iou: torch.Tensor,
+    tokens: torch.Tensor,
+    multimask_output: bool,
+) -> Prediction:
+    """The chosen tokens' (T, L, L) low-res logits and (T,) IoUs as named candidates, in
+    image pixels, ordered by area when there are three."""
+    with torch.inference_mode():
+        masks_np = frame.upscale_masks(low_res[None])[0]
+    order = order_by_area(masks_np) if multimask_output else np.arange(1)
+    names = CANDIDATE_NAMES if multimask_output else ("mask",)
+    stability = stability_scores(frame.valid_low_res(low_res)[0])
+    return Prediction(
+        masks=masks_np[order],
+        iou_scores=iou.numpy()[order],
+        low_res_logits=low_res.numpy()[order],
+        names=tuple(names),
+        token_indices=tokens.numpy()[order],
+        stability_scores=stability.numpy()[order],
+    )
