@@ -240,7 +240,7 @@ def cmd_everything(args: argparse.Namespace) -> int:
     overrides: dict[str, object] = {"diameter": args.diameter}
     if args.prompts is not None:
         overrides["prompts"] = args.prompts
-    generator = MaskGenerator(predictor, **overrides)
+    generator = MaskGenerator(predictor, settings=None, **overrides)
     scaled = _scaled(predictor, image, args.diameter)
     bar = _Progress(f"segmenting {Path(args.image).name}")
     try:

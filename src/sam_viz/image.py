@@ -157,5 +157,5 @@ def image_key(
     array = np.ascontiguousarray(np.asarray(image))
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{array.shape}|{array.dtype.str}|{contrast}|{percentiles}".encode())
-    digest.update(memoryview(array).cast("B"))
+    digest.update(array.data.cast("B"))
     return digest.hexdigest()

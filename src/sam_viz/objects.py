@@ -70,7 +70,7 @@ class ObjectLabels:
         dtype: dtype of a new label image.
         """
         if isinstance(labels_or_shape, tuple):
-            self.labels = np.zeros(labels_or_shape, dtype=dtype)
+            self.labels: np.ndarray = np.zeros(labels_or_shape, dtype=dtype)
         else:
             self.labels = np.asarray(labels_or_shape)
             if self.labels.ndim != 2 or not np.issubdtype(self.labels.dtype, np.integer):

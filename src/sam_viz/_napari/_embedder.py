@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
+from typing import cast
 
 import numpy as np
 from napari.qt.threading import create_worker
@@ -85,18 +86,18 @@ def embed_jobs(
         (plane, Failed, False).
     """
     while (job := queue.pop()) is not None:
-        plane, regions = job  # type: ignore[misc]
+        plane, regions = cast(Job, job)  # the queue holds the jobs put in it
         done, total = queue.done, max(queue.total, 1)
         where = f"plane {done + 1} of {total}: " if total > 1 else ""
         image = images.get(plane)
         if image is None:
             report(f"{where}estimating the object scale", 0, 1)
-            image = call_safely(stack.prepare, predictor, plane)  # type: ignore[assignment]
-            if isinstance(image, Failed):
+            prepared = call_safely(stack.prepare, predictor, plane)
+            if isinstance(prepared, Failed):
                 queue.worker_stopped()
-                yield plane, image, False
+                yield plane, prepared, False
                 return
-            images[plane] = image
+            image = images[plane] = cast(ScaledImage, prepared)
             yield plane, image, False
         if regions is None:
             todo = [(window, image.scale.side) for window in image.grid.windows]

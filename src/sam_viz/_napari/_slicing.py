@@ -40,7 +40,9 @@ def plane_geometry(data_shape: Sequence[int], rgb: bool) -> tuple[tuple[int, ...
     return spatial[:-2], (spatial[-2], spatial[-1])
 
 
-def plane_from_data_point(data_point: Sequence[float], leading_shape: Sequence[int]) -> Plane:
+def plane_from_data_point(
+    data_point: Sequence[float] | np.ndarray, leading_shape: Sequence[int]
+) -> Plane:
     """The plane containing a point given in the layer's data coordinates.
 
     Args:

@@ -141,8 +141,8 @@ class ImageFrame:
         positive = grid.numpy() > 0
         # Which grid rows and columns of each mask hold a positive cell (NumPy: the spans
         # below are a few scalar look-ups each, cheaper there than as tensor ops).
-        positive_rows = positive.any(axis=-1)
-        positive_cols = positive.any(axis=-2)
+        positive_rows = np.any(positive, axis=-1)
+        positive_cols = np.any(positive, axis=-2)
         for b in range(batch):
             for k in range(count):
                 row_span = _sample_span(positive_rows[b, k], rows)

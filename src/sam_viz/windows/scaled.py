@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -40,6 +41,9 @@ from sam_viz.windows.scale import (
     scale_for,
     window_side_for,
 )
+
+if TYPE_CHECKING:
+    from sam_viz.windows.blobs import Polarity
 
 # An estimate resting on fewer objects is not trusted: the image is seen whole instead.
 MIN_ESTIMATE_OBJECTS = 5
@@ -115,7 +119,7 @@ class ScaledImage:
             self.rgb01 = to_rgb01(array, contrast=contrast, percentiles=percentiles)
             self.key = image_key(array, contrast=contrast, percentiles=percentiles)
         # Whether objects are brighter than their surroundings, when it was estimated.
-        self.polarity: str | None = None
+        self.polarity: Polarity | None = None
         if diameter is None:
             diameter, self.diameter_source = self._estimate(array)
         else:
@@ -251,7 +255,7 @@ class ScaledImage:
 
     def _route_box(self, box: np.ndarray, grid_only: bool) -> tuple[Window, int]:
         if grid_only:
-            window = self.grid.holding(box, 0.0)
+            window = self.grid.holding(box.tolist(), 0.0)
             if window is not None:
                 return window, self.scale.side
         return self.route(PromptSet(boxes_xyxy=box[None]))
@@ -264,7 +268,7 @@ class ScaledImage:
         object_side = float(max(bounds[2] - bounds[0], bounds[3] - bounds[1], 1.0))
         low, high = GOOD_FRACTIONS
         if not at_least and low <= object_side / self.scale.side <= high:
-            window = self.grid.holding(bounds, CONTEXT_FRACTION * object_side)
+            window = self.grid.holding(bounds.tolist(), CONTEXT_FRACTION * object_side)
             if window is not None:
                 return window, self.scale.side
         side = max(window_side_for(self.predictor.spec, object_side), at_least)
@@ -328,7 +332,7 @@ class ScaledImage:
         prompts = PromptSet(
             points_xy=np.zeros((0, 2)) if points_xy is None else np.asarray(points_xy, float),
             point_labels=(
-                np.ones(len(np.atleast_2d(points_xy)), np.int64)
+                np.ones(len(np.atleast_2d(np.asarray(points_xy))), np.int64)
                 if point_labels is None and points_xy is not None
                 else np.asarray([] if point_labels is None else point_labels, np.int64)
             ),
