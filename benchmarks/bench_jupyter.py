@@ -34,15 +34,26 @@ import jupyter_lab_harness as harness  # noqa: E402
 TARGET_MS = 250.0
 NOTEBOOK = {
     "cells": [
-        {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
-         "source": "import skimage.data\nfrom sam_viz import Predictor\n"
-                   "from sam_viz.jupyter import SamWidget\n"
-                   "widget = SamWidget(skimage.data.coins(), Predictor.from_pretrained())\n"
-                   "widget.wait()\nwidget"},
+        {
+            "cell_type": "code",
+            "metadata": {},
+            "execution_count": None,
+            "outputs": [],
+            "source": "import skimage.data\nfrom sam_viz import Predictor\n"
+            "from sam_viz.jupyter import SamWidget\n"
+            "widget = SamWidget(skimage.data.coins(), Predictor.from_pretrained())\n"
+            "widget.wait()\nwidget",
+        },
     ],
-    "metadata": {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
-                                "name": "python3"}},
-    "nbformat": 4, "nbformat_minor": 5,
+    "metadata": {
+        "kernelspec": {
+            "display_name": "Python 3 (ipykernel)",
+            "language": "python",
+            "name": "python3",
+        }
+    },
+    "nbformat": 4,
+    "nbformat_minor": 5,
 }
 
 # In the page: note the mouse-up time, and the first repaint of the widget's canvas that
@@ -106,8 +117,9 @@ def predictor_times(image: np.ndarray, boxes: list, threads: int | None) -> list
 def browser_times(boxes: list, threads: int | None) -> list[float]:
     notebook = json.loads(json.dumps(NOTEBOOK))
     if threads:
-        notebook["cells"][0]["source"] = (f"import torch\ntorch.set_num_threads({threads})\n"
-                                          + notebook["cells"][0]["source"])
+        notebook["cells"][0]["source"] = (
+            f"import torch\ntorch.set_num_threads({threads})\n" + notebook["cells"][0]["source"]
+        )
     with tempfile.TemporaryDirectory(prefix="sam_viz_bench_") as tmp:
         root, state = Path(tmp) / "root", Path(tmp) / "state"
         root.mkdir()
@@ -121,8 +133,7 @@ def browser_times(boxes: list, threads: int | None) -> list[float]:
                 cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
                 canvas.evaluate(ARM, [cx - 3, cy - 3, 6, 6])
                 harness.drag(page, (x0, y0), (x1, y1), steps=5)
-                page.wait_for_function("() => window.__samViz.changed !== null",
-                                       timeout=20_000)
+                page.wait_for_function("() => window.__samViz.changed !== null", timeout=20_000)
                 up, changed = page.evaluate("() => [window.__samViz.up, window.__samViz.changed]")
                 times.append(changed - up)
                 time.sleep(0.3)  # let the kernel finish the status/legend updates
@@ -132,15 +143,21 @@ def browser_times(boxes: list, threads: int | None) -> list[float]:
 def summary(name: str, times: list[float]) -> str:
     ordered = sorted(times)
     p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
-    return (f"{name:34s} median {statistics.median(times):7.1f} ms   p90 {p90:7.1f} ms   "
-            f"min {ordered[0]:6.1f}   max {ordered[-1]:6.1f}   (n={len(times)})")
+    return (
+        f"{name:34s} median {statistics.median(times):7.1f} ms   p90 {p90:7.1f} ms   "
+        f"min {ordered[0]:6.1f}   max {ordered[-1]:6.1f}   (n={len(times)})"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--boxes", type=int, default=20)
-    parser.add_argument("--torch-threads", type=int, default=None,
-                        help="torch.set_num_threads in the kernel (default: torch's choice)")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads in the kernel (default: torch's choice)",
+    )
     args = parser.parse_args()
     import skimage.data
 
@@ -154,13 +171,17 @@ def main() -> None:
 
     import torch
 
-    print("sam_viz Jupyter widget, embedded LiteMedSAM on CPU, coins 303x384, embedding cached; "
-          f"torch threads {args.torch_threads or torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        "sam_viz Jupyter widget, embedded LiteMedSAM on CPU, coins 303x384, embedding cached; "
+        f"torch threads {args.torch_threads or torch.get_num_threads()}, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     print(summary("mouse-up -> overlay on the page", browser))
     print(summary("Predictor.predict alone (here)", model))
-    print(f"target <= {TARGET_MS:.0f} ms: median / target = {median / TARGET_MS:.2f} "
-          f"({'met' if median <= TARGET_MS else 'NOT met'})")
+    print(
+        f"target <= {TARGET_MS:.0f} ms: median / target = {median / TARGET_MS:.2f} "
+        f"({'met' if median <= TARGET_MS else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

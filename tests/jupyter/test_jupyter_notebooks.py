@@ -27,14 +27,24 @@ def run_notebook(path: Path, workdir: Path, timeout: int = 300):
     # A kernel on this very interpreter, whatever kernelspecs the user has installed.
     spec_dir = workdir / "kernels" / "sam_viz_test"
     spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "sam_viz tests", "language": "python",
-    }))
+    (spec_dir / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "sam_viz tests",
+                "language": "python",
+            }
+        )
+    )
     specs = KernelSpecManager(kernel_dirs=[str(workdir / "kernels")], ensure_native_kernel=False)
     manager = KernelManager(kernel_name="sam_viz_test", kernel_spec_manager=specs)
-    client = NotebookClient(notebook, km=manager, timeout=timeout, allow_errors=False,
-                            resources={"metadata": {"path": str(workdir)}})
+    client = NotebookClient(
+        notebook,
+        km=manager,
+        timeout=timeout,
+        allow_errors=False,
+        resources={"metadata": {"path": str(workdir)}},
+    )
     client.execute()
     return notebook
 
@@ -49,8 +59,9 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
     errors = [o for c in code for o in c.outputs if o.output_type == "error"]
     assert not errors
     outputs = [o for c in code for o in c.outputs]
-    widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json"
-               in o.get("data", {})]
+    widgets = [
+        o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+    ]
     assert widgets, "the notebook shows a widget"
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     if name == NAMES[0]:

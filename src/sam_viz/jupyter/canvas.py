@@ -82,9 +82,13 @@ class PromptCanvas:
         self.widget.on_mouse_move(self._on_mouse_move)
         self.widget.on_mouse_up(self._on_mouse_up)
         self.widget.on_mouse_out(self._on_mouse_out)
-        self._draw = {IMAGE: self._draw_image, OBJECTS: self._draw_objects,
-                      EVERYTHING: self._draw_everything, CANDIDATE: self._draw_candidate,
-                      PROMPTS: self._draw_prompts}
+        self._draw = {
+            IMAGE: self._draw_image,
+            OBJECTS: self._draw_objects,
+            EVERYTHING: self._draw_everything,
+            CANDIDATE: self._draw_candidate,
+            PROMPTS: self._draw_prompts,
+        }
         for layer, draw in self._draw.items():
             self.widget[layer].on_client_ready(self._redraw_on_ready(layer, draw))
         self.redraw()
@@ -110,8 +114,11 @@ class PromptCanvas:
 
     def show_candidate(self, mask: np.ndarray | None, color: tuple[int, int, int]) -> None:
         """Show a candidate mask (H, W) bool in ``color``, or nothing for None."""
-        self.candidate_rgba = None if mask is None else overlay_rgba(
-            self.frame.resample_nearest(mask), color, self.alpha)
+        self.candidate_rgba = (
+            None
+            if mask is None
+            else overlay_rgba(self.frame.resample_nearest(mask), color, self.alpha)
+        )
         self._draw_candidate()
 
     def show_prompts(self, prompts: PromptSet) -> None:

@@ -108,8 +108,10 @@ class Session:
         count = len(prediction.names)
         if isinstance(name_or_index, str):
             if name_or_index not in prediction.names:
-                raise ValueError(f"No candidate {name_or_index!r}; choose one of "
-                                 f"{prediction.names} or an index 0..{count - 1}.")
+                raise ValueError(
+                    f"No candidate {name_or_index!r}; choose one of "
+                    f"{prediction.names} or an index 0..{count - 1}."
+                )
             index = prediction.names.index(name_or_index)
         else:
             index = int(name_or_index)
@@ -167,9 +169,7 @@ class Session:
         self._set(new, prediction, None)
         return prediction
 
-    def _set(
-        self, prompts: PromptSet, prediction: Candidates | None, selected: int | None
-    ) -> None:
+    def _set(self, prompts: PromptSet, prediction: Candidates | None, selected: int | None) -> None:
         self.prompts = prompts
         self.prediction = prediction
         if prediction is None:

@@ -125,14 +125,17 @@ class SamWidget(widgets.VBox):
         self._session = Session(self._predict, self._objects)
         self._everything_settings = everything_settings
 
-        self._canvas = PromptCanvas(self._frame, display_rgb, on_click=self._on_click,
-                                    on_box=self._on_box, alpha=float(alpha))
+        self._canvas = PromptCanvas(
+            self._frame,
+            display_rgb,
+            on_click=self._on_click,
+            on_box=self._on_box,
+            alpha=float(alpha),
+        )
         self._canvas.show_objects(self._objects.labels)
         self.canvas = self._canvas.widget
         self._build_controls()
-        super().__init__(
-            children=self._controls.layout(self.canvas, self.everything_panel.box)
-        )
+        super().__init__(children=self._controls.layout(self.canvas, self.everything_panel.box))
         self.add_class("sam-viz-widget")
 
         self._thread: threading.Thread | None = None
@@ -179,8 +182,7 @@ class SamWidget(widgets.VBox):
         windows (all of them when there are few, else on demand); report in the status."""
         try:
             if self._predictor is None:
-                self._set_status(f"Loading the default model ({MODELS[DEFAULT_MODEL].title})"
-                                 "\u2026")
+                self._set_status(f"Loading the default model ({MODELS[DEFAULT_MODEL].title})\u2026")
                 self._predictor = Predictor.from_pretrained(None, progress=False)
             self._set_status("Finding the object scale\u2026")
             self._scaled = ScaledImage(
@@ -436,8 +438,13 @@ class SamWidget(widgets.VBox):
         check_answerable(self._predictor.spec, prompts)
         return self._scaled.answer(prompts, progress=self._on_progress, cancel=self._cancel)
 
-    def _act(self, action: Callable[..., Any], *args: Any, status: str | None = "ready",
-             layers: tuple[int, ...] = (CANDIDATE, PROMPTS)) -> Any:
+    def _act(
+        self,
+        action: Callable[..., Any],
+        *args: Any,
+        status: str | None = "ready",
+        layers: tuple[int, ...] = (CANDIDATE, PROMPTS),
+    ) -> Any:
         """Run a session action, then redraw ``layers`` (and the objects if they changed).
 
         An error is shown in the status line, the prompts layer is redrawn (no rubber band
@@ -513,8 +520,11 @@ class SamWidget(widgets.VBox):
             return True
         with hold_canvas():
             self._canvas.show_prompts(self.prompts)
-        self._set_status(f"Still computing the image embedding ({self.progress.value:.0%}); "
-                         "try again in a moment.", kind="warning")
+        self._set_status(
+            f"Still computing the image embedding ({self.progress.value:.0%}); "
+            "try again in a moment.",
+            kind="warning",
+        )
         return False
 
 
@@ -524,4 +534,3 @@ def _describe(err: BaseException) -> str:
     if not isinstance(err, (ValueError, TypeError, RuntimeError, KeyError)):
         message = f"{type(err).__name__}: {message}"
     return message
-
