@@ -75,6 +75,7 @@ def test_generated_nuclei_sample_is_a_dim_16_bit_field():
 
     [(data, meta, kind)] = _sample_data.nuclei()
     assert data.shape == (1024, 1024) and data.dtype == np.uint16 and kind == "image"
+    assert "generated" in meta["name"]
     assert np.array_equal(data, read_image("sample:nuclei"))  # the CLI reads the same field
 
 

@@ -163,11 +163,11 @@ class SamWidget(QWidget):
         self._embedding.ready.connect(self._on_embedded)
         self._embedding.failed.connect(self._on_embedding_failed)
         self._embedding.diameter_changed.connect(self._on_diameter_changed)
-        c.diameter_from_box_button.clicked.connect(self.diameter_from_boxes)
-        c.everything_button.clicked.connect(self.segment_everything)
-        c.propagate_button.clicked.connect(self.propagate)
+        c.diameter_from_box_button.clicked.connect(_slot(self.diameter_from_boxes))
+        c.everything_button.clicked.connect(_slot(self.segment_everything))
+        c.propagate_button.clicked.connect(_slot(self.propagate))
         c.candidate_group.idClicked.connect(self.choose)
-        c.commit_button.clicked.connect(self.commit)
+        c.commit_button.clicked.connect(_slot(self.commit))
         c.undo_button.clicked.connect(self.undo)
         c.clear_button.clicked.connect(self.clear_prompts)
         self._model.changed.connect(self._on_model_changed)
@@ -723,3 +723,12 @@ class SamWidget(QWidget):
     def closeEvent(self, event: object) -> None:
         self.release()
         super().closeEvent(event)  # type: ignore[arg-type]
+
+
+def _slot(action: Callable[[], object]) -> Callable[[], None]:
+    """A Qt slot running ``action`` and dropping its result (the status line reports it)."""
+
+    def run() -> None:
+        action()
+
+    return run
