@@ -95,11 +95,18 @@ def sweep(predictor: Predictor, kinds: list[str], fields: int, per_field: int) -
 
 
 def box_ious(scaled: ScaledImage, labels: np.ndarray) -> np.ndarray:
-    """IoU of the mask each object's tight box gets, through the product path."""
+    """IoU of the mask each object's tight box gets, through the product path (window by
+    window: thousands of whole-image masks of a large field would not fit in memory)."""
     regions = regionprops(labels)
     boxes = np.array([[r.bbox[1], r.bbox[0], r.bbox[3], r.bbox[2]] for r in regions], float)
-    masks = scaled.predict_boxes(boxes).masks
-    return np.array([iou(m, labels == r.label) for m, r in zip(masks, regions, strict=True)])
+    areas = np.array([r.area for r in regions])
+    ious = np.zeros(len(regions))
+    for (x0, y0, x1, y1), members, local in scaled.boxes_by_window(boxes):
+        crop = labels[y0:y1, x0:x1]
+        for mask, index in zip(local.masks, members, strict=True):
+            inter = np.count_nonzero(mask & (crop == regions[index].label))
+            ious[index] = inter / (np.count_nonzero(mask) + areas[index] - inter)
+    return ious
 
 
 def whole_image_ious(predictor: Predictor, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
