@@ -65,7 +65,10 @@ def outline_seeds(
     outlines: list[InstanceMask | None] = [None] * count
     iou = np.zeros(count, np.float32)
     stability = np.zeros(count, np.float32)
-    found = scaled.boxes_by_window(boxes, grid_only=True, progress=progress, cancel=cancel)
+    # Seeds' boxes are small in their window: local decoding (docs/decisions.md).
+    found = scaled.boxes_by_window(
+        boxes, grid_only=True, local=True, progress=progress, cancel=cancel
+    )
     for window, members, local in found:
         x0, y0 = window[:2]
         for row, index in enumerate(members):

@@ -5,18 +5,15 @@ masks are made only for the outputs whose predicted IoU passes, upscaled to the 
 scored for stability and kept as :class:`~sam_viz.automatic.instances.InstanceMask` crops.
 
 Local decoding (``local=True``, box prompts only) serves a first, exploratory pass: each
-box is decoded on a square patch of the embedding around it (:data:`LOCAL_CONTEXT` times
-its side, at least :data:`MIN_LOCAL_TOKENS` cells) instead of the whole grid, so the
-decoder works on a small part of the image tokens for small boxes. Its masks are close to
-the whole-grid ones but not equal (docs/decisions.md, "Segment everything"), so they only
-pick which objects to refine; the final masks come from whole-grid decoding.
+box is decoded on a patch of the embedding around it (:mod:`sam_viz.predictor.patches`).
+Its masks are close to the whole-grid ones but not equal, so they only pick which objects
+to refine; the final masks come from whole-grid decoding.
 
 Conventions: prompts in pixels of the window (points ``(x, y)``, boxes ``XYXY``).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -27,14 +24,8 @@ from sam_viz.automatic.results import Proposals
 from sam_viz.predictor import Predictor
 from sam_viz.predictor.batch_decoder import BatchDecoder, PreparedImage
 from sam_viz.predictor.cache import ImageEmbedding
+from sam_viz.predictor.patches import Patch, low_res_canvas, patch_groups
 from sam_viz.predictor.stability import stability_scores
-
-# Patch side for local decoding, as a multiple of the box side (context enough for the box's
-# object to be outlined as on the whole grid); and the smallest patch, in embedding cells.
-LOCAL_CONTEXT = 3.0
-MIN_LOCAL_TOKENS = 8
-# Logit given to low-res pixels outside a local patch (far below any mask cut-off).
-OUTSIDE_LOGIT = -40.0
 
 
 class WindowDecoder:
@@ -112,32 +103,14 @@ class WindowDecoder:
     ) -> Proposals:
         frame = self.embedding.frame
         grid_h, grid_w = self.prepared.grid
-        token_px = frame.image_size / grid_w  # model-input pixels per embedding cell
-        model_boxes = frame.boxes_to_model(boxes) / token_px  # in embedding cells
-        side = float(np.max(model_boxes[:, 2:] - model_boxes[:, :2]))
-        patch = min(max(grid_h, grid_w), max(MIN_LOCAL_TOKENS, math.ceil(LOCAL_CONTEXT * side)))
-        step = max(1, patch // 2)
-        centres = (model_boxes[:, :2] + model_boxes[:, 2:]) / 2
-        col0 = np.clip(
-            np.round((centres[:, 0] - patch / 2) / step) * step, 0, max(grid_w - patch, 0)
-        )
-        row0 = np.clip(
-            np.round((centres[:, 1] - patch / 2) / step) * step, 0, max(grid_h - patch, 0)
-        )
-        origins = np.stack([row0, col0], axis=1).astype(np.int64)
+        cells = frame.boxes_to_model(boxes) * (grid_w / frame.image_size)
         found = Proposals.empty()
-        for origin in np.unique(origins, axis=0):
-            members = np.flatnonzero((origins == origin).all(axis=1))
-            r0, c0 = (int(v) for v in origin)
-            rows, cols = slice(r0, r0 + patch), slice(c0, c0 + patch)
-            prepared = self.decoder.prepare(
-                self.features[..., rows, cols].contiguous(),
-                self.dense_pe[..., rows, cols].contiguous(),
-            )
+        for patch, members in patch_groups(cells, (grid_h, grid_w)).items():
+            prepared = self.decoder.prepare(patch.crop(self.features), patch.crop(self.dense_pe))
             for start in range(0, len(members), self.batch_size):
                 batch = boxes[members[start : start + self.batch_size]]
                 found = found.concat(
-                    self._batch(prepared, batch, tokens, iou_thresh, stability_thresh, (r0, c0))
+                    self._batch(prepared, batch, tokens, iou_thresh, stability_thresh, patch)
                 )
         if on_batch is not None:  # progress as whole-grid decoding would report it
             for _ in range(-(-len(boxes) // self.batch_size)):
@@ -151,9 +124,9 @@ class WindowDecoder:
         tokens: list[int],
         iou_thresh: float,
         stability_thresh: float,
-        origin: tuple[int, int] | None,
+        patch: Patch | None,
     ) -> Proposals:
-        """Decode one batch on ``prepared`` (a patch at embedding cell ``origin``, or all)."""
+        """Decode one batch on ``prepared`` (``patch`` of the embedding, or all of it)."""
         frame = self.embedding.frame
         model = self.predictor.model
         token_index = torch.tensor(tokens)
@@ -177,21 +150,14 @@ class WindowDecoder:
             low = self.decoder.masks(decoded, token_index, rows)
             picked = keep[rows]
             low = low[picked.to(low.device)]  # (K, l, l)
-            if origin is not None:
-                low = self._on_canvas(low, origin)
+            if patch is not None:
+                canvas = low_res_canvas(len(low), self.predictor.spec.low_res_size, low.device)
+                patch.paste(canvas, np.arange(len(low)), low[:, None])
+                low = canvas[:, 0]
             prompt_rows = rows[:, None].expand_as(picked)[picked].numpy()
             return Proposals.empty().extend(
                 self._masks(low, stability_thresh), iou[rows][picked].numpy(), batch[prompt_rows]
             )
-
-    def _on_canvas(self, low: torch.Tensor, origin: tuple[int, int]) -> torch.Tensor:
-        """Place (K, l, l) patch logits on the whole low-res grid (K, L, L)."""
-        side = self.predictor.spec.low_res_size
-        scale = side // self.prepared.grid[1]
-        canvas = low.new_full((low.shape[0], side, side), OUTSIDE_LOGIT)
-        r0, c0 = origin[0] * scale, origin[1] * scale
-        canvas[:, r0 : r0 + low.shape[1], c0 : c0 + low.shape[2]] = low
-        return canvas
 
     def _masks(
         self, low: torch.Tensor, stability_thresh: float, chunk: int = 16

@@ -20,6 +20,7 @@ from sam_viz.modeling import Sam
 from sam_viz.models.registry import ModelSpec
 from sam_viz.predictor.batch_decoder import BatchDecoder, PreparedImage
 from sam_viz.predictor.cache import ImageEmbedding
+from sam_viz.predictor.patches import low_res_canvas, patch_groups
 from sam_viz.predictor.transforms import ImageFrame
 from sam_viz.prompts import MASK_PROMPT_LOGIT, PromptSet
 
@@ -163,6 +164,38 @@ class PromptDecoder:
                 )
         tokens = choose(iou[0].float().cpu())
         return low_res[:, tokens].float(), iou.float(), tokens
+
+    def decode_local(
+        self, embedding: ImageEmbedding, boxes_xyxy: np.ndarray, *, spec: ModelSpec
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One mask per box, each decoded on a patch of the embedding around it
+        (:mod:`sam_viz.predictor.patches`).
+
+        Args:
+            embedding: The image.
+            boxes_xyxy: (B, 4) validated boxes in original pixels.
+            spec: The model's variant (its box margin, input and low-res sizes).
+
+        Returns:
+            Low-res logits of the single-mask output (B, 1, L, L), ``OUTSIDE_LOGIT`` away
+            from each box's patch, and the IoU predictions of all four tokens (B, 4).
+        """
+        in_model = model_boxes(boxes_xyxy, embedding.frame, spec)
+        features = embedding.features.to(self.device)
+        grid = (int(features.shape[-2]), int(features.shape[-1]))
+        cells = in_model * (grid[1] / spec.image_size)
+        low = low_res_canvas(len(in_model), spec.low_res_size, self.device)
+        iou = torch.zeros((len(in_model), 4), device=self.device)
+        decoder = BatchDecoder(self.model)
+        with torch.inference_mode():
+            boxes = torch.as_tensor(in_model, dtype=torch.float32, device=self.device)
+            sparse, _ = self.model.prompt_encoder(points=None, boxes=boxes, masks=None)
+            for patch, members in patch_groups(cells, grid).items():
+                prepared = decoder.prepare(patch.crop(features), patch.crop(self.dense_pe))
+                decoded = decoder.transformer(prepared, sparse[members])
+                iou[members] = decoded.iou_scores.float()
+                patch.paste(low, members, decoder.masks(decoded, [0]))
+        return low, iou
 
     def _prompt_tensors(
         self, frame: ImageFrame, prompts: PromptSet, spec: ModelSpec, per_box: bool

@@ -383,6 +383,7 @@ class ScaledImage:
         boxes: np.ndarray,
         *,
         grid_only: bool = False,
+        local: bool = False,
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> Iterator[tuple[Window, np.ndarray, BoxesPrediction]]:
@@ -390,8 +391,9 @@ class ScaledImage:
 
         Each box is routed to its window (:meth:`route`); with ``grid_only``, to the grid
         window holding it with the most room whatever its size (fewer windows to embed).
-        The boxes of one window are decoded in one batched call. ``progress(done, total)``
-        counts windows.
+        The boxes of one window are decoded in one batched call; with ``local``, each on
+        a patch of the window's embedding around it (see :meth:`Predictor.predict_boxes`).
+        ``progress(done, total)`` counts windows.
 
         Yields:
             (window, indices of its boxes, their prediction in the window's pixels).
@@ -402,12 +404,12 @@ class ScaledImage:
             check_cancel(cancel, "Segmenting")
             embedding = self.embedding(window, side, cancel=cancel)
             x0, y0 = window[:2]
-            local = self.predictor.predict_boxes(
-                boxes[members] - np.array([x0, y0, x0, y0]), embedding=embedding
+            answer = self.predictor.predict_boxes(
+                boxes[members] - np.array([x0, y0, x0, y0]), embedding=embedding, local=local
             )
             if progress is not None:
                 progress(done, len(groups))
-            yield window, np.asarray(members), local
+            yield window, np.asarray(members), answer
 
     def _predict_boxes(
         self,
