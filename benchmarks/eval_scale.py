@@ -31,6 +31,8 @@ from sam_viz.windows.diameter import estimate_diameter
 from sam_viz.windows.geometry import place_window
 from sam_viz.windows.scaled import ScaledImage
 
+# Objects of a 2048^2 field answered (of about 6,000): each box may need its own window.
+LARGE_SAMPLE = 400
 FRACTIONS = (0.03, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.35, 0.5)
 
 
@@ -94,10 +96,14 @@ def sweep(predictor: Predictor, kinds: list[str], fields: int, per_field: int) -
                 print(f"{kind:<20} {name:>8} {np.mean(values):9.3f} {len(values):8d}")
 
 
-def box_ious(scaled: ScaledImage, labels: np.ndarray) -> np.ndarray:
+def box_ious(scaled: ScaledImage, labels: np.ndarray, sample: int | None = None) -> np.ndarray:
     """IoU of the mask each object's tight box gets, through the product path (window by
-    window: thousands of whole-image masks of a large field would not fit in memory)."""
+    window: thousands of whole-image masks of a large field would not fit in memory); for
+    ``sample`` objects drawn at random when given (each box may need its own window)."""
     regions = regionprops(labels)
+    if sample is not None and sample < len(regions):
+        picked = np.random.default_rng(0).choice(len(regions), sample, replace=False)
+        regions = [regions[int(i)] for i in np.sort(picked)]
     boxes = np.array([[r.bbox[1], r.bbox[0], r.bbox[3], r.bbox[2]] for r in regions], float)
     areas = np.array([r.area for r in regions])
     ious = np.zeros(len(regions))
@@ -128,10 +134,16 @@ def acceptance(predictor: Predictor, clicks: Predictor | None, fields: int) -> N
         whole.append(whole_image_ious(predictor, field.image, field.labels).mean())
         if len(large) < max(2, fields // 5):
             big = tiled(field, (4, 4))
-            large.append(box_ious(ScaledImage(predictor, big.image), big.labels).mean())
+            scaled_big = ScaledImage(predictor, big.image)
+            large.append(box_ious(scaled_big, big.labels, sample=LARGE_SAMPLE).mean())
     rows.append(("tight box per nucleus, 512^2 fields", np.mean(small), np.mean(whole), ">= 0.88"))
     rows.append(
-        ("the same objects tiled into 2048^2", np.mean(large), np.nan, "within 0.02 of 512^2")
+        (
+            f"the same objects tiled into 2048^2 ({LARGE_SAMPLE} a field)",
+            np.mean(large),
+            np.nan,
+            "within 0.02 of 512^2",
+        )
     )
 
     # Coins and coins tiled 4x4.
