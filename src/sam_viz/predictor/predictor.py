@@ -352,8 +352,8 @@ class Predictor:
         Args:
             boxes_xyxy: (M, 4) boxes (x0, y0, x1, y1) in original pixels.
             embedding: The image to predict on; the current image by default.
-            local: Decode each box on a patch of the embedding around it: several times
-                faster for small boxes, masks close to but not equal to the whole grid's
+            local: Decode each box on a patch of the embedding around it: faster for
+                small boxes, masks close to but not equal to the whole grid's
                 (:mod:`sam_viz.predictor.patches`).
 
         Returns:
