@@ -50,7 +50,8 @@ sys.path.insert(0, str(ROOT / "src"))
 import reference_models as refmods  # noqa: E402
 
 from sam_viz.automatic.everything import MaskGenerator  # noqa: E402
-from sam_viz.automatic.instances import InstanceMask, mask_iou  # noqa: E402
+from sam_viz.automatic.instances import mask_iou  # noqa: E402
+from sam_viz.masks import InstanceMask  # noqa: E402
 from sam_viz.models.checkpoints import registered_state_dict  # noqa: E402
 from sam_viz.models.registry import DEFAULT_MODEL, MODELS  # noqa: E402
 from sam_viz.predictor import Predictor  # noqa: E402

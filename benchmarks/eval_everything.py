@@ -24,10 +24,11 @@ import time
 import numpy as np
 
 from sam_viz.automatic.everything import MaskGenerator
-from sam_viz.automatic.instances import InstanceMask, mask_iou
+from sam_viz.automatic.instances import mask_iou
 from sam_viz.automatic.results import Proposals, to_segmentation
 from sam_viz.automatic.scoring import otsu_watershed, score_instances
 from sam_viz.automatic.seeds import find_seeds
+from sam_viz.masks import InstanceMask
 from sam_viz.models.registry import SeededThresholds
 from sam_viz.predictor import Predictor
 from sam_viz.synthetic.microscopy import HELD_OUT_SEEDS, TUNING_SEEDS, make_field, tiled

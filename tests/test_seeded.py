@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from sam_viz.automatic.everything import EVERYTHING_FRACTION, MaskGenerator
-from sam_viz.automatic.instances import InstanceMask
 from sam_viz.automatic.results import Proposals, to_segmentation
 from sam_viz.automatic.scoring import otsu_watershed, score_instances
 from sam_viz.automatic.seeds import find_seeds
+from sam_viz.masks import InstanceMask
 from sam_viz.models.registry import SeededThresholds
 from sam_viz.synthetic.microscopy import TUNING_SEEDS, nuclei_field
 

@@ -23,9 +23,10 @@ import numpy as np
 
 from sam_viz.automatic.grids import box_grid, point_grid
 from sam_viz.automatic.grids import centres as prompt_centres
-from sam_viz.automatic.instances import InstanceMask, mask_nms, nms, remove_small_regions
+from sam_viz.automatic.instances import mask_nms, nms, remove_small_regions
 from sam_viz.automatic.results import Proposals
 from sam_viz.automatic.window_decoder import WindowDecoder
+from sam_viz.masks import InstanceMask
 from sam_viz.predictor import Predictor
 from sam_viz.predictor.batch_decoder import BatchDecoder
 from sam_viz.predictor.cache import ImageEmbedding

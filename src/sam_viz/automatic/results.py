@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sam_viz.automatic.instances import InstanceMask, paint_labels
+from sam_viz.masks import InstanceMask, paint_labels
 from sam_viz.windows.geometry import Window
 
 

@@ -21,9 +21,10 @@ import threading
 
 import numpy as np
 
-from sam_viz.automatic.instances import InstanceMask, mask_iou
+from sam_viz.automatic.instances import mask_iou
 from sam_viz.automatic.results import Proposals
 from sam_viz.automatic.seeds import Seeds
+from sam_viz.masks import InstanceMask
 from sam_viz.models.registry import SeededThresholds
 from sam_viz.progress import ProgressCallback
 from sam_viz.windows.scaled import ScaledImage

@@ -19,8 +19,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from sam_viz.automatic.instances import InstanceMask, compact, masks_to_boxes
+from sam_viz.automatic.instances import compact, masks_to_boxes
 from sam_viz.automatic.results import Proposals
+from sam_viz.masks import InstanceMask
 from sam_viz.predictor import Predictor
 from sam_viz.predictor.batch_decoder import BatchDecoder, PreparedImage
 from sam_viz.predictor.cache import ImageEmbedding
