@@ -23,6 +23,10 @@ CANDIDATE_NAMES: tuple[str, str, str] = ("subpart", "part", "whole")
 MASK_PROMPT_LOGIT = 8.0
 # What several boxes mean, said wherever the policy applies (napari, the CLI, the API).
 SEVERAL_BOXES_NOTE = "{count} boxes: one object per box, the same in all three candidates."
+OVERLAP_NOTE = (
+    "{shared} px were claimed by several boxes ({objects} objects): each went to the smallest "
+    "object claiming it{hidden}."
+)
 UNUSED_WITH_BOXES_NOTE = (
     "Points and mask prompts refine a single box; with several boxes they are unused."
 )

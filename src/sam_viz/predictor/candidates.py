@@ -6,8 +6,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sam_viz.prompts import CANDIDATE_NAMES, SEVERAL_BOXES_NOTE, UNUSED_WITH_BOXES_NOTE, PromptSet
-from sam_viz.render import masks_to_labels
+from sam_viz.masks import InstanceMask, paint_labels
+from sam_viz.prompts import (
+    CANDIDATE_NAMES,
+    OVERLAP_NOTE,
+    SEVERAL_BOXES_NOTE,
+    UNUSED_WITH_BOXES_NOTE,
+    PromptSet,
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,50 @@ class BoxesPrediction:
     stability_scores: np.ndarray
 
 
+def label_areas(labels: np.ndarray, count: int) -> np.ndarray:
+    """(count,) pixels of labels 1..count, counted in row blocks (no image-sized temporary)."""
+    areas = np.zeros(count + 1, dtype=np.int64)
+    rows = max(1, (1 << 22) // max(1, labels.shape[1]))
+    for start in range(0, labels.shape[0], rows):
+        block = labels[start : start + rows].ravel()
+        areas += np.bincount(block, minlength=count + 1)[: count + 1]
+    return areas[1:]
+
+
+def paint_smallest_on_top(
+    masks: list[InstanceMask], shape_hw: tuple[int, int]
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """A label image of one object per mask (mask i is label i + 1), and notes on overlaps.
+
+    Where objects overlap, the pixel goes to the smallest of them (larger objects are painted
+    first), so an object inside or on top of a larger one stays visible; the notes say how
+    many pixels several objects claimed and which objects were hidden entirely.
+    """
+    count = len(masks)
+    dtype = np.uint8 if count < 2**8 else np.uint16 if count < 2**16 else np.uint32
+    order = sorted(range(count), key=lambda i: -masks[i].area)
+    labels = paint_labels(shape_hw, masks, order, dtype, keep_numbers=True)
+    return labels, overlap_notes(masks, labels)
+
+
+def overlap_notes(masks: list[InstanceMask], labels: np.ndarray) -> tuple[str, ...]:
+    """What the user should know about objects that overlap in ``labels``: how many pixels
+    several objects claimed, and which objects were hidden by smaller ones."""
+    visible = label_areas(labels, len(masks))
+    areas = np.array([mask.area for mask in masks], dtype=np.int64)
+    shared = int(areas.sum() - visible.sum())
+    if shared == 0:
+        return ()
+    hidden = [str(i + 1) for i in np.flatnonzero((visible == 0) & (areas > 0))]
+    return (
+        OVERLAP_NOTE.format(
+            shared=shared,
+            objects=int(np.count_nonzero(visible < areas)),
+            hidden=f"; hidden entirely: object {', '.join(hidden)}" if hidden else "",
+        ),
+    )
+
+
 def best_candidate(quality: np.ndarray, non_empty: list[bool]) -> int:
     """The highest-quality candidate, never an empty one while a non-empty one exists."""
     ranked = np.where(np.asarray(non_empty), np.asarray(quality, dtype=np.float64), -np.inf)
@@ -123,15 +173,32 @@ class Candidates:
     @classmethod
     def from_boxes(cls, prediction: BoxesPrediction, prompts: PromptSet) -> Candidates:
         """The candidates of several boxes: every candidate holds one mask per box."""
-        labels = masks_to_labels(prediction.masks)
-        if labels.max(initial=0) < 256:
-            labels = labels.astype(np.uint8)
-        count = len(prediction.masks)
-        notes = [SEVERAL_BOXES_NOTE.format(count=count)]
+        return cls.from_masks(
+            [InstanceMask.from_full(mask) for mask in prediction.masks],
+            prediction.masks.shape[1:],
+            prediction.iou_scores,
+            prediction.stability_scores,
+            prompts,
+        )
+
+    @classmethod
+    def from_masks(
+        cls,
+        masks: list[InstanceMask],
+        shape_hw: tuple[int, int],
+        iou_scores: np.ndarray,
+        stability_scores: np.ndarray,
+        prompts: PromptSet,
+    ) -> Candidates:
+        """The candidates of several boxes from one mask per box (overlaps as
+        :func:`paint_smallest_on_top`, and reported in the notes)."""
+        count = len(masks)
+        labels, overlaps = paint_smallest_on_top(masks, shape_hw)
+        notes = [SEVERAL_BOXES_NOTE.format(count=count), *overlaps]
         if len(prompts.points_xy) or prompts.mask is not None:
             notes.append(UNUSED_WITH_BOXES_NOTE)
-        score = float(np.mean(prediction.iou_scores))
-        stability = float(np.min(prediction.stability_scores))
+        score = float(np.mean(iou_scores))
+        stability = float(np.min(stability_scores))
         return cls(
             labels=np.stack([labels] * len(CANDIDATE_NAMES)),
             iou_scores=np.full(len(CANDIDATE_NAMES), score, dtype=np.float32),

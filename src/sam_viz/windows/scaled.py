@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sam_viz.image import Contrast, image_key, to_rgb01, validate_image
+from sam_viz.masks import InstanceMask
 from sam_viz.predictor.cache import ImageEmbedding
 from sam_viz.predictor.candidates import BoxesPrediction, Candidates, Prediction
 from sam_viz.predictor.predictor import Predictor
@@ -181,8 +182,10 @@ class ScaledImage:
     def is_embedded(self, window: Window, side: int | None = None) -> bool:
         """Whether a window's embedding is in the predictor's cache."""
         side = self.scale.side if side is None else side
-        cache = self.predictor.cache
-        if cache.get(self.predictor.model_key, self.window_key(window, side)) is None:
+        predictor = self.predictor
+        key = self.window_key(window, side)
+        shape = predictor.embedding_shape
+        if predictor.cache.get(predictor.model_key, key, expected_shape=shape) is None:
             return False
         self.embedded.add((window, side))
         return True
@@ -307,8 +310,19 @@ class ScaledImage:
                 f"{prompts.mask.shape}."
             )
         if len(prompts.boxes_xyxy) >= 2:
-            boxes = self._predict_boxes(prompts.boxes_xyxy, progress, cancel)
-            return Candidates.from_boxes(boxes, prompts)
+            # Cropped masks, never (boxes, H, W): thousands of boxes on a large image.
+            masks = [InstanceMask.from_full(np.zeros((0, 0), bool))] * len(prompts.boxes_xyxy)
+            iou = np.zeros(len(masks), dtype=np.float32)
+            stability = np.zeros(len(masks), dtype=np.float32)
+            for window, members, local in self.boxes_by_window(
+                prompts.boxes_xyxy, progress=progress, cancel=cancel
+            ):
+                x0, y0 = window[:2]
+                for index, mask in zip(members, local.masks, strict=True):
+                    masks[index] = InstanceMask.from_full(mask).shifted(x0, y0)
+                iou[members] = local.iou_scores
+                stability[members] = local.stability_scores
+            return Candidates.from_masks(masks, self.shape, iou, stability, prompts)
         prediction = self._predict_one(prompts, multimask_output, progress, cancel)
         return Candidates.from_prediction(prediction, prompts.notes)
 
