@@ -12,12 +12,14 @@ Contrast (``contrast="auto"``): bool and uint8 images are taken as they are (sca
 then clipped: a 16-bit microscopy image whose signal uses a tenth of the range comes out with
 full contrast, and a few hot pixels do not flatten it. ``"minmax"`` stretches the full finite
 range, ``"none"`` expects floats already in 0..1. NaN/inf pixels become 0. A constant image is
-valid and becomes all zeros.
+valid and becomes all zeros. A masked array's masked pixels are taken as NaN (left out of the
+contrast and shown as 0). A torch tensor is detached and copied to the CPU.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Literal
 
 import numpy as np
@@ -34,6 +36,15 @@ def validate_image(image: object) -> np.ndarray:
         TypeError: For a dtype that is not bool, integer or float.
         ValueError: For a shape other than the accepted ones, or an image with no finite pixel.
     """
+    if isinstance(image, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"Pass the image as an array, not the path {os.fsdecode(image)!r}; to read a file "
+            "use sam_viz.io.read_image(path)."
+        )
+    if hasattr(image, "detach") and hasattr(image, "cpu"):  # a torch tensor, maybe with grad
+        image = image.detach().cpu().numpy()
+    if isinstance(image, np.ma.MaskedArray):
+        image = _masked_as_nan(image)
     array = np.asarray(image)
     if array.dtype.kind not in "biuf":
         raise TypeError(
@@ -57,6 +68,18 @@ def validate_image(image: object) -> np.ndarray:
     if array.dtype.kind == "f" and not np.isfinite(array).any():
         raise ValueError("Image has no finite pixel (all NaN or inf); nothing to segment.")
     return array
+
+
+def _masked_as_nan(image: np.ma.MaskedArray) -> np.ndarray:
+    """A masked array's data with its masked pixels as NaN, which intake leaves out."""
+    if not np.ma.is_masked(image):
+        return np.ma.getdata(image)
+    if image.dtype.kind not in "biuf":
+        return np.ma.getdata(image)  # the dtype check reports it
+    dtype = image.dtype if image.dtype.kind == "f" else np.float32
+    if image.dtype.kind in "iu" and image.dtype.itemsize > 2:
+        dtype = np.float64  # float32 would round 32-bit integer values
+    return np.ma.filled(image.astype(dtype), np.nan)
 
 
 def to_rgb01(
@@ -154,7 +177,7 @@ def image_key(
     image: object, *, contrast: str = "auto", percentiles: tuple[float, float] = (0.5, 99.5)
 ) -> str:
     """A content hash of an image and its contrast settings, used as the embedding cache key."""
-    array = np.ascontiguousarray(np.asarray(image))
+    array = np.ascontiguousarray(validate_image(image))  # a masked array's mask counts
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{array.shape}|{array.dtype.str}|{contrast}|{percentiles}".encode())
     digest.update(array.data.cast("B"))

@@ -60,4 +60,9 @@ def read_image(source: str | Path) -> np.ndarray:
 
         return np.asarray(iio.imread(path))
     except Exception as err:  # the readers raise many kinds
-        raise ValueError(f"Could not read {path} as an image: {err}") from err
+        # Their messages can suggest installing plugins, which would not help with a bad file.
+        kind = path.suffix.lstrip(".").upper() or "image"
+        raise ValueError(
+            f"Could not read {path}: it is not a readable {kind} file (damaged, or another "
+            "format under this name). sam-viz reads PNG, JPEG and TIFF images."
+        ) from err

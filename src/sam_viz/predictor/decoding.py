@@ -62,6 +62,12 @@ def mask_prompt(
     elif mask.shape == frame.original_size:
         binary = frame.mask_to_low_res(mask.astype(bool), low) > 0.5
         logits = np.where(binary, MASK_PROMPT_LOGIT, -MASK_PROMPT_LOGIT).astype(np.float32)
+    elif mask.shape == (low, low):
+        raise ValueError(
+            f"mask_input of shape ({low}, {low}) is read as low-res logits, which are float; "
+            f"this one is {mask.dtype}. For a binary mask give one of the image's shape "
+            f"{frame.original_size}; for logits, pass a previous prediction's low_res_logits[i]."
+        )
     else:
         raise ValueError(
             f"mask_input has shape {mask.shape}; give low-res logits of shape ({low}, {low}) "
