@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-.venv/bin/sam-viz segment sample:coins -o out/coins \
+.venv/bin/sam-viz segment sample:coins -o out/coins --overwrite \
   --box 19,32,70,77 --box 129,25,182,77 --box 312,153,383,221 --box 15,230,78,291 \
   --box 217,237,272,291
-.venv/bin/sam-viz everything sample:nuclei -o out/nuclei/labels.tif
+.venv/bin/sam-viz everything sample:nuclei -o out/nuclei/labels.tif --overwrite

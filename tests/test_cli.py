@@ -64,6 +64,8 @@ def test_segment_reads_a_16bit_tiff(tmp_path, tiny_model, tiny_spec, monkeypatch
             "20,50",
             "--point",
             "5,5,0",
+            "--model",
+            "lite_medsam_clicks",  # answers clicks (the tiny model stands in for it)
         ]
     )
     assert code == 0

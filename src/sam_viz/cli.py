@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import argparse
-import json
+import math
+import re
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from sam_viz.files import (
+    atomic_directory,
+    atomic_path,
+    remove_stale_partials,
+    strict_json,
+    writable_directory,
+)
 from sam_viz.models.registry import DEFAULT_MODEL, MODELS
+
+LABEL_SUFFIXES = (".tif", ".tiff", ".png")
+# overlay.png is a preview: a full-size RGB picture of a whole slide would be 3x the image.
+OVERLAY_MAX_SIDE = 2048
+# --box and --point values such as "-10,-10,68,80": argparse would take them for options.
+_NEGATIVE_NUMBERS = re.compile(r"-[\d.]+(,[-+]?[\d.]+)+")
 
 
 def _numbers(text: str, counts: tuple[int, ...], what: str) -> list[float]:
@@ -36,6 +53,16 @@ def _diameter(text: str) -> float | None:
         raise argparse.ArgumentTypeError(
             f"--diameter must be a positive number or auto, got {text!r}"
         )
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
     return value
 
 
@@ -114,14 +141,54 @@ def _prompt_set(args: argparse.Namespace):
     return prompts
 
 
+def _check_output(path: Path, overwrite: bool, inputs: Sequence[str]) -> None:
+    """Refuse, before any work, an output that would replace an input or an existing output
+    (without --overwrite), or that cannot be written."""
+    for source in inputs:
+        given = Path(source)
+        if given.exists() and path.exists() and path.resolve() == given.resolve():
+            raise ValueError(f"The output {path} is the input image; choose another -o.")
+        if path.is_dir() and given.exists() and path.resolve() in given.resolve().parents:
+            raise ValueError(f"The input {source} is inside the output {path}; choose another -o.")
+    if path.is_dir() and path.suffix.lower() in (*LABEL_SUFFIXES, ".csv", ".json"):
+        raise IsADirectoryError(21, "Is a directory", str(path))
+    if path.exists() and not overwrite:
+        raise ValueError(
+            f"{path} exists; pass --overwrite to replace it (the new output takes its place "
+            "only once complete), or choose another -o."
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)  # raises what is wrong with the path
+    if not writable_directory(path.parent):
+        raise PermissionError(13, "Cannot create files in the output's folder", str(path.parent))
+    remove_stale_partials(path.parent, name=path.name)  # what a killed earlier run left
+
+
+def _replaced(path: Path, existed: bool) -> str:
+    return f" (replaced the earlier {path})" if existed else ""
+
+
+def _spec_of(args: argparse.Namespace):
+    """The registered variant ``--model`` names, if known without loading anything."""
+    name = args.model_name or args.model
+    return MODELS.get(name)
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
-    from sam_viz.image import to_rgb01
     from sam_viz.io import read_image
     from sam_viz.prompts import check_answerable
 
+    # Every check that needs no model comes before loading it.
     prompts = _prompt_set(args)
     image = read_image(args.image)
-    prompts = prompts.validated(image.shape[:2])  # before loading the model
+    prompts = prompts.validated(image.shape[:2])
+    spec = _spec_of(args)
+    if spec is not None:
+        check_answerable(spec, prompts)
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; -o names an output folder.")
+    existed = out.exists() and any(out.iterdir())
+    _check_output(out, args.overwrite or not existed, [args.image])
     predictor = _load_predictor(args)
     check_answerable(predictor.spec, prompts)
     scaled = _scaled(predictor, image, args.diameter)
@@ -132,18 +199,22 @@ def cmd_segment(args: argparse.Namespace) -> int:
         bar.close()
     for note in answer.notes:
         print(f"note: {note}", file=sys.stderr)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    summary = _write_answer(out, answer, prompts)
-    summary.update(image=str(args.image), model=predictor.spec.name, diameter=scaled.diameter)
-    (out / "scores.json").write_text(json.dumps(summary, indent=2))
-    best = answer.labels[answer.best]
-    rgb = to_rgb01(image)
-    _write_overlay(out / "overlay.png", rgb, best, prompts)
+    # Written into a partial folder that takes the place of OUT once complete: all new or all old.
+    with atomic_directory(out) as staging:
+        summary = _write_answer(staging, answer, prompts)
+        summary.update(
+            image=str(args.image),
+            model=predictor.spec.name,
+            diameter=scaled.diameter,
+            notes=list(answer.notes),
+        )
+        (staging / "scores.json").write_text(strict_json(summary, indent=2))
+        _write_overlay(staging / "overlay.png", image, answer.labels[answer.best], prompts)
     for line in _describe_answer(answer):
         print(line)
     print(
-        f"wrote {', '.join(summary['label_images'].values())}, scores.json and overlay.png to {out}"
+        f"wrote {', '.join(summary['label_images'].values())}, scores.json and overlay.png "
+        f"to {out}{_replaced(out, existed)}"
     )
     return 0
 
@@ -152,17 +223,20 @@ def _write_answer(out: Path, answer, prompts) -> dict:
     """Write the label images of an answer; returns the summary for scores.json."""
     import tifffile
 
+    from sam_viz.predictor.candidates import label_areas
+
     if answer.n_objects > 1:  # several boxes: one mask per box
         tifffile.imwrite(out / "labels.tif", answer.labels[0])
+        areas = label_areas(answer.labels[0], answer.n_objects)
         objects = [
-            {
-                "id": i + 1,
-                "box_xyxy": [float(v) for v in box],
-                "area": int((answer.labels[0] == i + 1).sum()),
-            }
+            {"id": i + 1, "box_xyxy": [float(v) for v in box], "area": int(areas[i])}
             for i, box in enumerate(prompts.boxes_xyxy)
         ]
-        return {"label_images": {"objects": "labels.tif"}, "objects": objects}
+        return {
+            "label_images": {"objects": "labels.tif"},
+            "overlaps": "a pixel several masks claim goes to the smallest object",
+            "objects": objects,
+        }
     names = {name: f"{name}.tif" for name in answer.names}
     for index, name in enumerate(answer.names):
         tifffile.imwrite(out / names[name], answer.labels[index])
@@ -170,7 +244,7 @@ def _write_answer(out: Path, answer, prompts) -> dict:
         name: {
             "iou_score": float(answer.iou_scores[i]),
             "stability": float(answer.stability_scores[i]),
-            "area": int(answer.masks[i].sum()),
+            "area": int(np.count_nonzero(answer.labels[i])),
         }
         for i, name in enumerate(answer.names)
     }
@@ -190,33 +264,45 @@ def _describe_answer(answer) -> list[str]:
         mean = float(answer.iou_scores[0])
         return [f"{answer.n_objects} objects, one mask per box (mean predicted IoU {mean:.3f})"]
     scores = ", ".join(
-        f"{name} {answer.iou_scores[i]:.3f} ({int(answer.masks[i].sum())} px)"
+        f"{name} {answer.iou_scores[i]:.3f} ({np.count_nonzero(answer.labels[i])} px)"
         for i, name in enumerate(answer.names)
     )
     return [f"object 1: {scores}; best: {answer.names[answer.best]}"]
 
 
-def _write_overlay(path: Path, rgb01: np.ndarray, labels: np.ndarray, prompts) -> None:
+def _write_overlay(path: Path, image: np.ndarray, labels: np.ndarray, prompts) -> None:
+    """A preview of the answer over the image, at most OVERLAY_MAX_SIDE pixels a side."""
     from imageio.v3 import imwrite
 
+    from sam_viz.image import to_rgb01
     from sam_viz.render import overlay, to_display_rgb
 
+    step = max(1, math.ceil(max(image.shape[:2]) / OVERLAY_MAX_SIDE))
+    points = prompts.points_xy / step if len(prompts.points_xy) else None
     picture = overlay(
-        to_display_rgb(rgb01),
-        labels,
-        boxes_xyxy=prompts.boxes_xyxy,
-        points_xy=prompts.points_xy if len(prompts.points_xy) else None,
-        point_labels=prompts.point_labels if len(prompts.points_xy) else None,
+        to_display_rgb(to_rgb01(image[::step, ::step])),
+        labels[::step, ::step],
+        boxes_xyxy=prompts.boxes_xyxy / step,
+        points_xy=points,
+        point_labels=prompts.point_labels if points is not None else None,
     )
-    imwrite(path, picture)
+    imwrite(path, picture, extension=".png")
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from sam_viz.io import read_image
 
+    if not writable_directory(args.cache_dir):
+        raise PermissionError(13, "Cannot write embeddings into the cache folder", args.cache_dir)
     predictor = _load_predictor(args)
+    failed: list[str] = []
     for source in args.images:
-        scaled = _scaled(predictor, read_image(source), args.diameter)
+        try:
+            scaled = _scaled(predictor, read_image(source), args.diameter)
+        except (ValueError, TypeError, OSError) as err:  # report it, go on with the rest
+            print(f"sam-viz: {source}: {err}", file=sys.stderr)
+            failed.append(source)
+            continue
         bar = _Progress(f"embedding {Path(source).name}")
         try:
             count = scaled.embed_all(progress=bar)
@@ -226,15 +312,33 @@ def cmd_embed(args: argparse.Namespace) -> int:
             f"{source}: {count} window{'s' * (count != 1)} ({scaled.scale}, "
             f"{predictor.spec.name}) cached in {args.cache_dir}"
         )
+    if failed:
+        print(
+            f"sam-viz: {len(failed)} of {len(args.images)} images were not embedded: "
+            + ", ".join(failed),
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
 def cmd_everything(args: argparse.Namespace) -> int:
-    import tifffile
-
     from sam_viz.automatic.everything import MaskGenerator
+    from sam_viz.automatic.results import check_table_suffix
     from sam_viz.io import read_image
 
+    # Every check that needs no model comes before loading it.
+    out = Path(args.output)
+    if out.suffix.lower() not in LABEL_SUFFIXES:
+        raise ValueError(
+            f"Cannot write a label image as {out.name!r}: name it .tif or .tiff (any number "
+            "of objects) or .png (up to 65,535 objects)."
+        )
+    table = Path(args.table) if args.table else out.with_name(out.stem + ".csv")
+    check_table_suffix(table)
+    existed = {path: path.exists() for path in (out, table)}
+    for path in (out, table):
+        _check_output(path, args.overwrite, [args.image])
     image = read_image(args.image)
     predictor = _load_predictor(args)
     overrides: dict[str, object] = {"diameter": args.diameter}
@@ -247,16 +351,33 @@ def cmd_everything(args: argparse.Namespace) -> int:
         result = generator.generate(image, progress=bar, scaled=scaled)
     finally:
         bar.close()
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(out, result.labels)
-    table = Path(args.table) if args.table else out.with_name(out.stem + ".csv")
+    _write_labels(out, result.labels)
     result.write_table(table)
+    replaced = [str(path) for path, was in existed.items() if was]
     print(
         f"{result.num_objects} objects ({generator.scheme} prompts, {predictor.spec.name}); "
         f"wrote {out} and {table}"
+        + (f" (replaced the earlier {', '.join(replaced)})" if replaced else "")
     )
     return 0
+
+
+def _write_labels(path: Path, labels: np.ndarray) -> None:
+    """Write a label image in the format its suffix names, replacing ``path`` once complete."""
+    if path.suffix.lower() == ".png":
+        from imageio.v3 import imwrite
+
+        if labels.max(initial=0) >= 2**16:
+            raise ValueError(
+                f"{int(labels.max())} objects do not fit a 16-bit PNG; name the output .tif."
+            )
+        with atomic_path(path) as partial:
+            imwrite(partial, labels.astype(np.uint16), extension=".png")
+        return
+    import tifffile
+
+    with atomic_path(path) as partial:
+        tifffile.imwrite(partial, labels)
 
 
 def cmd_train_clicks(args: argparse.Namespace) -> int:
@@ -363,6 +484,15 @@ def _diameter_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _overwrite_option(p: argparse.ArgumentParser) -> None:
+    """Add ``--overwrite``: without it, an existing output is never replaced."""
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output (the new one takes its place only once complete)",
+    )
+
+
 def _add_segment(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``segment`` subcommand: objects from box/point prompts."""
     seg = sub.add_parser("segment", help="segment objects from box/point prompts")
@@ -384,6 +514,7 @@ def _add_segment(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="point prompt; LABEL 1 positive (default) or 0 negative",
     )
     seg.add_argument("-o", "--output", required=True, help="output directory")
+    _overwrite_option(seg)
     seg.add_argument("--cache-dir", default=None, help="keep embeddings on disk here")
     _diameter_option(seg)
     _model_options(seg)
@@ -406,7 +537,10 @@ def _add_everything(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     every.add_argument(
         "image", help="image file (PNG, JPEG, TIFF) or sample:NAME (e.g. sample:coins)"
     )
-    every.add_argument("-o", "--output", required=True, help="label image to write (.tif)")
+    every.add_argument(
+        "-o", "--output", required=True, help="label image to write (.tif, .tiff or .png)"
+    )
+    _overwrite_option(every)
     every.add_argument(
         "--table", default=None, help="object table, .csv or .json (default: next to -o, .csv)"
     )
@@ -437,8 +571,12 @@ def _add_train_clicks(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "src/sam_viz/models/weights/lite_medsam_clicks.pt)",
     )
     train.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    train.add_argument("--steps", type=int, default=None, help="optimiser steps (default 2200)")
-    train.add_argument("--scenes", type=int, default=None, help="generated scenes (default 300)")
+    train.add_argument(
+        "--steps", type=_positive_int, default=None, help="optimiser steps (default 2200)"
+    )
+    train.add_argument(
+        "--scenes", type=_positive_int, default=None, help="generated scenes (default 300)"
+    )
     train.add_argument(
         "--augmentations",
         type=int,
@@ -458,7 +596,7 @@ def _add_train_clicks(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     train.add_argument(
         "--threads",
-        type=int,
+        type=_positive_int,
         default=2,
         help="torch CPU threads; the result is reproducible for a given count (default 2)",
     )
@@ -486,14 +624,68 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sam-viz`` command."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_negative_numbers_joined(sys.argv[1:] if argv is None else argv))
     from sam_viz.models.checkpoints import CheckpointError
+    from sam_viz.progress import Cancelled
 
+    with _terminate_as_interrupt():
+        try:
+            return int(args.func(args))
+        except (CheckpointError, ValueError, TypeError) as err:
+            print(f"sam-viz: error: {err}", file=sys.stderr)
+            return 2
+        except OSError as err:
+            print(f"sam-viz: error: {_describe_os_error(err)}", file=sys.stderr)
+            return 2
+        except (KeyboardInterrupt, Cancelled):
+            print("sam-viz: interrupted; no output was half-written", file=sys.stderr)
+            return 130
+
+
+def _negative_numbers_joined(argv: Sequence[str]) -> list[str]:
+    """``--box -10,-10,68,80`` as ``--box=-10,-10,68,80``, which argparse reads as a value."""
+    joined: list[str] = []
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        following = argv[index + 1] if index + 1 < len(argv) else ""
+        if token in ("--box", "--point") and _NEGATIVE_NUMBERS.fullmatch(following):
+            joined.append(f"{token}={following}")
+            index += 2
+        else:
+            joined.append(token)
+            index += 1
+    return joined
+
+
+def _describe_os_error(err: OSError) -> str:
+    if err.strerror is None or err.filename is None:
+        return str(err)
+    hints = {
+        PermissionError: "check its permissions, or choose another place",
+        IsADirectoryError: "it is a folder; give a file name",
+        NotADirectoryError: "a part of the path is a file, not a folder",
+        FileExistsError: "it exists; choose another name",
+    }
+    hint = next((text for kind, text in hints.items() if isinstance(err, kind)), "")
+    return f"{err.strerror}: {err.filename}" + (f" ({hint})" if hint else "")
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the run as Ctrl-C does, so partial outputs are removed on the way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        return int(args.func(args))
-    except (CheckpointError, ValueError, TypeError, FileNotFoundError) as err:
-        print(f"sam-viz: error: {err}", file=sys.stderr)
-        return 2
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

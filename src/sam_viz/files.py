@@ -9,6 +9,8 @@ killed writer can be recognised and removed by the next run (:func:`remove_stale
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import secrets
 import shutil
@@ -72,8 +74,11 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def remove_stale_partials(directory: str | os.PathLike[str], *, recursive: bool = False) -> int:
-    """Remove partial files and directories that killed writers left in ``directory``.
+def remove_stale_partials(
+    directory: str | os.PathLike[str], *, recursive: bool = False, name: str | None = None
+) -> int:
+    """Remove partial files and directories that killed writers left in ``directory``
+    (only those of the file ``name``, if given).
 
     A partial is stale when its writer ran on this host and is gone, or when it is older than
     a day. Returns how many were removed; a directory that cannot be written is left alone.
@@ -81,7 +86,8 @@ def remove_stale_partials(directory: str | os.PathLike[str], *, recursive: bool 
     directory = Path(directory)
     if not directory.is_dir():
         return 0
-    pattern = f"**/.*{PARTIAL_SUFFIX}" if recursive else f".*{PARTIAL_SUFFIX}"
+    stem = f".{name}.*" if name is not None else ".*"
+    pattern = f"**/{stem}{PARTIAL_SUFFIX}" if recursive else f"{stem}{PARTIAL_SUFFIX}"
     removed = 0
     for candidate in directory.glob(pattern):
         if not _is_stale(candidate):
@@ -138,3 +144,19 @@ def writable_directory(directory: str | os.PathLike[str]) -> bool:
     except OSError:
         return False
     return True
+
+
+def strict_json(value: object, **dumps_options: object) -> str:
+    """``value`` as strict JSON: NaN and infinite floats become null, which every parser reads
+    (``json.dumps`` would write bare ``NaN``, which is not JSON)."""
+    return json.dumps(_finite(value), allow_nan=False, **dumps_options)  # type: ignore[arg-type]
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value

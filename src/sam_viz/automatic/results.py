@@ -9,15 +9,17 @@ pixels; label images are (H, W) int32 with 0 for background.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from sam_viz.files import atomic_path, strict_json
 from sam_viz.masks import InstanceMask, paint_labels
 from sam_viz.windows.geometry import Window
+
+TABLE_SUFFIXES = (".csv", ".json")
 
 
 @dataclass(frozen=True)
@@ -186,18 +188,31 @@ class Segmentation:
         return rows
 
     def write_table(self, path: str | Path) -> Path:
-        """Write :meth:`table` as CSV (``.csv``) or JSON (any other suffix)."""
+        """Write :meth:`table` as CSV (``.csv``) or JSON (``.json``), replacing ``path`` only
+        once it is complete.
+
+        Raises:
+            ValueError: For another suffix (say which format to write).
+        """
         path = Path(path)
+        check_table_suffix(path)
         rows = self.table()
-        if path.suffix.lower() == ".csv":
-            columns = list(rows[0]) if rows else ["label", "area"]
-            with path.open("w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=columns)
-                writer.writeheader()
-                writer.writerows(rows)
-        else:
-            path.write_text(json.dumps(rows, indent=1))
+        with atomic_path(path) as partial:
+            if path.suffix.lower() == ".csv":
+                columns = list(rows[0]) if rows else ["label", "area"]
+                with partial.open("w", newline="") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=columns)
+                    writer.writeheader()
+                    writer.writerows(rows)
+            else:
+                partial.write_text(strict_json(rows, indent=1))
         return path
+
+
+def check_table_suffix(path: Path) -> None:
+    """Raise ValueError unless ``path`` names a table format :meth:`write_table` writes."""
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        raise ValueError(f"Cannot write an object table as {path.name!r}: name it .csv or .json.")
 
 
 def to_segmentation(
