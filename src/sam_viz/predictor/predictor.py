@@ -88,6 +88,8 @@ class Predictor:
         self._lock = threading.Lock()
         with torch.inference_mode():
             self.dense_pe = self.model.prompt_encoder.get_dense_pe()
+        # The encoder's output shape, (1, C, G, G): the decoder adds this encoding to it.
+        self.embedding_shape = tuple(self.dense_pe.shape)
         self._decoder = PromptDecoder(self.model, self.device, self.dense_pe)
         mean = torch.tensor(spec.pixel_mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(spec.pixel_std, device=self.device).view(1, 3, 1, 1)
@@ -178,7 +180,7 @@ class Predictor:
         """
         array = validate_image(image)
         key = image_key(array, contrast=contrast, percentiles=percentiles)
-        embedding = self.cache.get(self.model_key, key)
+        embedding = self.cache.get(self.model_key, key, expected_shape=self.embedding_shape)
         if embedding is not None:
             if progress is not None:
                 progress(1, 1)
@@ -209,7 +211,7 @@ class Predictor:
             progress: Called as ``progress(done, total)`` while the encoder runs.
             cancel: Set it to stop; :class:`Cancelled` is raised.
         """
-        embedding = self.cache.get(self.model_key, key)
+        embedding = self.cache.get(self.model_key, key, expected_shape=self.embedding_shape)
         if embedding is None:
             features = self._encode(rgb01, frame, progress, cancel)
             embedding = ImageEmbedding(features, frame, key, self.model_key)
