@@ -33,7 +33,10 @@ def test_many_boxes_keep_every_object_and_report_what_is_hidden():
     masks = [
         _square(shape, int(y), int(x), int(s))
         for y, x, s in zip(
-            rng.integers(0, 40, 300), rng.integers(0, 40, 300), rng.integers(3, 20, 300)
+            rng.integers(0, 40, 300),
+            rng.integers(0, 40, 300),
+            rng.integers(3, 20, 300),
+            strict=True,
         )
     ]
     prediction = BoxesPrediction(

@@ -14,6 +14,8 @@ from typing import cast
 
 import torch
 
+from sam_viz.files import atomic_path
+
 DELTA_FORMAT = "sam_viz.delta/1"
 
 
@@ -59,18 +61,17 @@ def save_delta(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(path.suffix + ".part")
-    torch.save(
-        {
-            "format": DELTA_FORMAT,
-            "base_sha256": base_sha256,
-            "deltas": dict(deltas),
-            "config": dict(config),
-            "notes": dict(notes or {}),
-        },
-        partial,
-    )
-    partial.replace(path)
+    with atomic_path(path) as partial, partial.open("wb") as handle:
+        torch.save(
+            {
+                "format": DELTA_FORMAT,
+                "base_sha256": base_sha256,
+                "deltas": dict(deltas),
+                "config": dict(config),
+                "notes": dict(notes or {}),
+            },
+            handle,
+        )
     return path
 
 
