@@ -205,3 +205,34 @@ def test_scores_json_is_strict_json_when_a_score_is_not_finite(
 
     summary = json.loads((out / "scores.json").read_text(), parse_constant=refuse)
     assert summary["objects"][0]["candidates"]["whole"]["iou_score"] is None
+
+
+def test_writing_a_large_answer_takes_at_most_twice_the_image(tmp_path):
+    import tracemalloc
+
+    from sam_viz.predictor.candidates import Candidates
+    from sam_viz.prompts import CANDIDATE_NAMES, PromptSet
+
+    side = 6000
+    image = np.full((side, side), 90, np.uint8)
+    labels = np.zeros((3, side, side), np.uint8)
+    for index, size in enumerate((40, 60, 80)):
+        labels[index, 3000 : 3000 + size, 3000 : 3000 + size] = 1
+    answer = Candidates(
+        labels=labels,
+        iou_scores=np.array([0.8, 0.9, 0.7], np.float32),
+        stability_scores=np.ones(3, np.float32),
+        names=CANDIDATE_NAMES,
+        n_objects=1,
+    )
+    prompts = PromptSet(boxes_xyxy=np.array([[2990.0, 2990, 3090, 3090]]))
+    tracemalloc.start()
+    try:
+        cli._write_answer(tmp_path, answer, prompts)
+        cli._write_overlay(tmp_path / "overlay.png", image, labels[answer.best], prompts)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= 2 * image.nbytes, f"{peak / 2**20:.0f} MiB for a {image.nbytes >> 20} MiB image"
+    assert tifffile.imread(tmp_path / "whole.tif").sum() == 80 * 80
+    assert max(iio.imread(tmp_path / "overlay.png").shape[:2]) <= cli.OVERLAY_MAX_SIDE

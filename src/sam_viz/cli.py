@@ -25,7 +25,7 @@ from sam_viz.models.registry import DEFAULT_MODEL, MODELS
 
 LABEL_SUFFIXES = (".tif", ".tiff", ".png")
 # overlay.png is a preview: a full-size RGB picture of a whole slide would be 3x the image.
-OVERLAY_MAX_SIDE = 2048
+OVERLAY_MAX_SIDE = 1024
 # --box and --point values such as "-10,-10,68,80": argparse would take them for options.
 _NEGATIVE_NUMBERS = re.compile(r"-[\d.]+(,[-+]?[\d.]+)+")
 
