@@ -6,14 +6,21 @@ import dataclasses
 import hashlib
 import http.server
 import importlib.metadata
+import os
+import pickle
+import socket
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from sam_viz.models import checkpoints
+from sam_viz import files
+from sam_viz.models import checkpoints, digests
 from sam_viz.models.checkpoints import (
     CheckpointError,
     download_checkpoint,
@@ -58,6 +65,78 @@ def test_corrupt_and_truncated_files_name_the_file(tmp_path, tiny_file):
         read_state_dict(truncated)
     with pytest.raises(CheckpointError, match="does not exist"):
         read_state_dict(tmp_path / "missing.pth")
+
+
+def _unreadable_file(tmp_path: Path, tiny_file: Path, kind: str) -> tuple[Path, str]:
+    """A file torch cannot load as weights, and what the error should say it looks like."""
+    path = tmp_path / f"{kind}.pth"
+    if kind == "text":
+        path.write_text("model: vit_b\nepochs: 3\n")
+        return path, "a text file"
+    if kind == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(5000))
+        return path, "not recognised"
+    if kind == "truncated_zip":
+        path.write_bytes(tiny_file.read_bytes()[: tiny_file.stat().st_size // 2])
+        return path, "zip archive whose end is missing"
+    if kind == "html":
+        path.write_text("<!DOCTYPE html><html><body>Sign in</body></html>")
+        return path, "an HTML page"
+    path.write_bytes(b"")
+    return path, "the file is empty"
+
+
+@pytest.mark.parametrize("kind", ["text", "random", "truncated_zip", "html", "empty"])
+def test_unreadable_file_is_not_a_checkpoint_and_torch_advice_is_not_relayed(
+    tmp_path, tiny_file, kind
+):
+    path, looks_like = _unreadable_file(tmp_path, tiny_file, kind)
+    if kind == "random":  # torch's own message advises weights_only=False for this one
+        with pytest.raises(Exception, match="weights_only") as raw:
+            torch.load(path, map_location="cpu", weights_only=True)
+        assert "False" in str(raw.value)
+    with pytest.raises(CheckpointError) as info:
+        read_state_dict(path)
+    message = str(info.value)
+    assert f"{path} could not be read: it is not a PyTorch checkpoint" in message
+    assert looks_like in message and "do it again" in message
+    assert "weights_only" not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_pickled_objects_are_refused_without_torch_advice(tmp_path, tiny_model):
+    path = tmp_path / "full.pt"
+    torch.save({"model": tiny_model.state_dict(), "config": _TrainingConfig()}, path)
+    with pytest.raises(pickle.UnpicklingError, match="weights_only"):  # what torch says
+        torch.load(path, map_location="cpu", weights_only=True)
+    with pytest.raises(CheckpointError) as info:
+        read_state_dict(path)
+    message = str(info.value)
+    assert "full.pt holds pickled Python objects besides tensors" in message
+    assert "weights_only" not in message and "state_dict()" in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_non_finite_weights_are_refused_naming_file_and_tensors(
+    tmp_path, monkeypatch, tiny_model, tiny_spec
+):
+    monkeypatch.setitem(MODELS, tiny_spec.name, tiny_spec)
+    monkeypatch.setenv(checkpoints.CACHE_ENV, str(tmp_path / "cache"))
+    state = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    state["mask_decoder.iou_token.weight"][0, 3] = float("nan")
+    state["image_encoder.neck.0.weight"][1, 0, 0, 0] = float("-inf")
+    path = tmp_path / "diverged.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as info:
+        load_model(path, model_name=tiny_spec.name)
+    message = str(info.value)
+    assert str(path) in message and "NaN or infinite" in message
+    assert "mask_decoder.iou_token.weight (1 NaN, 0 inf)" in message
+    assert "image_encoder.neck.0.weight (0 NaN, 1 inf)" in message
+    assert "diverged" in message and "damaged" in message
+    # The same file with finite weights loads.
+    torch.save(tiny_model.state_dict(), path)
+    assert load_model(path, model_name=tiny_spec.name).spec == tiny_spec
 
 
 def test_non_tensor_payload_is_refused(tmp_path):
@@ -414,3 +493,251 @@ def test_models_command_lists_micro_sam_models(monkeypatch, tmp_path, capsys):
         spec = MODELS[name]
         assert f"\n{name} " in out and spec.title in out
         assert f"download on first use from {spec.url}" in out
+
+
+# ------------------------------------------------------- content hashes and embedding keys
+def _twin_checkpoints(tmp_path: Path, model) -> tuple[Path, Path]:
+    """Two checkpoint files of one architecture, one size and one mtime, but other weights
+    (what ``cp -p`` or ``rsync -a`` of two fine-tuned files gives)."""
+    first, second = tmp_path / "a" / "finetuned.pth", tmp_path / "b" / "finetuned.pth"
+    for path, shift in ((first, 0.0), (second, 0.05)):
+        path.parent.mkdir()
+        torch.save(
+            {k: v + shift if v.is_floating_point() else v for k, v in model.state_dict().items()},
+            path,
+        )
+        os.utime(path, ns=(1_700_000_000_123_456_789, 1_700_000_000_123_456_789))
+    assert first.stat().st_size == second.stat().st_size
+    assert first.stat().st_mtime_ns == second.stat().st_mtime_ns
+    return first, second
+
+
+def test_checkpoints_of_equal_size_and_mtime_get_their_own_embeddings(
+    tmp_path, monkeypatch, tiny_model, tiny_spec, non_square_image
+):
+    from sam_viz.predictor import EmbeddingCache, Predictor
+
+    monkeypatch.setitem(MODELS, tiny_spec.name, tiny_spec)
+    monkeypatch.setenv(checkpoints.CACHE_ENV, str(tmp_path / "cache"))
+    first, second = _twin_checkpoints(tmp_path, tiny_model)
+    disk = tmp_path / "embeddings"
+
+    def predictor(path: Path) -> Predictor:  # each with its own cache object on one directory
+        cache = EmbeddingCache(directory=disk)
+        return Predictor.from_pretrained(
+            str(path), model_name=tiny_spec.name, device="cpu", cache=cache, progress=False
+        )
+
+    a, b = predictor(first), predictor(second)
+    assert a.model_key != b.model_key
+    for key, path in ((a.model_key, first), (b.model_key, second)):
+        assert key == f"{tiny_spec.name}-{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
+    features_a = a.set_image(non_square_image).features
+    features_b = b.set_image(non_square_image).features  # the disk holds a's by now
+    assert not torch.allclose(features_a, features_b)
+    own = Predictor(b.model, tiny_spec, device="cpu").set_image(non_square_image).features
+    torch.testing.assert_close(features_b, own)
+    assert len(list(disk.rglob("*.pt"))) == 2
+
+
+def test_file_hash_is_computed_once_per_version_of_a_file(tmp_path, monkeypatch):
+    calls = []
+    real_hash_file = digests.hash_file
+
+    def counting_hash_file(path, algorithm="sha256"):
+        calls.append(Path(path).name)
+        return real_hash_file(path, algorithm)
+
+    monkeypatch.setattr(digests, "hash_file", counting_hash_file)
+    index_dir = tmp_path / "cache"
+    path = tmp_path / "weights.pth"
+    path.write_bytes(b"first version " * 1000)
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    assert digests.file_digest(path, index_dir=index_dir) == expected
+    assert digests.file_digest(path, index_dir=index_dir) == expected
+    assert len(calls) == 1  # remembered in memory
+    monkeypatch.setattr(digests, "_memo", {})  # a new process
+    assert digests.file_digest(path, index_dir=index_dir) == expected
+    assert len(calls) == 1  # remembered in the index
+    assert (index_dir / digests.INDEX_NAME).is_file()
+
+    # Rewritten in place with the same size, and its mtime set back: the inode stays,
+    # the mtime in ns is all that tells.
+    mtime_ns = path.stat().st_mtime_ns
+    with open(path, "r+b") as handle:
+        handle.write(b"other")
+    os.utime(path, ns=(mtime_ns + 1, mtime_ns + 1))
+    changed = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digests.file_digest(path, index_dir=index_dir) == changed != expected
+    assert len(calls) == 2
+    path.write_bytes(b"longer " * 2000)  # a new size
+    assert (
+        digests.file_digest(path, index_dir=index_dir)
+        == hashlib.sha256(path.read_bytes()).hexdigest()
+    )
+    assert len(calls) == 3
+
+    # A damaged index is ignored, then rewritten.
+    (index_dir / digests.INDEX_NAME).write_text("{not json")
+    monkeypatch.setattr(digests, "_memo", {})
+    digests.file_digest(path, index_dir=index_dir)
+    assert len(calls) == 4
+    monkeypatch.setattr(digests, "_memo", {})
+    digests.file_digest(path, index_dir=index_dir)
+    assert len(calls) == 4
+    # An index that cannot be written costs only hashing again.
+    blocked = tmp_path / "not_a_directory"
+    blocked.write_text("")
+    assert (
+        digests.file_digest(path, index_dir=blocked)
+        == hashlib.sha256(path.read_bytes()).hexdigest()
+    )
+
+
+def test_loading_a_file_again_does_not_hash_it_again(tmp_path, monkeypatch, tiny_file, tiny_spec):
+    from sam_viz.predictor import Predictor
+
+    monkeypatch.setitem(MODELS, tiny_spec.name, tiny_spec)
+    monkeypatch.setenv(checkpoints.CACHE_ENV, str(tmp_path / "cache"))
+    calls = []
+    real_hash_file = digests.hash_file
+    monkeypatch.setattr(
+        digests,
+        "hash_file",
+        lambda path, alg="sha256": calls.append(Path(path)) or real_hash_file(path, alg),
+    )
+    keys = {
+        Predictor.from_pretrained(
+            str(tiny_file), model_name=tiny_spec.name, device="cpu", progress=False
+        ).model_key
+        for _ in range(2)
+    }
+    assert len(keys) == 1 and len(calls) == 1
+
+
+# ------------------------------------------- damaged cached downloads and killed downloads
+def test_damaged_cached_file_is_reported_and_downloaded_again(
+    server, tmp_path, monkeypatch, capsys
+):
+    from sam_viz.cli import main
+
+    good = hashlib.sha256(PAYLOAD).hexdigest()
+    spec = dataclasses.replace(_spec(f"{server}/weights.pth", good), name="tiny_download")
+    monkeypatch.setitem(MODELS, spec.name, spec)
+    monkeypatch.setenv(checkpoints.CACHE_ENV, str(tmp_path))
+    cached = tmp_path / "weights.pth"
+    cached.write_bytes(b"garbage" * 100)
+    calls = []
+    real_hash_file = digests.hash_file
+    monkeypatch.setattr(
+        digests,
+        "hash_file",
+        lambda path, alg="sha256": calls.append(Path(path)) or real_hash_file(path, alg),
+    )
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"cached file damaged (hash mismatch): {cached}; it will be downloaded again on next "
+        "use (or delete it)" in out
+    )
+    hashed = calls.count(cached.resolve())
+    monkeypatch.setattr(digests, "_memo", {})  # a later run
+    assert main(["models"]) == 0
+    assert "cached file damaged" in capsys.readouterr().out
+    assert calls.count(cached.resolve()) == hashed == 1  # the index remembered the mismatch
+
+    assert download_checkpoint(spec, directory=tmp_path, progress=False) == cached
+    assert cached.read_bytes() == PAYLOAD
+    assert main(["models"]) == 0
+    assert f"cached: {cached}" in capsys.readouterr().out
+    assert calls.count(cached.resolve()) == 1  # the verified download was recorded, not hashed
+
+
+def test_damaged_cached_file_and_failed_download_say_both(tmp_path, monkeypatch):
+    spec = dataclasses.replace(
+        _spec("http://127.0.0.1:9/weights.pth", hashlib.sha256(PAYLOAD).hexdigest()),
+        name="tiny_offline",
+    )
+    monkeypatch.setitem(MODELS, spec.name, spec)
+    monkeypatch.setenv(checkpoints.CACHE_ENV, str(tmp_path))
+    cached = tmp_path / "weights.pth"
+    cached.write_bytes(b"garbage" * 100)
+    with pytest.raises(CheckpointError) as info:
+        load_model(spec.name, progress=False)
+    message = str(info.value)
+    assert f"The cached checkpoint {cached} did not match the published hash" in message
+    assert "Could not download http://127.0.0.1:9/weights.pth" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == [digests.INDEX_NAME, "weights.pth"]
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_staging_left_by_a_killed_download_is_removed_by_the_next(server, tmp_path):
+    host = socket.gethostname().replace(".", "_")
+    staging = tmp_path / f".weights.pth.{host}-{_dead_pid()}-0badc0de{files.PARTIAL_SUFFIX}"
+    staging.mkdir()
+    (staging / "tmpk3j2_x9q").write_bytes(PAYLOAD[:1000])
+    good = hashlib.sha256(PAYLOAD).hexdigest()
+    path = download_checkpoint(
+        _spec(f"{server}/weights.pth", good), directory=tmp_path, progress=False
+    )
+    assert path.read_bytes() == PAYLOAD
+    assert sorted(p.name for p in tmp_path.iterdir()) == [digests.INDEX_NAME, "weights.pth"]
+
+
+class _StallingHandler(http.server.BaseHTTPRequestHandler):
+    """Sends a third of the payload, then waits (for the client to be killed)."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(PAYLOAD)))
+        self.end_headers()
+        self.wfile.write(PAYLOAD[: len(PAYLOAD) // 3])
+        self.wfile.flush()
+        time.sleep(30)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_download_killed_with_sigkill_leaves_only_a_hidden_partial(server, tmp_path):
+    stalling = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StallingHandler)
+    stalling.daemon_threads = True
+    threading.Thread(target=stalling.serve_forever, daemon=True).start()
+    good = hashlib.sha256(PAYLOAD).hexdigest()
+    code = (
+        "import dataclasses, sys; from pathlib import Path;"
+        "from sam_viz.models.checkpoints import download_checkpoint;"
+        "from sam_viz.models.registry import MODELS;"
+        "spec = dataclasses.replace(MODELS['vit_b'], url=sys.argv[1], sha256=sys.argv[2],"
+        " filename='weights.pth');"
+        "download_checkpoint(spec, directory=Path(sys.argv[3]), progress=False)"
+    )
+    url = f"http://127.0.0.1:{stalling.server_address[1]}/weights.pth"
+    process = subprocess.Popen([sys.executable, "-c", code, url, good, str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.stat().st_size for p in tmp_path.glob(".*/tmp*")):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+        stalling.shutdown()
+        stalling.server_close()
+    # Only a hidden staging directory is left, holding pooch's temporary file.
+    (left,) = tmp_path.iterdir()
+    assert left.name.startswith(".weights.pth.") and left.name.endswith(files.PARTIAL_SUFFIX)
+    assert [p.name[:3] for p in left.iterdir()] == ["tmp"]
+
+    path = download_checkpoint(
+        _spec(f"{server}/weights.pth", good), directory=tmp_path, progress=False
+    )
+    assert path.read_bytes() == PAYLOAD
+    assert sorted(p.name for p in tmp_path.iterdir()) == [digests.INDEX_NAME, "weights.pth"]

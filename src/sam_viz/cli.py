@@ -422,6 +422,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from sam_viz.models.checkpoints import (
         CheckpointError,
         cache_dir,
+        cached_checkpoint_state,
         embedded_checkpoint_path,
         shipped_delta_path,
     )
@@ -437,9 +438,16 @@ def cmd_models(args: argparse.Namespace) -> int:
                 where = "embedded, not installed: " + (lines[1] if len(lines) > 1 else lines[0])
         else:
             path = cache_dir() / spec.filename
-            where = (
-                f"cached: {path}" if path.is_file() else f"download on first use from {spec.url}"
-            )
+            # The hash is checked once per version of the file, so listing stays quick.
+            where = {
+                "absent": f"download on first use from {spec.url}",
+                "verified": f"cached: {path}",
+                "unchecked": f"cached (hash not checked): {path}",
+                "damaged": f"cached file damaged (hash mismatch): {path}; it will be "
+                "downloaded again on next use (or delete it)",
+                "unreadable": f"cached file unreadable: {path}; it will be downloaded again "
+                "on next use (or delete it)",
+            }[cached_checkpoint_state(spec)]
         default = " (default)" if spec.name == DEFAULT_MODEL else ""
         prompts = "+".join(sorted(spec.prompt_kinds))
         print(

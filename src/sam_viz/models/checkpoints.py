@@ -7,10 +7,14 @@ Three sources of weights:
   variants shipped as a weights delta on top of it (``lite_medsam_clicks``,
   :mod:`sam_viz.models.deltas`), whose delta files live in ``sam_viz/models/weights``;
 * official files downloaded once into the user cache directory (``pooch``: progress bar,
-  partial file, check of the published SHA-256 or xxh128 hash, atomic rename), among them
+  check of the published SHA-256 or xxh128 hash, then a rename into place), among them
   micro-sam's microscopy models, whose files may wrap the SAM state dict (see
   :func:`read_state_dict`);
 * any local checkpoint file, whose variant is inferred from its tensor shapes.
+
+Every loaded model comes with a hash of its checkpoint file's content
+(:attr:`LoadedModel.checkpoint_hash`), which names its weights in embedding caches; hashes are
+computed once per version of a file (:mod:`sam_viz.models.digests`).
 """
 
 from __future__ import annotations
@@ -20,14 +24,18 @@ import importlib.metadata
 import importlib.util
 import os
 import pickle
+import shutil
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeGuard
+from typing import Literal, TypeGuard
 
 import torch
 
+from sam_viz.files import partial_path, remove_stale_partials, writable_directory
 from sam_viz.modeling import Sam
+from sam_viz.models import digests
 from sam_viz.models.build import build_sam
 from sam_viz.models.deltas import apply_delta, read_delta
 from sam_viz.models.registry import (
@@ -52,6 +60,14 @@ CACHE_ENV = "SAM_VIZ_CACHE_DIR"
 STATE_DICT_KEYS = ("model_state", "model", "state_dict")
 # Key prefixes of wrapped models: DataParallel's, and micro-sam's trainable wrapper's.
 WRAPPER_PREFIXES = ("module.", "sam.")
+# How many damaged tensors an error names; the rest are counted.
+SHOWN_TENSORS = 5
+# How much of a file that is not a checkpoint is read to say what it looks like.
+HEAD_BYTES = 512
+
+# What is known of a registered variant's downloaded file in the cache: "unchecked" when there
+# is no published hash to check it against, or its algorithm needs a package not installed.
+CachedState = Literal["absent", "verified", "damaged", "unreadable", "unchecked"]
 
 
 class CheckpointError(ValueError):
@@ -65,6 +81,8 @@ class LoadedModel:
     model: Sam
     spec: ModelSpec
     checkpoint: Path
+    # "algorithm:hex" of the checkpoint file's content (the base's, for a delta variant).
+    checkpoint_hash: str
 
 
 def cache_dir() -> Path:
@@ -81,12 +99,24 @@ def cache_dir() -> Path:
 
 
 def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
+    """Hex SHA-256 of a file, read in chunks (every time: see :func:`file_sha256`)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, remembered for this version of it (in :func:`cache_dir`'s index).
+
+    Raises:
+        CheckpointError: If the file cannot be read.
+    """
+    try:
+        return digests.file_digest(path, "sha256", index_dir=cache_dir())
+    except OSError as err:
+        raise CheckpointError(f"{path} could not be read: {err}") from err
 
 
 def embedded_checkpoint_path() -> Path:
@@ -112,7 +142,7 @@ def embedded_checkpoint_path() -> Path:
             f"Reinstall the expected version with:\n    {EMBEDDED_INSTALL} --force-reinstall"
         )
     spec = MODELS[EMBEDDED_MODEL]
-    actual = sha256_of(path)
+    actual = file_sha256(path)
     if actual != spec.sha256:
         raise CheckpointError(
             f"{path} has SHA-256 {actual}, expected {spec.sha256}: the file is damaged or "
@@ -130,9 +160,11 @@ def download_checkpoint(
 ) -> Path:
     """Download ``spec``'s checkpoint once and return its cached path.
 
-    The file is written to a temporary name and renamed only after its published hash
-    (:attr:`ModelSpec.file_hash`: SHA-256, or xxh128 for micro-sam's files) matched, so a
-    failed or interrupted download leaves nothing half-written behind.
+    A cached file is checked against the published hash (:attr:`ModelSpec.file_hash`:
+    SHA-256, or xxh128 for micro-sam's files) once per version of it, and downloaded again if
+    it does not match. A download goes to a hidden staging directory beside its final name
+    and is renamed into place only after its hash matched, so a failed or interrupted
+    download leaves nothing half-written behind; the next call removes what a killed one left.
 
     Args:
         spec: Variant whose checkpoint to fetch.
@@ -143,12 +175,72 @@ def download_checkpoint(
     Raises:
         CheckpointError: If the variant has no download source, its hash algorithm needs
             a package that is not installed, or the download failed or did not match the
-            published hash.
+            published hash (saying also why a cached file was not used).
     """
     source = _download_source(spec, url)
     target_dir = Path(directory) if directory is not None else cache_dir()
     _check_hash_support(spec)
-    return _retrieve(source, spec.file_hash, spec.filename, target_dir, progress)
+    path = target_dir / spec.filename
+    state = cached_checkpoint_state(spec, directory=target_dir)
+    if state in ("verified", "unchecked"):
+        return path
+    try:
+        _retrieve(source, spec.file_hash, path, progress)
+    except CheckpointError as err:
+        if state == "absent":
+            raise
+        why = (
+            f"did not match the published hash {spec.file_hash}"
+            if state == "damaged"
+            else "could not be read"
+        )
+        raise CheckpointError(
+            f"The cached checkpoint {path} {why}, so it was downloaded again, but that "
+            f"failed. {err}"
+        ) from err.__cause__
+    if spec.file_hash is not None:
+        # pooch checked the hash just now: later lookups need not read the file again.
+        algorithm, expected = _split_hash(spec.file_hash)
+        digests.remember(path, algorithm, expected, index_dir=target_dir)
+    return path
+
+
+def cached_checkpoint_state(spec: ModelSpec, *, directory: Path | None = None) -> CachedState:
+    """Whether ``spec``'s downloaded checkpoint is cached and matches its published hash.
+
+    The hash is computed once per version of the file (see :mod:`sam_viz.models.digests`),
+    so asking again is cheap. Partial files killed downloads left in the cache are removed.
+
+    Args:
+        spec: A variant downloaded from its URL.
+        directory: Cache directory; defaults to :func:`cache_dir`.
+
+    Returns:
+        ``"absent"``, ``"verified"``, ``"damaged"`` (the hash does not match),
+        ``"unreadable"``, or ``"unchecked"`` (no published hash, or ``xxhash`` missing).
+    """
+    target_dir = Path(directory) if directory is not None else cache_dir()
+    # A download killed by SIGTERM or SIGKILL left its staging directory behind.
+    remove_stale_partials(target_dir)
+    path = target_dir / spec.filename
+    if not path.is_file():
+        return "absent"
+    if spec.file_hash is None:
+        return "unchecked"
+    algorithm, expected = _split_hash(spec.file_hash)
+    if algorithm == "xxh128" and importlib.util.find_spec("xxhash") is None:
+        return "unchecked"
+    try:
+        actual = digests.file_digest(path, algorithm, index_dir=target_dir)
+    except OSError:
+        return "unreadable"
+    return "verified" if actual == expected else "damaged"
+
+
+def _split_hash(known_hash: str) -> tuple[str, str]:
+    """(algorithm, hex digest) of a hash written as pooch takes it (bare means SHA-256)."""
+    algorithm, _, digest = known_hash.rpartition(":")
+    return (algorithm or "sha256").lower(), digest.lower()
 
 
 def _download_source(spec: ModelSpec, url: str | None) -> str:
@@ -185,10 +277,8 @@ def _check_hash_support(spec: ModelSpec) -> None:
         )
 
 
-def _retrieve(
-    source: str, known_hash: str | None, filename: str, target_dir: Path, progress: bool
-) -> Path:
-    """Download ``source`` into ``target_dir / filename`` once its hash matched (pooch).
+def _retrieve(source: str, known_hash: str | None, path: Path, progress: bool) -> None:
+    """Download ``source`` to ``path`` once its hash matched ``known_hash`` (pooch).
 
     Raises:
         CheckpointError: If the download failed or did not match ``known_hash``.
@@ -196,14 +286,24 @@ def _retrieve(
     import pooch
     import requests
 
+    if not writable_directory(path.parent):
+        raise CheckpointError(
+            f"Cannot write to the checkpoint cache {path.parent}. Make it writable, or set "
+            f"{CACHE_ENV} to a writable directory."
+        )
+    # pooch writes its temporary files beside its target: a staging directory named as this
+    # process's partial of the file keeps them hidden, and lets the next run remove them.
+    staging = partial_path(path)
     try:
-        path = pooch.retrieve(
+        staging.mkdir()
+        pooch.retrieve(
             source,
             known_hash=known_hash,
-            fname=filename,
-            path=target_dir,
+            fname=path.name,
+            path=staging,
             progressbar=progress,
         )
+        os.replace(staging / path.name, path)
     except ValueError as err:  # pooch's hash mismatch
         raise CheckpointError(
             f"Downloaded {source} but its hash did not match {known_hash}; nothing was kept. "
@@ -211,19 +311,27 @@ def _retrieve(
         ) from err
     except (requests.RequestException, OSError) as err:
         raise CheckpointError(
-            f"Could not download {source} into {target_dir}: {err}. Nothing was kept; check "
+            f"Could not download {source} into {path.parent}: {err}. Nothing was kept; check "
             "the network, or download the file by hand and pass its path."
         ) from err
-    return Path(path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def resolve_checkpoint(spec: ModelSpec, *, progress: bool = True) -> Path:
     """Where the weights of a registered variant (or of its base) are, downloaded if needed."""
+    return _locate(spec, progress=progress)[0]
+
+
+def _locate(spec: ModelSpec, *, progress: bool) -> tuple[Path, str]:
+    """The checkpoint file of a registered variant (or of its base), and its content hash."""
     if spec.base is not None:
-        return resolve_checkpoint(MODELS[spec.base], progress=progress)
+        return _locate(MODELS[spec.base], progress=progress)
     if spec.embedded:
-        return embedded_checkpoint_path()
-    return download_checkpoint(spec, progress=progress)
+        return embedded_checkpoint_path(), f"sha256:{spec.sha256}"
+    path = download_checkpoint(spec, progress=progress)
+    # A published hash was checked by the download; a file without one is hashed here.
+    return path, spec.file_hash or f"sha256:{file_sha256(path)}"
 
 
 def shipped_delta_path(spec: ModelSpec) -> Path:
@@ -286,20 +394,24 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint file {path} does not exist.")
+    # torch's messages for a refused file advise weights_only=False, which would run any code
+    # an untrusted file holds: they are neither quoted nor chained ("from None").
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise CheckpointError(f"{path} could not be read: {err}") from err
     except pickle.UnpicklingError as err:
         if "Unsupported global" not in str(err):  # torch's words for a refused object
-            raise CheckpointError(_unreadable(path, err)) from err
+            raise CheckpointError(_unreadable(path)) from None
         raise CheckpointError(
             f"{path} holds pickled Python objects besides tensors (a full training checkpoint, "
             "with optimizer or configuration objects?), which are not loaded for safety. "
             "Save only the model's state dict, e.g. torch.save(model.state_dict(), path), or "
             "export a micro-sam training checkpoint with "
             "micro_sam.util.export_custom_sam_model."
-        ) from err
-    except Exception as err:  # torch raises many kinds for a damaged file
-        raise CheckpointError(_unreadable(path, err)) from err
+        ) from None
+    except Exception:  # torch raises many kinds for a damaged file
+        raise CheckpointError(_unreadable(path)) from None
     state = _unwrap_state_dict(loaded)
     if state is None:
         accepted = ", ".join(repr(k) for k in STATE_DICT_KEYS)
@@ -315,12 +427,38 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {_strip_wrapper_prefixes(k): v for k, v in state.items()}
 
 
-def _unreadable(path: Path, err: Exception) -> str:
-    first_line = str(err).splitlines()[0] if str(err) else ""
+def _unreadable(path: Path) -> str:
     return (
-        f"{path} could not be read as a PyTorch checkpoint ({type(err).__name__}: "
-        f"{first_line}). The file may be truncated or not a checkpoint; download it again."
+        f"{path} could not be read: it is not a PyTorch checkpoint, or a truncated or damaged "
+        f"one ({_looks_like(path)}). Check that it is the file you meant; if it was downloaded "
+        "or copied, do it again."
     )
+
+
+def _looks_like(path: Path) -> str:
+    """What a file that torch cannot load looks like, from its first bytes."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(HEAD_BYTES)
+    except OSError as err:
+        return f"unreadable: {err.strerror}"
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK\x03\x04"):  # torch.save writes a zip archive
+        if zipfile.is_zipfile(path):
+            return "a zip archive, but not laid out as torch.save writes one"
+        return "the start of a zip archive whose end is missing: an interrupted download or copy?"
+    lowered = head.lower()
+    if b"<html" in lowered or b"<!doctype" in lowered:
+        return "an HTML page: a download that saved an error or sign-in page?"
+    text = head.decode("utf-8", errors="replace")
+    if len(head) == HEAD_BYTES:
+        text = text.rstrip("\ufffd")  # a character cut at the end
+    if all(c != "\ufffd" and (c.isprintable() or c.isspace()) for c in text):
+        return "a text file"
+    if head.startswith(b"\x80"):  # a pickle's protocol marker
+        return "a Python pickle of other objects than tensors, or an old-format checkpoint"
+    return "its content is not recognised"
 
 
 def _is_tensor_dict(value: object) -> TypeGuard[Mapping[str, torch.Tensor]]:
@@ -398,7 +536,8 @@ def load_weights(
 
     Raises:
         CheckpointError: Naming the file, the missing/unexpected keys or mismatched shapes,
-            and the variant the file most likely belongs to.
+            and the variant the file most likely belongs to; or naming the tensors that hold
+            NaN or infinite values.
     """
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -422,7 +561,35 @@ def load_weights(
             + "."
             + hint
         )
+    _check_finite(state, path)
     model.load_state_dict(state, strict=True)
+
+
+def _check_finite(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Raise :class:`CheckpointError` naming the tensors of ``state`` with NaN or inf values.
+
+    A model with such weights predicts NaN masks for every image, long after loading.
+    """
+    damaged = []
+    for name, tensor in state.items():
+        if not tensor.is_floating_point():
+            continue
+        # NaN and inf propagate through a sum: a finite sum clears a tensor in one pass
+        # (half precision is summed in float32, where weights cannot overflow).
+        if torch.isfinite(tensor.sum(dtype=torch.float32)):
+            continue
+        nan = int(torch.isnan(tensor).sum())
+        inf = int(torch.isinf(tensor).sum())
+        if nan or inf:  # else the sum overflowed
+            damaged.append(f"{name} ({nan} NaN, {inf} inf)")
+    if damaged:
+        shown = ", ".join(damaged[:SHOWN_TENSORS])
+        more = f" (+{len(damaged) - SHOWN_TENSORS} more)" if len(damaged) > SHOWN_TENSORS else ""
+        raise CheckpointError(
+            f"{path} holds NaN or infinite weights in {len(damaged)} tensor(s): {shown}{more}. "
+            "The file is damaged, or comes from a training run that diverged; use another "
+            "checkpoint (an earlier one of that training, or a fresh download)."
+        )
 
 
 def load_model(
@@ -448,7 +615,7 @@ def load_model(
         source = DEFAULT_MODEL
     if isinstance(source, str) and source in MODELS and model_name is None:
         spec = MODELS[source]
-        path = resolve_checkpoint(spec, progress=progress)
+        path, checkpoint_hash = _locate(spec, progress=progress)
         state = registered_state_dict(spec, progress=progress)
     else:
         path = Path(source)
@@ -468,6 +635,9 @@ def load_model(
                     "encoder keys found). Pass model_name= one of: " + ", ".join(MODELS) + "."
                 )
             spec = guess
+        checkpoint_hash = f"sha256:{file_sha256(path)}"
     model = build_sam(spec)
     load_weights(model, spec, state, path)
-    return LoadedModel(model=model.eval(), spec=spec, checkpoint=path)
+    return LoadedModel(
+        model=model.eval(), spec=spec, checkpoint=path, checkpoint_hash=checkpoint_hash
+    )

@@ -117,9 +117,11 @@ class Predictor:
             progress: Show a download progress bar.
         """
         loaded = load_model(source, model_name=model_name, progress=progress)
-        stat = loaded.checkpoint.stat()
-        # Variants shipped as a delta share their base's encoder, and so its embeddings.
-        key = f"{loaded.spec.encoder_name}-{stat.st_size}-{int(stat.st_mtime)}"
+        # Keyed by content: copies keep size and mtime, so two fine-tuned files can share both.
+        # Variants shipped as a delta share their base's encoder, and so its embeddings (the
+        # hash is the base checkpoint file's).
+        digest = loaded.checkpoint_hash.partition(":")[2]
+        key = f"{loaded.spec.encoder_name}-{digest[:16]}"
         return cls(
             loaded.model,
             loaded.spec,
