@@ -236,3 +236,19 @@ def test_writing_a_large_answer_takes_at_most_twice_the_image(tmp_path):
     assert peak <= 2 * image.nbytes, f"{peak / 2**20:.0f} MiB for a {image.nbytes >> 20} MiB image"
     assert tifffile.imread(tmp_path / "whole.tif").sum() == 80 * 80
     assert max(iio.imread(tmp_path / "overlay.png").shape[:2]) <= cli.OVERLAY_MAX_SIDE
+
+
+def test_a_read_only_cache_is_read_with_one_warning_and_embed_refuses_it(
+    tiny_cli, image_file, tmp_path, capsys
+):
+    cache = tmp_path / "shared_cache"
+    cache.mkdir()
+    with read_only(cache):
+        with pytest.warns(UserWarning, match="not writable") as caught:
+            assert _segment(image_file, tmp_path / "out", "--cache-dir", str(cache)) == 0
+        assert len([w for w in caught if "not writable" in str(w.message)]) == 1
+        assert (tmp_path / "out" / "whole.tif").is_file()
+        loads = len(tiny_cli)
+        assert main(["embed", str(image_file), "--cache-dir", str(cache)]) == 2
+        assert "Cannot write embeddings into the cache folder" in capsys.readouterr().err
+        assert len(tiny_cli) == loads  # refused before loading the model
