@@ -541,3 +541,21 @@ def test_small_object_in_a_large_image_gets_the_magnified_answer(
     context = widget.session.context
     assert widget.diameter_from_boxes() == pytest.approx(np.sqrt((x1 - x0) * (y1 - y0)), abs=1)
     assert widget.diameter is not None and widget.session.context > context
+
+
+def test_overlapping_boxes_keep_the_smaller_object_and_say_so(make_widget, qtbot, tiny_predictor):
+    image = np.random.default_rng(3).integers(0, 255, (120, 160), dtype=np.uint8)
+    viewer, widget = make_widget(image, tiny_predictor)
+    viewer.layers.selection.active = widget.shapes_layer
+    # A large box, then a small one inside it (napari's boxes in (row, col) corners).
+    widget.shapes_layer.add_rectangles([rectangle(10, 10, 110, 150), rectangle(40, 50, 70, 90)])
+    wait_idle(qtbot, widget, lambda: _predicted(widget))
+    prompts = widget._collect(widget._image, ())
+    expected = widget.scale.answer(prompts)
+    np.testing.assert_array_equal(widget.candidate_layers[0].data, expected.labels[0])
+    shared = [note for note in expected.notes if "claimed by several boxes" in note]
+    assert shared and shared[0] in widget.status  # the masks overlap: the user is told
+    areas = widget.scale.predict_boxes(prompts.boxes_xyxy).masks.sum(axis=(1, 2))
+    smaller = int(np.argmin(areas))
+    on_top = widget.candidate_layers[0].data == smaller + 1
+    assert on_top.sum() == areas[smaller]  # the smaller object is whole, on top
