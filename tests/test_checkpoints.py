@@ -33,6 +33,19 @@ from sam_viz.models.registry import MODELS
 
 
 @pytest.fixture
+def hash_calls(monkeypatch) -> list[Path]:
+    """The files digests.hash_file reads, in order (it still hashes them)."""
+    calls: list[Path] = []
+    real_hash_file = digests.hash_file
+    monkeypatch.setattr(
+        digests,
+        "hash_file",
+        lambda path, alg="sha256": calls.append(Path(path)) or real_hash_file(path, alg),
+    )
+    return calls
+
+
+@pytest.fixture
 def tiny_file(tmp_path, tiny_model) -> Path:
     path = tmp_path / "tiny.pth"
     torch.save(tiny_model.state_dict(), path)
@@ -595,18 +608,14 @@ def test_file_hash_is_computed_once_per_version_of_a_file(tmp_path, monkeypatch)
     )
 
 
-def test_loading_a_file_again_does_not_hash_it_again(tmp_path, monkeypatch, tiny_file, tiny_spec):
+def test_loading_a_file_again_does_not_hash_it_again(
+    tmp_path, monkeypatch, tiny_file, tiny_spec, hash_calls
+):
     from sam_viz.predictor import Predictor
 
     monkeypatch.setitem(MODELS, tiny_spec.name, tiny_spec)
     monkeypatch.setenv(checkpoints.CACHE_ENV, str(tmp_path / "cache"))
-    calls = []
-    real_hash_file = digests.hash_file
-    monkeypatch.setattr(
-        digests,
-        "hash_file",
-        lambda path, alg="sha256": calls.append(Path(path)) or real_hash_file(path, alg),
-    )
+    calls = hash_calls
     keys = {
         Predictor.from_pretrained(
             str(tiny_file), model_name=tiny_spec.name, device="cpu", progress=False
@@ -618,7 +627,7 @@ def test_loading_a_file_again_does_not_hash_it_again(tmp_path, monkeypatch, tiny
 
 # ------------------------------------------- damaged cached downloads and killed downloads
 def test_damaged_cached_file_is_reported_and_downloaded_again(
-    server, tmp_path, monkeypatch, capsys
+    server, tmp_path, monkeypatch, capsys, hash_calls
 ):
     from sam_viz.cli import main
 
@@ -628,13 +637,7 @@ def test_damaged_cached_file_is_reported_and_downloaded_again(
     monkeypatch.setenv(checkpoints.CACHE_ENV, str(tmp_path))
     cached = tmp_path / "weights.pth"
     cached.write_bytes(b"garbage" * 100)
-    calls = []
-    real_hash_file = digests.hash_file
-    monkeypatch.setattr(
-        digests,
-        "hash_file",
-        lambda path, alg="sha256": calls.append(Path(path)) or real_hash_file(path, alg),
-    )
+    calls = hash_calls
 
     assert main(["models"]) == 0
     out = capsys.readouterr().out

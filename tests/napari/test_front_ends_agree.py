@@ -32,9 +32,10 @@ def test_one_message_in_every_front_end(
     # Command line: refused before anything is embedded, exit status 2.
     monkeypatch.setattr(cli, "_load_predictor", lambda args: box_only)
     tifffile.imwrite(tmp_path / "image.tif", non_square_image)
-    code = cli.main(
-        ["segment", str(tmp_path / "image.tif"), "-o", str(tmp_path / "o"), "--point", "20,50"]
-    )
+    # (--model names a clicks model, whose registry entry passes the check made before
+    # loading; the box-only stand-in that loads then refuses.)
+    argv = ["segment", str(tmp_path / "image.tif"), "-o", str(tmp_path / "o"), "--point", "20,50"]
+    code = cli.main([*argv, "--model", "lite_medsam_clicks"])
     assert code == 2 and expected in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
