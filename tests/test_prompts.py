@@ -62,3 +62,14 @@ def test_order_by_area_is_smallest_first_and_stable():
     masks[1, :1, :1] = True  # 1 px
     masks[2] = True  # 16 px
     assert order_by_area(masks).tolist() == [1, 0, 2]
+
+
+def test_the_guide_does_not_promise_that_clicks_refine_a_box():
+    from sam_viz.models.registry import MODELS
+    from sam_viz.prompts import prompt_guide
+
+    box_only = prompt_guide(MODELS["lite_medsam"])
+    assert "usually makes the mask worse" in box_only and "redraw the box" in box_only
+    assert MODELS["lite_medsam_clicks"].title in box_only  # where clicks matter
+    assert "refine" not in box_only and "adjust" not in box_only
+    assert "refine" not in prompt_guide(MODELS["lite_medsam_clicks"])

@@ -303,26 +303,41 @@ def prompt_problem(spec: ModelSpec, prompts: PromptSet) -> str | None:
         return None
     if len(prompts.boxes_xyxy) or prompts.mask is not None:
         return None
-    from sam_viz.models.registry import MODELS
-
-    # A variant of the same encoder that was taught clicks, if one is registered.
-    clicks = [
-        other
-        for other in MODELS.values()
-        if other.encoder_name == spec.encoder_name and other.trained_with_points
-    ]
-    hint = f" To segment with clicks, choose {clicks[0].title}." if clicks else ""
+    clicks = _clicks_variant(spec)
+    hint = f" To segment with clicks, choose {clicks.title}." if clicks else ""
     return f"{spec.title} was trained with boxes only: draw a box around the object.{hint}"
 
 
+def _clicks_variant(spec: ModelSpec) -> ModelSpec | None:
+    """A registered variant of the same encoder that was taught clicks, if there is one."""
+    from sam_viz.models.registry import MODELS
+
+    return next(
+        (
+            other
+            for other in MODELS.values()
+            if other.encoder_name == spec.encoder_name and other.trained_with_points
+        ),
+        None,
+    )
+
+
 def prompt_guide(spec: ModelSpec | None) -> str:
-    """What to draw for this model, in a sentence every front end shows (plain text)."""
+    """What to draw for this model, in a sentence every front end shows (plain text).
+
+    For a box-only model it says what clicks after a box really do: a corrective click
+    usually makes its mask worse (benchmarks/eval_box_clicks.py), so it points to redrawing
+    the box, or to the click-trained variant.
+    """
     if spec is None:
         return "Draw a box around an object, or click on it."
     if not spec.trained_with_points:
+        clicks = _clicks_variant(spec)
+        hint = f"; for clicks, choose {clicks.title}" if clicks else ""
         return (
-            f"{spec.title} was trained with boxes only: draw a box around the object; "
-            "clicks after a box adjust it, a click alone is not answered."
+            f"{spec.title} was trained with boxes only: draw a box around the object. A click "
+            "alone is not answered, and a click after a box usually makes the mask worse: "
+            f"redraw the box instead{hint}."
         )
     return f"{spec.title}: click on the object or draw a box around it."
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from sam_viz.prompts import (
     UNUSED_WITH_BOXES_NOTE,
     PromptSet,
 )
+
+# Candidates this alike are one answer said three times, not a subpart/part/whole hierarchy.
+NEAR_DUPLICATE_IOU = 0.9
 
 
 @dataclass(frozen=True)
@@ -229,3 +233,64 @@ class Candidates:
         if name not in self.names:
             raise KeyError(f"No candidate {name!r}; candidates are {self.names}.")
         return self.labels[self.names.index(name)] > 0
+
+    @cached_property
+    def areas(self) -> tuple[int, ...]:
+        """Pixels of each candidate."""
+        return tuple(int(np.count_nonzero(layer)) for layer in self.labels)
+
+    @cached_property
+    def offered(self) -> tuple[int, ...]:
+        """Indices of the candidates worth offering the user, in candidate order.
+
+        The best one always; with several boxes only it (every candidate is the same answer);
+        otherwise each one that is not empty (while another is not) and not a near-duplicate
+        (mask IoU above :data:`NEAR_DUPLICATE_IOU`) of a better-ranked one.
+        """
+        best = self.best
+        if self.n_objects > 1:
+            return (best,)
+        ranked = sorted(range(len(self.labels)), key=lambda i: (i != best, -self.quality[i]))
+        kept: list[int] = []
+        for index in ranked:
+            if kept and self.areas[index] == 0:
+                continue
+            if any(self._iou(index, other) > NEAR_DUPLICATE_IOU for other in kept):
+                continue
+            kept.append(index)
+        return tuple(sorted(kept))
+
+    @property
+    def offer_note(self) -> str | None:
+        """Why fewer candidates than the model's three are offered, or None."""
+        if self.n_objects > 1 or len(self.offered) == len(self.labels):
+            return None
+        if not any(self.areas):
+            return None  # :meth:`describe` says it
+        empty = [self.names[i] for i in range(len(self.labels)) if self.areas[i] == 0]
+        alike = len(self.labels) - len(self.offered) - len(empty)
+        parts = []
+        if alike:
+            parts.append(f"{alike + 1} candidates are near-identical (IoU > {NEAR_DUPLICATE_IOU})")
+        if empty:
+            plural = "candidates are" if len(empty) > 1 else "candidate is"
+            parts.append(f"the {' and '.join(empty)} {plural} empty")
+        count = len(self.offered)
+        offered = "one answer is offered" if count == 1 else f"{count} alternatives are offered"
+        text = "; ".join(parts)
+        return f"{text[0].upper()}{text[1:]}: {offered}."
+
+    def describe(self, index: int) -> str:
+        """What the user sees when candidate ``index`` is shown, in one honest sentence."""
+        if not any(self.areas):
+            return "No object found: every candidate is empty. Redraw the box around the object."
+        name, area = self.names[index], self.areas[index]
+        if area == 0:
+            return f"{name} is empty (0 px); choose another candidate."
+        objects = f" for {self.n_objects} objects" if self.n_objects > 1 else ""
+        return f"{name} shown{objects} (predicted IoU {self.iou_scores[index]:.2f}, {area} px)"
+
+    def _iou(self, a: int, b: int) -> float:
+        first, second = self.labels[a] > 0, self.labels[b] > 0
+        union = np.count_nonzero(first | second)
+        return np.count_nonzero(first & second) / union if union else 1.0
