@@ -9,7 +9,10 @@ cytoplasm-stained cells of held-out generated microscopy fields (512 x 512, wind
 field's own diameter, as the front ends do).
 
 Prints per model and object kind: mean IoU with the box alone, with the box + click, and the
-share of objects the click improved or worsened by more than 0.02.
+share of objects the click improved or worsened by more than 0.02. It also checks the rule
+that offers fewer candidates when they are near-duplicates (``Candidates.offered``): how many
+box answers offer one, two or three candidates, and how often the best of the three was
+not among those offered (it lost more than 0.02 IoU).
 
 Usage::
 
@@ -31,6 +34,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from sam_viz.io import read_image  # noqa: E402
 from sam_viz.predictor import Predictor  # noqa: E402
+from sam_viz.predictor.candidates import Candidates  # noqa: E402
 from sam_viz.synthetic.microscopy import HELD_OUT_SEEDS, make_field  # noqa: E402
 from sam_viz.training.evaluate import coins_reference, deepest_point  # noqa: E402
 from sam_viz.windows.scaled import ScaledImage  # noqa: E402
@@ -61,19 +65,23 @@ def corrective_click(answer: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray,
 
 
 def object_results(scaled: ScaledImage, truths: list[np.ndarray]) -> np.ndarray:
-    """(N, 2) IoU with the box alone and with the box + one corrective click."""
+    """(N, 4) IoU with the box alone and with the box + one corrective click; the number of
+    candidates offered; the IoU lost by offering only those (best of three minus best offered)."""
     rows = []
     for truth in truths:
         ys, xs = np.nonzero(truth)
         box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], float)
         first = scaled.predict(box_xyxy=box)
         shown = first.masks[first.best]
+        offered = Candidates.from_prediction(first).offered
+        ious = [iou(mask, truth) for mask in first.masks]
+        lost = max(ious) - max(ious[i] for i in offered)
         if iou(shown, truth) == 1.0:
-            rows.append((1.0, 1.0))
+            rows.append((1.0, 1.0, len(offered), lost))
             continue
         point, label = corrective_click(shown, truth)
         second = scaled.predict(points_xy=point[None], point_labels=[label], box_xyxy=box)
-        rows.append((iou(shown, truth), iou(second.masks[second.best], truth)))
+        rows.append((iou(shown, truth), iou(second.masks[second.best], truth), len(offered), lost))
     return np.array(rows)
 
 
@@ -102,7 +110,7 @@ def main() -> None:
             sets.append((kind, field.image, field.diameter, objects))
 
     print(f"{'model':<20} {'objects':<20} {'n':>4} {'box':>6} {'+click':>7} {'better':>7} "
-          f"{'worse':>6}")  # fmt: skip
+          f"{'worse':>6}   offered 1/2/3   best not offered")  # fmt: skip
     for name in MODELS:
         predictor = Predictor.from_pretrained(name, device="cpu", progress=False)
         by_kind: dict[str, list[np.ndarray]] = {}
@@ -115,7 +123,9 @@ def main() -> None:
             print(
                 f"{name:<20} {kind:<20} {len(rows):>4} {rows[:, 0].mean():>6.3f} "
                 f"{rows[:, 1].mean():>7.3f} {np.mean(gain > CHANGE):>7.0%} "
-                f"{np.mean(gain < -CHANGE):>6.0%}"
+                f"{np.mean(gain < -CHANGE):>6.0%}   "
+                + "/".join(f"{np.mean(rows[:, 2] == k):.0%}" for k in (1, 2, 3))
+                + f"   {np.mean(rows[:, 3] > CHANGE):.0%}"
             )
 
 
