@@ -124,7 +124,10 @@ def test_decoder_trace_matches_the_predictor(embedded):
         )
         assert trace.iou_scores[token] == pytest.approx(prediction.iou_scores[j], abs=1e-5)
         assert trace.candidate_names[token] == prediction.names[j]
-    assert trace.candidate_names[0] == "single mask"
+    # SAM's training: the ambiguity-aware tokens are the candidates, token 0 is not.
+    assert trace.offered_tokens == (1, 2, 3)
+    assert trace.candidate_names[0] == "not offered"
+    assert trace.best_offered == 1 + int(np.argmax(trace.iou_scores[1:]))
     single = predictor.predict(points, labels, box, embedding=embedding, multimask_output=False)
     np.testing.assert_allclose(trace.low_res_logits[0], single.low_res_logits[0], atol=1e-4)
     # With a mask prompt, the dense part is the mask path's output.
@@ -146,6 +149,36 @@ def test_similarity_peaks_at_the_point(tiny_model):
     assert similarity.max() > 0.9
 
 
+def test_similarity_depends_on_the_offset_vector(tiny_model):
+    size = anatomy.input_size(tiny_model)[0]
+    grid = int(tiny_model.prompt_encoder.image_embedding_size[0])
+    xy = np.array([0.4 * size, 0.55 * size])
+    # The map over the grid is the offset kernel at (cell centre - point).
+    centres = (np.arange(grid) + 0.5) * size / grid - 0.5
+    offsets = np.stack(np.meshgrid(centres, centres, indexing="xy"), axis=-1) - xy
+    np.testing.assert_allclose(
+        anatomy.similarity_map(tiny_model, xy),
+        anatomy.offset_similarity(tiny_model, offsets),
+        atol=1e-5,
+    )
+    assert anatomy.offset_similarity(tiny_model, np.zeros(2)) == pytest.approx(1.0)
+    # Not a function of the distance alone: the same distance in other directions differs.
+    radii = [anatomy.half_similarity_radius(tiny_model, angle) for angle in range(0, 180, 15)]
+    assert max(radii) > 1.05 * min(radii)
+    angles = np.linspace(0, np.pi, 24)
+    ring = np.mean(radii) * np.stack([np.cos(angles), np.sin(angles)], axis=-1)
+    assert np.ptp(anatomy.offset_similarity(tiny_model, ring)) > 0.03
+
+
+def test_frequency_order_sorts_sin_then_cos_by_wavelength(tiny_model):
+    order = anatomy.frequency_order(tiny_model)
+    lengths = anatomy.wavelengths(tiny_model)
+    count = len(lengths)
+    assert sorted(order) == list(range(2 * count))
+    assert np.all(np.diff(lengths[order[:count]]) <= 0)
+    np.testing.assert_array_equal(order[count:], order[:count] + count)
+
+
 def test_frequency_channels_span_the_wavelengths(tiny_model):
     lengths = anatomy.wavelengths(tiny_model)
     channels = anatomy.frequency_channels(tiny_model, 4)
@@ -163,8 +196,11 @@ def test_real_model_mask_path_and_learned_embeddings(lite_predictor):
     # LiteMedSAM offers its single-mask output (the one it was trained for) as a candidate.
     embedding = lite_predictor.set_image(np.tile(np.arange(64, dtype=np.uint8), (48, 1)))
     trace = anatomy.decoder_trace(lite_predictor, embedding, box_xyxy=(10, 10, 40, 30))
-    assert trace.candidate_names[0].endswith("(single mask)")
-    assert sorted(trace.candidate_names).count("not offered") == 1
+    assert trace.offered_tokens[0] == 0 and len(trace.offered_tokens) == 3
+    assert trace.candidate_names.count("not offered") == 1
+    note = anatomy.mask_token_note(trace, lite_predictor.spec)
+    assert "trained with the single-mask output only" in note
+    assert f"token 0 as {trace.candidate_names[0]}" in note
     # Trained vectors: the four prompt kinds are told apart.
     vectors = np.stack([learned[name] for name in anatomy.POINT_EMBEDDING_NAMES])
     assert np.linalg.matrix_rank(vectors) == 4

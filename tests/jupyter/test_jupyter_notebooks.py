@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -64,9 +65,26 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
     ]
     assert widgets, "the notebook shows a widget"
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    pages = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    # Numbers are printed as numbers, not as NumPy scalar reprs ("np.float32(0.23)").
+    assert "np.float" not in text and "np.int" not in text
     if name == NAMES[0]:
         assert "object 1:" in text and "objects: [1 2]" in text
     elif name == NAMES[1]:
         assert "conv 1x1 stride 1" in text and "mask token 3" in text
+        # Token 0 is explained, and the captions say which tokens are offered.
+        assert "Mask token 0 is SAM's single-mask output" in text
+        assert "single-mask output: offered as" in pages and pages.count("not offered") == 1
+        # The bump's radius depends on the direction; lengths are computed, not quoted.
+        assert text.count("similarity falls to 1/2 after") == 4
+        assert re.search(r"positional encoding +length +\d+\.\d\d", text)
+        assert "positional (top, length" in pages
+        # A point alone: the box-only model and the click-trained one it is offered.
+        assert re.search(r"^lite_medsam +point alone", text, re.MULTILINE)
+        assert re.search(r"^lite_medsam_clicks +point alone", text, re.MULTILINE)
     else:
         assert "nuclei_labels.tif" in text and "objects:" in text
+        for caption in ("full 16-bit range:", "min-max:", "percentile stretch (auto"):
+            assert caption in pages
+        # "One more nucleus" boxes one that is not committed yet.
+        assert re.search(r"not committed yet; .* committed pixels on it: 0\n", text)

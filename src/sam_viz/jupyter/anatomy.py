@@ -24,7 +24,7 @@ The path of a prompt, in SAM's own module names:
 6. The mask decoder prepends its output tokens (``iou_token`` and 4 ``mask_tokens``) to the
    prompt tokens, runs the two-way transformer, and reads the IoU scores from the IoU token
    and one mask per mask token (token 0 is the single-mask output, tokens 1-3 the three
-   ambiguity-aware candidates).
+   ambiguity-aware ones; which of them a model's candidates are: :func:`mask_token_note`).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from sam_viz.modeling.sam import Sam
+from sam_viz.models.registry import ModelSpec
 from sam_viz.predictor import Predictor
 from sam_viz.predictor.cache import ImageEmbedding
 from sam_viz.predictor.transforms import ImageFrame
@@ -113,12 +114,53 @@ def frequency_channels(model: Sam, count: int = 4) -> np.ndarray:
     return order[picks]
 
 
+def frequency_order(model: Sam) -> np.ndarray:
+    """(2F,) channel indices sorted by frequency: the F sin channels from the longest
+    wavelength to the shortest, then their cos channels in the same order.
+
+    SAM stores the channels in the random order of ``G``'s columns, so a strip of an
+    encoding in raw order hides which waves change slowly as a point moves.
+    """
+    order = np.argsort(-wavelengths(model), kind="stable")
+    return np.concatenate([order, order + len(order)])
+
+
+def offset_similarity(model: Sam, offsets_xy_model: np.ndarray) -> np.ndarray:
+    """Cosine similarity between the encodings of two points ``offset`` apart.
+
+    Each sin/cos pair contributes ``cos`` of its phase difference, so the similarity is
+    ``mean_k cos(4 pi (dx g_xk / W + dy g_yk / H))``: a function of the offset vector
+    (dx, dy), not only of its length. ``G``'s columns point in random directions with
+    random lengths, so the bump is stretched more in some directions than in others.
+
+    Args:
+        offsets_xy_model: (..., 2) offsets (dx, dy) in model-input pixels.
+
+    Returns:
+        (...,) similarities in [-1, 1]; 1 at offset (0, 0).
+    """
+    height, width = input_size(model)
+    steps = np.asarray(offsets_xy_model, dtype=np.float64) / np.array([width, height])
+    return np.cos(4 * math.pi * (steps @ gaussian_matrix(model))).mean(axis=-1)
+
+
+def half_similarity_radius(model: Sam, angle_deg: float, *, step: float = 0.25) -> float:
+    """How far (model-input pixels) a point must move in direction ``angle_deg`` (0: +x,
+    90: +y, down) before its encoding's similarity to the start drops below one half."""
+    direction = np.array([math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))])
+    distances = np.arange(0.0, max(input_size(model)), step)
+    below = np.flatnonzero(offset_similarity(model, distances[:, None] * direction) < 0.5)
+    return float(distances[below[0]]) if len(below) else float("inf")
+
+
 def similarity_map(model: Sam, xy_model: np.ndarray) -> np.ndarray:
     """Cosine similarity (G, G) between one point's encoding and the image's at every cell.
 
     Every encoding has the same norm (sqrt(F): each sin/cos pair has length 1), so this is the
     dot product up to a constant: a bump centred on the point, which is how attention between
-    prompt tokens and image tokens knows "where".
+    prompt tokens and image tokens knows "where". Its shape is that of
+    :func:`offset_similarity`: it depends on the direction of the offset, not only on the
+    distance.
     """
     point = point_positional_encoding(model, np.reshape(xy_model, (1, 2)))[0]
     dense = image_positional_encoding(model)
@@ -280,9 +322,12 @@ class DecoderTrace:
         hyper_weights: (4, C) the weights each mask token's hypernetwork MLP makes; a mask is
             these weights dotted with the upscaled image features at every pixel.
         candidate_names: For each mask token, the candidate name the predictor gives it
-            ("subpart", "part", "whole" by area), "single mask" for token 0 (SAM's
-            single-mask output) and "not offered" for a token that is not a candidate
-            (models whose multimask tokens were not trained offer token 0 instead).
+            ("subpart", "part", "whole" by area), or "not offered" for a token that is not
+            one of its candidates.
+        offered_tokens: The mask tokens the predictor offers, in token order: 1-3 where the
+            model's ambiguity-aware tokens were trained for this prompt; otherwise token 0
+            (the single-mask output) and the two of 1-3 it scores highest (see
+            :func:`mask_token_note`).
         sparse: The sparse prompt tokens (see :func:`sparse_tokens`).
         dense: (256, G, G) the dense prompt added to the image embedding.
     """
@@ -294,8 +339,48 @@ class DecoderTrace:
     low_res_logits: np.ndarray
     hyper_weights: np.ndarray
     candidate_names: tuple[str, ...]
+    offered_tokens: tuple[int, ...]
     sparse: list[SparseToken]
     dense: np.ndarray
+
+    @property
+    def best_offered(self) -> int:
+        """The offered mask token with the highest predicted IoU."""
+        return max(self.offered_tokens, key=lambda k: float(self.iou_scores[k]))
+
+
+def token_role(token: int) -> str:
+    """What mask token ``token`` is for: SAM's single-mask output (0) or one of its three
+    ambiguity-aware outputs (1-3)."""
+    return "single-mask output" if token == 0 else "ambiguity-aware output"
+
+
+def mask_token_note(trace: DecoderTrace, spec: ModelSpec) -> str:
+    """In words: what mask token 0 and tokens 1-3 are, which of them this model's
+    candidates are for this prompt, and why (plain text)."""
+    offered = trace.offered_tokens
+    text = (
+        "Mask token 0 is SAM's single-mask output: the one mask SAM returns when asked for "
+        "one (multimask_output=False), meant for prompts that leave no doubt. Tokens 1-3 are "
+        "its ambiguity-aware outputs, trained to give three different plausible masks "
+        "(such as subpart, part, whole) for an ambiguous prompt like a single click. "
+    )
+    if tuple(offered) == (1, 2, 3):
+        return text + (
+            f"{spec.title} trained them for this prompt, so tokens 1-3 are the three "
+            "candidates, named by area; token 0 is not offered."
+        )
+    why = {
+        "none": "it was trained with the single-mask output only",
+        "single_click": "they were trained for a single click only",
+    }.get(spec.multimask, "they were not trained for it")
+    left_out = [k for k in range(1, len(trace.candidate_names)) if k not in offered]
+    named = ", ".join(f"token {k} as {trace.candidate_names[k]}" for k in offered)
+    return text + (
+        f"{spec.title}'s tokens 1-3 were not trained for this prompt ({why}), so sam_viz "
+        "offers token 0 plus the two of tokens 1-3 with the highest predicted IoU, named by "
+        f"area ({named}); token {', '.join(map(str, left_out))} is not offered."
+    )
 
 
 def decoder_trace(
@@ -349,7 +434,7 @@ def decoder_trace(
         tokens_in = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
         tokens_out = torch.cat([out.iou_token[:1], out.mask_tokens[0]], dim=0)
     n_mask = int(decoder.mask_tokens.weight.shape[0])
-    names = _candidate_names(predictor, embedding, prompts, mask_logits, n_mask)
+    names, offered = _candidate_names(predictor, embedding, prompts, mask_logits, n_mask)
     return DecoderTrace(
         token_names=("IoU token", *[f"mask token {k}" for k in range(n_mask)]),
         tokens_in=_numpy(tokens_in),
@@ -358,6 +443,7 @@ def decoder_trace(
         low_res_logits=_numpy(out.masks[0]),
         hyper_weights=_numpy(out.hyper_in[0]),
         candidate_names=names,
+        offered_tokens=offered,
         sparse=sparse,
         dense=_numpy(dense_embed[0]),
     )
@@ -393,8 +479,8 @@ def _candidate_names(
     prompts: PromptSet,
     mask_logits: np.ndarray | None,
     n_mask: int,
-) -> tuple[str, ...]:
-    """Which mask tokens the predictor offers as candidates, and their names (by area)."""
+) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Each mask token's candidate name (by area) or "not offered", and the offered tokens."""
     has_points, has_box = len(prompts.points_xy) > 0, len(prompts.boxes_xyxy) > 0
     offered = predictor.predict(
         prompts.points_xy if has_points else None,
@@ -403,7 +489,7 @@ def _candidate_names(
         mask_logits,
         embedding=embedding,
     )
-    names = ["single mask"] + ["not offered"] * (n_mask - 1)
+    names = ["not offered"] * n_mask
     for name, token in zip(offered.names, offered.token_indices, strict=True):
-        names[int(token)] = name if token else f"{name} (single mask)"
-    return tuple(names)
+        names[int(token)] = name
+    return tuple(names), tuple(sorted(int(token) for token in offered.token_indices))
