@@ -7,10 +7,11 @@ from napari_test_helpers import rectangle
 
 
 @pytest.fixture
-def make_widget(make_napari_viewer):
+def make_widget(make_napari_viewer, qtbot):
     """``make_widget(image=None, predictor=None, **kwargs) -> (viewer, widget)``: a viewer with
     the image (if any) and the dock widget built around ``predictor`` (``show=True`` shows
-    the window, for screenshots)."""
+    the window, for screenshots), once the widget has settled (its candidate layers are
+    made just after it opens)."""
     from sam_viz._napari._widget import SamWidget
 
     def make(image=None, predictor=None, layer_kwargs=None, show=False, **kwargs):
@@ -19,6 +20,7 @@ def make_widget(make_napari_viewer):
             viewer.add_image(image, name="image", **(layer_kwargs or {}))
         widget = SamWidget(viewer, predictor=predictor, **kwargs)
         viewer.window.add_dock_widget(widget, name="Segment Anything")
+        qtbot.waitUntil(lambda: not widget.busy, timeout=10_000)
         return viewer, widget
 
     return make

@@ -33,8 +33,11 @@ def test_prompts_ask_for_the_plane_then_its_windows_then_a_prediction(
     assert show and following is None
     chosen = session.show(request.image.answer(request.prompts), ())
     assert chosen == session.candidates.best == session.chosen
-    session.choose(2)
-    assert session.chosen == 2
+    offered = session.candidates.offered
+    for index in offered:  # the user's pick is shown...
+        assert session.choose(index) is None and session.chosen == index
+    for index in set(range(3)) - set(offered):  # ...if it is offered; else they are told why
+        assert "not offered" in session.choose(index) and session.chosen == offered[-1]
 
 
 def test_a_cancelled_embedding_waits_for_new_prompts(tiny_spec):

@@ -15,6 +15,7 @@ Modules:
     _automatic: segment everything on a plane, propagate an object through a stack (no Qt).
     _tasks: those two as long tasks in a napari worker, with progress and Cancel.
     _models: the model and device choice, and loading the model in a worker.
+    _lifetime: when the dock widget's life ends (napari's X on the dock, the viewer closing).
     _controls, _widget: the dock widget's controls, and the widget tying it all together.
     _sample_data: scikit-image sample images for File > Open Sample.
 """

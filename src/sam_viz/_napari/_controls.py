@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QEvent, QObject, QSize, Qt
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
     QRadioButton,
+    QScrollArea,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from sam_viz.prompts import CANDIDATE_NAMES
+
+# Characters a combo box shows before eliding: long model, image or checkpoint names must
+# not widen the dock (the full name is in the list and the tooltip).
+COMBO_CHARS = 14
 
 KEYS_HELP = (
     "Keys (in the SAM layers): 1/2/3 choose subpart/part/whole, C commits, N toggles "
@@ -37,8 +44,7 @@ class Controls(QWidget):
         super().__init__(parent)
         layout = QVBoxLayout(self)
         layout.addLayout(self._model_form())
-        self.guide_label = QLabel()
-        self.guide_label.setWordWrap(True)
+        self.guide_label = _wrapped_label()
         layout.addWidget(self.guide_label)
         layout.addLayout(self._prompt_row())
         layout.addLayout(self._embedding_row())
@@ -50,18 +56,20 @@ class Controls(QWidget):
         layout.addWidget(self._candidates_box())
         layout.addLayout(self._commit_form())
         layout.addLayout(self._commit_row())
+        self._status(layout)  # under the candidates and Commit it speaks of
         layout.addWidget(self._automatic_box())
-        self._status(layout)
+        keys = _wrapped_label(KEYS_HELP)
+        keys.setStyleSheet("color: gray;")
+        layout.addWidget(keys)
         layout.addStretch(1)
 
     def _model_form(self) -> QFormLayout:
         """The image, model, device and object diameter."""
         form = QFormLayout()
-        self.image_combo = QComboBox()
+        self.image_combo = _narrow_combo()
         self.image_combo.setToolTip("The image to segment: 2-D gray or RGB, or a stack.")
-        self.model_combo = QComboBox()
-        self.model_combo.setToolTip("The SAM model; the embedded one works offline.")
-        self.device_combo = QComboBox()
+        self.model_combo = _narrow_combo()
+        self.device_combo = _narrow_combo()
         self.diameter_spin = QDoubleSpinBox()
         self.diameter_spin.setRange(0, 10_000)
         self.diameter_spin.setDecimals(1)
@@ -116,10 +124,21 @@ class Controls(QWidget):
         self.candidate_buttons: list[QRadioButton] = []
         for index, name in enumerate(CANDIDATE_NAMES):
             button = QRadioButton(f"{index + 1}  {name}")
+            button.setEnabled(False)  # until there are candidates
             self.candidate_group.addButton(button, index)
             self.candidate_buttons.append(button)
             candidates_layout.addWidget(button)
         return candidates
+
+    def show_candidates(self, texts: list[str], offered: set[int], chosen: int | None) -> None:
+        """Label the candidate buttons, enable the ``offered`` ones and check ``chosen``
+        (None: no candidates, every button unchecked)."""
+        self.candidate_group.setExclusive(False)  # an exclusive group cannot uncheck all
+        for index, button in enumerate(self.candidate_buttons):
+            button.setText(texts[index])
+            button.setEnabled(index in offered)
+            button.setChecked(index == chosen)
+        self.candidate_group.setExclusive(True)
 
     def _commit_form(self) -> QFormLayout:
         """The object id to commit as, and whether to overwrite other objects."""
@@ -175,12 +194,55 @@ class Controls(QWidget):
         return automatic
 
     def _status(self, layout: QVBoxLayout) -> None:
-        """The status line and the keys' help, added to ``layout``."""
-        self.status_label = QLabel()
-        self.status_label.setWordWrap(True)
+        """The status line, added to ``layout``."""
+        self.status_label = _wrapped_label()
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.status_label)
-        keys = QLabel(KEYS_HELP)
-        keys.setWordWrap(True)
-        keys.setStyleSheet("color: gray;")
-        layout.addWidget(keys)
+
+
+class ScrollingControls(QScrollArea):
+    """The controls in a vertical scroll area: a short window scrolls them rather than
+    squeezing them, and the dock is as wide as the controls need, no wider."""
+
+    def __init__(self, controls: Controls, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWidget(controls)
+        controls.installEventFilter(self)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        if obj is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # the controls' size changed (napari's style, longer text)
+        return super().eventFilter(obj, event)
+
+    def _width(self, content: QSize) -> int:
+        # The scroll bar and what the style puts around the viewport (2 px with napari's).
+        around = self.width() - self.viewport().width() if self.isVisible() else 0
+        return content.width() + max(around, self.verticalScrollBar().sizeHint().width() + 2)
+
+    def minimumSizeHint(self) -> QSize:
+        hint = super().minimumSizeHint()
+        return QSize(self._width(self.widget().minimumSizeHint()), hint.height())
+
+    def sizeHint(self) -> QSize:
+        content = self.widget().sizeHint()
+        return QSize(self._width(content), content.height())
+
+
+def _wrapped_label(text: str = "") -> QLabel:
+    """A label that wraps its text to the dock's width instead of widening the dock (a
+    wrapped label asks for a width that suits its text, 550 px for the keys' help)."""
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    return label
+
+
+def _narrow_combo() -> QComboBox:
+    """A combo box as wide as :data:`COMBO_CHARS` characters, whatever its entries."""
+    combo = QComboBox()
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(COMBO_CHARS)
+    return combo

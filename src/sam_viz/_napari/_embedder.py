@@ -24,7 +24,7 @@ from qtpy.QtCore import QObject, Signal
 
 from sam_viz._napari._scheduling import PlaneQueue
 from sam_viz._napari._slicing import Plane, plane_data
-from sam_viz._napari._workers import Failed, call_safely
+from sam_viz._napari._workers import Failed, WorkerPool, call_safely
 from sam_viz.image import contrast_limits
 from sam_viz.predictor import Cancelled, Predictor
 from sam_viz.progress import check_cancel
@@ -151,6 +151,7 @@ class WindowEmbedder(QObject):
         data: object,
         rgb: bool,
         diameter: float | None,
+        pool: WorkerPool,
         parent: QObject | None = None,
     ) -> None:
         """Args:
@@ -158,10 +159,12 @@ class WindowEmbedder(QObject):
         data: The image layer's data (read plane by plane in the worker).
         rgb: Whether its last axis holds colour channels.
         diameter: The object diameter in image pixels, or None to estimate it.
+        pool: The thread pool the worker runs on (joined when the widget closes).
         parent: Qt parent.
         """
         super().__init__(parent)
         self.predictor = predictor
+        self._pool = pool
         self._stack = _Stack(data, rgb, diameter)
         self._images: OrderedDict[Plane, ScaledImage] = OrderedDict()
         self._queue = PlaneQueue()
@@ -248,7 +251,7 @@ class WindowEmbedder(QObject):
         worker.yielded.connect(self._on_yielded)
         worker.finished.connect(self._on_finished)
         self.progress.emit(0, "embedding...")
-        worker.start()
+        self._pool.start(worker)
 
     def _on_reported(self, text: str, done: int, total: int) -> None:
         self.progress.emit(int(1000 * done / max(total, 1)), f"{text}: %p%")
@@ -272,9 +275,5 @@ class WindowEmbedder(QObject):
         if self._failed:
             self.progress.emit(0, "embedding: not computed")
         else:
-            self.progress.emit(1000, f"embedding: ready ({self._describe()})")
+            self.progress.emit(1000, "embedding: ready")  # the scale: the diameter's tooltip
         self.idle.emit()
-
-    def _describe(self) -> str:
-        image = next(reversed(self._images.values()), None)
-        return "" if image is None else str(image.scale)

@@ -14,6 +14,7 @@ from qtpy.QtWidgets import QDoubleSpinBox, QProgressBar, QPushButton
 from sam_viz._napari._embedder import WindowEmbedder
 from sam_viz._napari._scale import DiameterControl
 from sam_viz._napari._slicing import Plane
+from sam_viz._napari._workers import WorkerPool
 from sam_viz.predictor import Predictor
 from sam_viz.windows.scaled import ScaledImage
 
@@ -32,6 +33,7 @@ class EmbeddingPanel(QObject):
         progress: The embedding progress bar (0..1000).
         cancel_button: Its Cancel button.
         diameter_spin: The diameter field (0 means auto).
+        pool: The thread pool embedding workers run on.
         parent: Qt parent.
     """
 
@@ -44,9 +46,11 @@ class EmbeddingPanel(QObject):
         progress: QProgressBar,
         cancel_button: QPushButton,
         diameter_spin: QDoubleSpinBox,
+        pool: WorkerPool,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
+        self._pool = pool
         self._progress = progress
         self._cancel_button = cancel_button
         self._diameter = DiameterControl(diameter_spin, self)
@@ -58,7 +62,7 @@ class EmbeddingPanel(QObject):
     def embedder(self, predictor: Predictor, data: object, rgb: bool) -> WindowEmbedder:
         """The embedder of the current image and model, made on first use."""
         if self._embedder is None:
-            embedder = WindowEmbedder(predictor, data, rgb, self.diameter, self)
+            embedder = WindowEmbedder(predictor, data, rgb, self.diameter, self._pool, self)
             embedder.ready.connect(self._on_ready)
             embedder.failed.connect(self.failed.emit)
             embedder.progress.connect(self.set_progress)

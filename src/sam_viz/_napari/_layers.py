@@ -14,8 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import pandas as pd
-from napari.layers import Image, Labels, Points, Shapes
+from napari.layers import Image, Labels, Layer, Points, Shapes
 from napari.utils.colormaps import DirectLabelColormap
 
 from sam_viz._napari._slicing import Plane, plane_geometry
@@ -29,6 +28,12 @@ OBJECTS_NAME = "SAM objects"
 EVERYTHING_NAME = "SAM everything"
 POINT_COLORS = {"positive": "lime", "negative": "red"}
 OBJECTS_DTYPE = np.uint32
+# Point markers: a fraction of the image's smaller side, clamped, so a click does not hide
+# a small object (a fixed 12 px marker covered a 20 px nucleus) yet stays visible; napari
+# keeps them at least MARKER_CANVAS_PX wide on screen when zoomed out.
+MARKER_FRACTION = 1 / 200
+MARKER_SIZE_PX = (2.0, 8.0)
+MARKER_CANVAS_PX = (4, 10_000)
 
 
 def _placement(image: Image, ndim: int) -> dict:
@@ -42,14 +47,48 @@ def _placement(image: Image, ndim: int) -> dict:
     return kwargs
 
 
+def refit(layer: Layer, image: Image, ndim: int) -> bool:
+    """Place an existing layer of ``ndim`` dimensions over ``image`` as a new one would be.
+
+    Returns:
+        False (nothing changed) when that takes more than a new scale and translate:
+        another number of dimensions, or another rotation, shear or affine; make a new layer.
+    """
+    if layer.ndim != ndim:
+        return False
+    target = _placement(image, ndim)
+    want = [np.eye(ndim), np.zeros_like(layer.shear), np.eye(ndim + 1)]
+    if "affine" in target:
+        want = [image.rotate, image.shear, image.affine.affine_matrix]
+    have = [layer.rotate, layer.shear, layer.affine.affine_matrix]
+    pairs = zip(have, want, strict=True)
+    if not all(np.shape(a) == np.shape(b) and np.allclose(a, b) for a, b in pairs):
+        return False
+    layer.scale = target["scale"]
+    layer.translate = target["translate"]
+    return True
+
+
+def marker_size(image: Image, points: Layer | None = None) -> float:
+    """The diameter of a point marker over ``image``, in the data pixels of ``points``
+    (the image's pixels when None): see :data:`MARKER_FRACTION`."""
+    _, image_hw = plane_geometry(image.data.shape, image.rgb)
+    low, high = MARKER_SIZE_PX
+    size = float(np.clip(min(image_hw) * MARKER_FRACTION, low, high))
+    if points is not None:  # image pixels to the points layer's (they share a scale by default)
+        size *= float(np.mean(image.scale[-2:]) / np.mean(points.scale[-2:]))
+    return size
+
+
 def make_points_layer(image: Image) -> Points:
     """A Points layer for positive (green) and negative (red) clicks over ``image``.
 
     Each point's ``label`` feature is ``"positive"`` or ``"negative"``; new points take
     ``layer.feature_defaults["label"]``.
     """
+    import pandas as pd  # napari's Points imports it too, once a layer is made
+
     features = pd.DataFrame({"label": pd.Categorical([], categories=list(POINT_COLORS))})
-    size = max(3.0, 0.012 * max(plane_geometry(image.data.shape, image.rgb)[1]))
     layer = Points(
         ndim=image.ndim,
         name=POINTS_NAME,
@@ -57,7 +96,8 @@ def make_points_layer(image: Image) -> Points:
         face_color="label",
         face_color_cycle=POINT_COLORS,
         border_color="white",
-        size=size,
+        size=marker_size(image),
+        canvas_size_limits=MARKER_CANVAS_PX,
         **_placement(image, image.ndim),
     )
     layer.feature_defaults["label"] = "positive"
@@ -229,6 +269,8 @@ def show_everything(layer: Labels, plane: Plane, segmentation: Segmentation) -> 
     else:
         layer.data[...] = ids
     present = set(np.unique(layer.data).tolist())
+    import pandas as pd
+
     rows = [
         {**row, "index": int(row["label"]) + offset, "plane": str(plane)}
         for row in segmentation.table()

@@ -1,4 +1,8 @@
-"""Choosing the model and device, and loading the chosen model off the UI thread."""
+"""Choosing the model and device, and loading the chosen model off the UI thread.
+
+The model list shows registry names (short, so the dock stays narrow); each entry's tooltip
+has the model's title and what it was trained with.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,10 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from napari.qt.threading import create_worker
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QWidget
 
-from sam_viz._napari._workers import Failed, call_safely
+from sam_viz._napari._workers import Failed, SerialWorker
 from sam_viz.device import available_devices
 from sam_viz.models.registry import DEFAULT_MODEL, MODELS, ModelSpec
 from sam_viz.predictor import Predictor
@@ -31,8 +34,17 @@ def default_predictor_factory(source: str, device: str) -> Predictor:
     return Predictor.from_pretrained(source, device=device, cache=cache, progress=False)
 
 
+def model_tooltip(spec: ModelSpec) -> str:
+    """The details of a registered model, for its entry in the model list."""
+    prompts = "boxes, clicks and masks" if spec.trained_with_points else "boxes (and masks) only"
+    return f"{spec.title} [{spec.name}]\nTrained with {prompts}."
+
+
 class ModelChooser(QObject):
     """Drives the model and device combo boxes and loads the chosen model.
+
+    Loading runs on a daemon thread of its own, not a napari worker: it cannot be cancelled,
+    and a load still running when napari quits must neither delay the exit nor abort it.
 
     Signals:
         changed(): the choice changed; the previous predictor is no longer used.
@@ -61,14 +73,19 @@ class ModelChooser(QObject):
         self.loading = False
         self._failed_source: Source | None = None
         self._custom_path: str | None = None
+        self._loader = SerialWorker("sam_viz model loading", parent=self)
 
         if given is not None:
-            model_combo.addItem(f"{given.spec.title} (given)", GIVEN)
+            model_combo.addItem(f"{given.spec.name} (given)", GIVEN)
+            _set_tooltip(model_combo, model_tooltip(given.spec))
         for name, spec in MODELS.items():
-            model_combo.addItem(f"{spec.title} [{name}]", name)
+            model_combo.addItem(name, name)
+            _set_tooltip(model_combo, model_tooltip(spec))
         model_combo.addItem(CUSTOM_CHECKPOINT, CUSTOM_CHECKPOINT)
+        _set_tooltip(model_combo, "A SAM checkpoint file (.pth, .pt) of a registered variant.")
         model_combo.setCurrentIndex(model_combo.findData(GIVEN if given else DEFAULT_MODEL))
         self._index = model_combo.currentIndex()
+        self._show_tooltip()
         if given is not None:
             device_combo.addItem(str(given.device))
             device_combo.setEnabled(False)
@@ -103,10 +120,13 @@ class ModelChooser(QObject):
             return False
         if not self.loading:
             self.loading = True
-            worker = create_worker(call_safely, self._factory, *source, _start_thread=False)
-            worker.returned.connect(partial(self._on_loaded, source))
-            worker.start()
+            self._loader.submit(self._factory, *source, on_done=partial(self._on_loaded, source))
         return True
+
+    def close(self, wait_s: float = 0.0) -> None:
+        """Drop the result of a load still running (waiting up to ``wait_s`` for it to end)."""
+        self._loader.shutdown(wait_s)
+        self.loading = False
 
     def ask_checkpoint_path(self) -> str:
         """Ask the user for a checkpoint file (empty if cancelled)."""
@@ -126,12 +146,14 @@ class ModelChooser(QObject):
             if path:
                 self._custom_path = path
                 combo.setItemText(index, f"checkpoint: {Path(path).name}")
+                combo.setItemData(index, path, Qt.ItemDataRole.ToolTipRole)
             else:
                 combo.setCurrentIndex(self._index)  # cancelled: keep the previous model
             combo.blockSignals(False)
             if not path:
                 return
         self._index = index
+        self._show_tooltip()
         if self._given is not None and self.source() is not None and not self._devices.isEnabled():
             self._devices.blockSignals(True)
             self._devices.clear()
@@ -139,6 +161,12 @@ class ModelChooser(QObject):
             self._devices.setEnabled(True)
             self._devices.blockSignals(False)
         self._on_change()
+
+    def _show_tooltip(self) -> None:
+        """The combo box's tooltip: the details of the model chosen."""
+        combo = self._models
+        details = combo.itemData(combo.currentIndex(), Qt.ItemDataRole.ToolTipRole)
+        combo.setToolTip(f"{details}\nThe embedded models work offline." if details else "")
 
     def _on_change(self, *_: object) -> None:
         self.predictor = self._given if self.source() is None else None
@@ -156,3 +184,8 @@ class ModelChooser(QObject):
             return
         self.predictor = result  # type: ignore[assignment]
         self.loaded.emit(result)
+
+
+def _set_tooltip(combo: QComboBox, text: str) -> None:
+    """Give the combo box's last entry a tooltip."""
+    combo.setItemData(combo.count() - 1, text, Qt.ItemDataRole.ToolTipRole)

@@ -102,10 +102,19 @@ class ObjectsLayer:
         )
         return written
 
-    def undo(self, say: Say) -> None:
-        """Undo the last change to the layer (a commit, or a paint stroke there)."""
-        if self.layer is None:
-            say("Nothing to undo.", notify=False)
-            return
-        self.layer.undo()
-        say(f"Undid the last change to {self.layer.name!r}.", notify=False)
+    def undo(self, say: Say) -> bool:
+        """Undo the last change to the layer (a commit, or a paint stroke there).
+
+        Returns:
+            Whether there was a change to undo (``say`` tells the user either way).
+        """
+        layer = self.layer
+        # napari keeps the layer's undo steps in a private deque; without it, assume one.
+        steps = getattr(layer, "_undo_history", None)
+        if layer is None or (steps is not None and not len(steps)):
+            where = "" if layer is None else f" in {layer.name!r}"
+            say(f"Nothing to undo{where}.", notify=False)
+            return False
+        layer.undo()
+        say(f"Undid the last change to {layer.name!r}.", notify=False)
+        return True

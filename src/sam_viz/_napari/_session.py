@@ -10,21 +10,24 @@ workers did; the session decides the next step and holds what is shown. Its name
   until the prompts change.
 * ``requested``: the prompts whose prediction runs or is shown.
 * ``candidates``, ``shown_plane``: what the candidate layers show; ``choice``: the candidate
-  the user picked (the best-ranked one is shown until they pick).
+  the user picked (the best-ranked one is shown until they pick, and whenever their pick
+  is not among the candidates offered).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sam_viz._napari._scheduling import LatestWins, Ticket
 from sam_viz._napari._slicing import Plane
 from sam_viz.models.registry import ModelSpec
-from sam_viz.predictor.candidates import Candidates
 from sam_viz.prompts import PromptSet, prompt_problem
 from sam_viz.windows.geometry import Window
-from sam_viz.windows.scaled import ScaledImage
+
+if TYPE_CHECKING:  # the predictor (and torch) is imported once a model is loaded
+    from sam_viz.predictor.candidates import Candidates
+    from sam_viz.windows.scaled import ScaledImage
 
 Key = tuple[int, Plane, str]
 Region = tuple[Window, int]  # a window and its side: one embedding
@@ -137,14 +140,23 @@ class PredictionSession:
 
     @property
     def chosen(self) -> int | None:
-        """The candidate on show: the user's choice, else the best-ranked one."""
-        if self.choice is not None or self.candidates is None:
+        """The candidate on show: the user's choice if it is offered, else the best-ranked
+        one (None while there are no candidates)."""
+        if self.candidates is None:
+            return None
+        if self.choice in self.candidates.offered:
             return self.choice
         return self.candidates.best
 
-    def choose(self, index: int) -> None:
-        """The user picked candidate ``index``."""
+    def choose(self, index: int) -> str | None:
+        """The user picked candidate ``index``; returns why it cannot be shown, or None."""
+        candidates = self.candidates
+        if candidates is None:
+            return "No candidates yet: draw a box (or click) on an object first."
+        if index not in candidates.offered:
+            return not_offered(candidates, index)
         self.choice = index
+        return None
 
     def clear(self) -> None:
         """No candidates: drop the running prediction's result and what is shown."""
@@ -160,3 +172,16 @@ class PredictionSession:
     def predicting(self) -> bool:
         """Whether a prediction runs."""
         return self._scheduler.busy
+
+
+def not_offered(candidates: Candidates, index: int) -> str:
+    """Why candidate ``index`` is not offered."""
+    name = candidates.names[index]
+    if candidates.n_objects > 1:
+        return (
+            f"With {candidates.n_objects} boxes each box has one mask: there is no "
+            f"{name} to choose."
+        )
+    note = candidates.offer_note or candidates.describe(index)
+    keys = "/".join(str(i + 1) for i in candidates.offered)
+    return f"The {name} candidate is not offered. {note} Keys: {keys}."

@@ -85,6 +85,15 @@ def display_problem(ndisplay: int, displayed: Sequence[int], world_ndim: int) ->
     return None
 
 
+def describe_plane(plane: Plane, leading_shape: Sequence[int]) -> str:
+    """A plane in the user's words, counted from 1: "plane 4 of 20" ("plane 2 of 3, 4 of 20"
+    for a (T, Z) stack); "the image" for a 2-D image."""
+    if not plane:
+        return "the image"
+    counts = [f"{index + 1} of {size}" for index, size in zip(plane, leading_shape, strict=True)]
+    return "plane " + ", ".join(counts)
+
+
 def all_planes(leading_shape: Sequence[int]) -> Iterator[Plane]:
     """Every plane of a stack in C order (a single ``()`` for a 2-D image)."""
     yield from (tuple(int(i) for i in index) for index in np.ndindex(*leading_shape))

@@ -22,8 +22,8 @@ from qtpy.QtWidgets import QProgressBar, QPushButton
 
 from sam_viz._napari import _layers
 from sam_viz._napari._automatic import StackSlice, propagate_object, segment_plane
-from sam_viz._napari._slicing import Plane
-from sam_viz._napari._workers import Failed, call_safely
+from sam_viz._napari._slicing import Plane, describe_plane
+from sam_viz._napari._workers import Failed, WorkerPool, call_safely
 from sam_viz.automatic.everything import EverythingSettings, MaskGenerator
 from sam_viz.automatic.results import Segmentation
 from sam_viz.automatic.stacks import Propagation
@@ -73,6 +73,7 @@ class LongTasks(QObject):
         context: Returns the widget's current context number.
         settings: Settings of the mask generator.
         parent: Qt parent.
+        pool: The thread pool tasks run on (a pool of their own when None).
     """
 
     _reported = Signal(int, int)
@@ -86,8 +87,10 @@ class LongTasks(QObject):
         context: Callable[[], int],
         settings: EverythingSettings | None = None,
         parent: QObject | None = None,
+        pool: WorkerPool | None = None,
     ) -> None:
         super().__init__(parent)
+        self._pool = pool or WorkerPool(self)
         self._viewer = viewer
         self._progress = progress
         self._cancel_button = cancel_button
@@ -181,7 +184,7 @@ class LongTasks(QObject):
         self._progress.setValue(0)
         self._progress.setFormat(f"{job.title}...")
         self._say(f"Running {job.title}...", "info", notify=False)
-        worker.start()
+        self._pool.start(worker)
         return True
 
     def _on_reported(self, done: int, total: int) -> None:
@@ -226,7 +229,8 @@ class LongTasks(QObject):
         assert layer is not None
         self.everything_layer = layer
         ids = _layers.show_everything(layer, target.plane, segmentation)
-        where = f" on plane {target.plane}" if target.plane else ""
+        leading = image.data.shape[: len(target.plane)]
+        where = f" on {describe_plane(target.plane, leading)}" if target.plane else ""
         self._say(f"Found {len(ids)} objects{where}, shown in {layer.name!r}.", "info")
 
     def _on_propagated(self, objects: Labels, label: int, target: Target, result: object) -> None:

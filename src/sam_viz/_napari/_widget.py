@@ -8,6 +8,10 @@ loading a model (:class:`ModelChooser`), preparing planes and embedding their wi
 everything, propagate) run in workers. Edits go through a :class:`Debouncer`, so a drag
 produces few predictions; the session's scheduler keeps a stale mask from replacing a newer
 one, and drops results started under an older context (image, model, device or scale).
+
+The widget's life ends when it is closed, when napari's X takes it out of its dock, or when
+the viewer closes (:class:`EndWatch`): it then stops and joins its workers and lets go of the
+viewer, so a closed widget never acts again and quitting napari never aborts.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from sam_viz._napari._candidates import CandidateLayers
-from sam_viz._napari._controls import Controls
+from sam_viz._napari._controls import Controls, ScrollingControls
 from sam_viz._napari._embedder import WindowEmbedder
 from sam_viz._napari._embedding import EmbeddingPanel
 from sam_viz._napari._keys import (
@@ -36,6 +40,7 @@ from sam_viz._napari._keys import (
     on_points_press,
 )
 from sam_viz._napari._layers import image_problem
+from sam_viz._napari._lifetime import EndWatch
 from sam_viz._napari._models import (
     CUSTOM_CHECKPOINT,
     ModelChooser,
@@ -54,18 +59,26 @@ from sam_viz._napari._slicing import (
     plane_geometry,
 )
 from sam_viz._napari._tasks import LongTasks, Target
-from sam_viz._napari._workers import Failed, SerialWorker
-from sam_viz.automatic.everything import EverythingSettings
-from sam_viz.predictor import Cancelled, Candidates, Predictor
+from sam_viz._napari._workers import Failed, SerialWorker, WorkerPool
+from sam_viz.progress import Cancelled
 from sam_viz.prompts import CANDIDATE_NAMES, PromptSet, prompt_guide
-from sam_viz.windows.diameter import diameter_from_boxes
-from sam_viz.windows.scaled import ScaledImage
 
 if TYPE_CHECKING:
     import napari
 
+    from sam_viz.automatic.everything import EverythingSettings
+    from sam_viz.predictor import Candidates, Predictor
+    from sam_viz.windows.scaled import ScaledImage
+
 __all__ = ["CUSTOM_CHECKPOINT", "SamWidget", "image_problem"]
 
+# How long closing waits for workers: embedding and tasks stop at their next cancel check
+# (one encoder block), a prediction within a second; a model load is not waited for (its
+# result is dropped).
+JOIN_S = 10.0
+PREDICTION_JOIN_S = 2.0
+
+NOTHING_SHOWN = "No candidates: draw a box around an object (or click on it)."
 NO_IMAGE = (
     "No image layer: open an image (File > Open) or a sample "
     "(File > Open Sample > SAM viz), then draw a box on it."
@@ -102,16 +115,20 @@ class SamWidget(QWidget):
         self._debouncer = Debouncer(delay_s=debounce_s, max_wait_s=max(4 * debounce_s, 0.2))
         self._image: Image | None = None
         self._last_notice = ""
+        self._describing = False  # the status line describes the candidates on show
+        self._released = False
+        self._quiet = 0  # > 0 while the widget itself edits the prompt layers
         self._predictions = SerialWorker("sam_viz prediction", parent=self)
+        self._pool = WorkerPool(self)
         self._after_load: list[Callable[[], object]] = []  # actions waiting for the model
 
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self._on_debounced)
-        self.controls = Controls(self)
+        self.controls = Controls()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.controls)
+        layout.addWidget(ScrollingControls(self.controls, self))
         self._tasks = LongTasks(
             self.viewer,
             self.controls.task_progress,
@@ -120,6 +137,7 @@ class SamWidget(QWidget):
             lambda: self.session.context,
             everything_settings,
             self,
+            self._pool,
         )
         self._model = ModelChooser(
             self.controls.model_combo,
@@ -138,7 +156,9 @@ class SamWidget(QWidget):
             PLUGIN_KEYS,
         )
         c = self.controls
-        self._embedding = EmbeddingPanel(c.progress, c.cancel_button, c.diameter_spin, self)
+        self._embedding = EmbeddingPanel(
+            c.progress, c.cancel_button, c.diameter_spin, self._pool, self
+        )
         self._objects = ObjectsLayer(
             self.viewer,
             lambda layer: self._keys.bind(layer, (PROPAGATE_KEY,)),
@@ -152,6 +172,7 @@ class SamWidget(QWidget):
         self._update_guide()
         if self._image is None:
             self._say(self._no_image_message(), "warning")
+        self._end_watch = EndWatch(self, self.release)
 
     def _connect(self) -> None:
         c = self.controls
@@ -184,6 +205,7 @@ class SamWidget(QWidget):
     # ------------------------------------------------------------------ messages
     def _say(self, text: str, level: str = "info", *, notify: bool = True) -> None:
         """Show ``text`` in the widget and, once per distinct text, as a napari notification."""
+        self._describing = False
         self.controls.status_label.setText(text)
         if not notify or text == self._last_notice:
             return
@@ -219,6 +241,7 @@ class SamWidget(QWidget):
                 self._candidate_layers.forget(layer)
         combo = self.controls.image_combo
         images = self._image_layers()
+        self._prompts.forget_image({id(layer) for layer in images})
         combo.blockSignals(True)
         combo.clear()
         combo.addItems([layer.name for layer in images])
@@ -246,16 +269,23 @@ class SamWidget(QWidget):
             self._set_image(images[index])
 
     def _set_image(self, layer: Image | None) -> None:
-        """Make ``layer`` the image to segment (None: there is none)."""
+        """Make ``layer`` the image to segment (None: there is none).
+
+        The prompts drawn over the previous image are put aside for it (dropped if it was
+        removed), and those of ``layer`` shown, in one change: one update follows.
+        """
         if layer is self._image:
             return
-        if self._image is not None:
-            self._image.events.data.disconnect(self._on_image_data)
-            self._image.events.name.disconnect(self._on_layers_changed)
+        old = self._image
+        if old is not None:
+            old.events.data.disconnect(self._on_image_data)
+            old.events.name.disconnect(self._on_layers_changed)
         self._image = layer
         self._new_context()
-        self._candidate_layers.remove()
+        self._clear_candidates()
         self._objects.layer = None
+        with self._quiet_edits():
+            self._prompts.put_aside(old)
         if layer is None:
             self._say(self._no_image_message(), notify=False)
             return
@@ -265,10 +295,11 @@ class SamWidget(QWidget):
         if problem:
             self._say(problem, "warning")
             return
-        self._prompts.drop_mismatched(layer)
-        self._ensure_prompt_layers()
+        with self._quiet_edits():
+            self._prompts.show_image(layer, negative=self.controls.negative_check.isChecked())
+        self._candidate_layers.prepare(layer, lambda: self._prompts.layers)
         self._say(f"Segmenting {layer.name!r}.", notify=False)
-        self._on_prompts_changed()
+        self._prompts_replaced()
 
     def _on_image_data(self, event: object = None) -> None:
         self._new_context()
@@ -288,6 +319,22 @@ class SamWidget(QWidget):
         return current_plane(image, self.viewer.dims.point, leading)
 
     # ------------------------------------------------------------------ prompt layers
+    @contextmanager
+    def _quiet_edits(self) -> Iterator[None]:
+        """The widget edits the prompt layers itself: their events start no prediction
+        (the caller updates once, when the layers are consistent)."""
+        self._quiet += 1
+        try:
+            yield
+        finally:
+            self._quiet -= 1
+
+    def _prompts_replaced(self) -> None:
+        """The prompts changed in one go: drop pending edits and update once, now."""
+        self._timer.stop()
+        self._debouncer.reset()
+        self._update()
+
     @contextmanager
     def _selection_kept(self) -> Iterator[None]:
         """Adding a layer makes it active; keep the layer the user was working in."""
@@ -512,6 +559,8 @@ class SamWidget(QWidget):
         if not len(boxes):
             self._say("Draw a box around a typical object first, then pick its size.", "warning")
             return None
+        from sam_viz.windows.diameter import diameter_from_boxes  # skimage: on first use
+
         diameter = round(diameter_from_boxes(boxes), 1)
         self.set_diameter(diameter)
         self._say(f"Object diameter set to {diameter:g} px from {len(boxes)} box(es).")
@@ -527,6 +576,8 @@ class SamWidget(QWidget):
 
     # ------------------------------------------------------------------ prediction
     def _on_prompts_changed(self, event: object = None) -> None:
+        if self._quiet or self._released:
+            return
         if str(getattr(event, "action", "") or "") in ("adding", "changing", "removing"):
             return
         delay = self._debouncer.poke(time.monotonic())
@@ -564,6 +615,8 @@ class SamWidget(QWidget):
             return True
         plane = self._current_plane()
         assert plane is not None
+        if self.session.candidates is not None and self.session.shown_plane != plane:
+            self._clear_candidates()  # another slice: its own prompts, or none
         try:
             prompts = self._collect(image, plane)
         except ValueError as err:
@@ -578,7 +631,7 @@ class SamWidget(QWidget):
         scaled = embedder.image(plane) if embedder is not None else None
         decision = self.session.decide(plane, prompts, spec, scaled)  # type: ignore[arg-type]
         if decision.step in ("clear", "refuse"):
-            self._candidate_layers.clear()
+            self._clear_candidates()
             if decision.message:
                 self._say(decision.message, "info")
         elif decision.step in ("prepare", "embed"):
@@ -629,29 +682,61 @@ class SamWidget(QWidget):
             self._candidate_layers.ensure(self._image, below=self._prompts.layers)
         chosen = self.session.show(candidates, request.plane)
         self._candidate_layers.show(candidates, chosen)
-        self._show_choice(chosen)
-        objects = "" if candidates.n_objects == 1 else f" for {candidates.n_objects} objects"
-        notes = " ".join(dict.fromkeys((*request.prompts.notes, *candidates.notes)))
-        self._say(
-            f"{candidates.names[chosen]} shown{objects} (IoU {candidates.iou_scores[chosen]:.2f}); "
-            f"1/2/3 to switch, C to commit. {notes}".strip(),
-            notify=bool(notes),
-        )
+        self._show_choice()
+        notes = tuple(dict.fromkeys((*request.prompts.notes, *candidates.notes)))
+        self._say(self._candidate_status(notes), notify=bool(notes))
+        self._describing = True
 
-    def _show_choice(self, index: int) -> None:
+    def _candidate_status(self, notes: tuple[str, ...] = ()) -> str:
+        """The status line for the candidate on show: what it is, the keys that apply, why
+        fewer than three candidates are offered, and ``notes``."""
+        candidates, index = self.session.candidates, self.session.chosen
+        assert candidates is not None and index is not None
+        text = candidates.describe(index)
+        hints = []
+        if len(candidates.offered) > 1:
+            hints.append(f"{'/'.join(str(i + 1) for i in candidates.offered)} to switch")
+        if candidates.areas[index]:
+            hints.append("C to commit")
+        if hints:
+            text = f"{text.rstrip('.')}; {', '.join(hints)}."
+        elif not text.endswith("."):
+            text += "."
+        return " ".join([text, *filter(None, (candidates.offer_note, *notes))])
+
+    def _show_choice(self) -> None:
+        """The candidate buttons: scores of the candidates on show (none without), enabled
+        for the offered ones, the one on show checked."""
         candidates = self.session.candidates
-        for i, button in enumerate(self.controls.candidate_buttons):
-            score = "" if candidates is None else f"  IoU {candidates.iou_scores[i]:.2f}"
-            button.setText(f"{i + 1}  {CANDIDATE_NAMES[i]}{score}")
-        self.controls.candidate_buttons[index].setChecked(True)
+        if candidates is None:
+            texts = [f"{i + 1}  {name}" for i, name in enumerate(CANDIDATE_NAMES)]
+            self.controls.show_candidates(texts, set(), None)
+            return
+        texts = [
+            f"{i + 1}  {name}  IoU {candidates.iou_scores[i]:.2f}"
+            for i, name in enumerate(candidates.names)
+        ]
+        self.controls.show_candidates(texts, set(candidates.offered), self.session.chosen)
 
-    def choose(self, index: int) -> None:
-        """Show candidate ``index`` (0 subpart, 1 part, 2 whole) and make it the one committed."""
+    def choose(self, index: int) -> bool:
+        """Show candidate ``index`` (0 subpart, 1 part, 2 whole) and make it the one committed.
+
+        Returns:
+            Whether it is shown: only the candidates offered are (if not, the status says
+            why).
+        """
         if not 0 <= index < len(CANDIDATE_NAMES):
             raise ValueError(f"Candidate index must be 0, 1 or 2, got {index}.")
-        self.session.choose(index)
+        problem = self.session.choose(index)
+        if problem is not None:
+            self._show_choice()
+            self._say(problem, notify=False)
+            return False
         self._candidate_layers.choose(index)
-        self._show_choice(index)
+        self._show_choice()
+        self._say(self._candidate_status(), notify=False)
+        self._describing = True
+        return True
 
     @property
     def chosen(self) -> int | None:
@@ -661,6 +746,9 @@ class SamWidget(QWidget):
     def _clear_candidates(self) -> None:
         self.session.clear()
         self._candidate_layers.clear()
+        self._show_choice()
+        if self._describing:  # the status line spoke of them
+            self._say(NOTHING_SHOWN, notify=False)
 
     # ------------------------------------------------------------------ commit
     def _ensure_objects_layer(self) -> Labels:
@@ -689,26 +777,39 @@ class SamWidget(QWidget):
             self.clear_prompts()
         return written
 
-    def undo(self) -> None:
-        """Undo the last change to the objects layer (a commit, or a paint stroke there)."""
-        self._objects.undo(self._say)
+    def undo(self) -> bool:
+        """Undo the last change to the objects layer (a commit, or a paint stroke there).
+
+        Returns:
+            Whether there was a change to undo.
+        """
+        return self._objects.undo(self._say)
 
     def clear_prompts(self) -> None:
-        """Remove every prompt and the candidates."""
-        self._clear_candidates()
+        """Remove every prompt and the candidates, in one change."""
         self.session.forget_choice()
-        self._prompts.clear()
-        self._timer.stop()
-        self._debouncer.fired()
+        with self._quiet_edits():
+            self._prompts.clear()
+        self._clear_candidates()
+        self._prompts_replaced()
 
     def release(self) -> None:
-        """Stop all work and let go of the viewer: unbind the plugin's keys and click
+        """Stop all work and let go of the viewer: cancel and join the workers (a model
+        load is not waited for: its result is dropped), unbind the plugin's keys and click
         callback from its layers and stop listening to layer and dims events. The layers
-        stay, and work as plain napari layers."""
-        self.cancel_embedding()
-        self.cancel_task()
+        stay, and work as plain napari layers. Called once the widget's life ends (see
+        :class:`EndWatch`); calling it again does nothing."""
+        if self._released:
+            return
+        self._released = True
+        self._after_load.clear()
         self._timer.stop()
-        self._predictions.close()
+        self._embedding.discard()
+        self._tasks.discard()
+        self._model.close()
+        self._predictions.shutdown(PREDICTION_JOIN_S)
+        self._pool.join(JOIN_S)
+        self._candidate_layers.stop()
         self._keys.release()
         self._prompts.release()
         layers, dims = self.viewer.layers.events, self.viewer.dims.events

@@ -1,7 +1,9 @@
 """Running functions in worker threads without raising: errors come back as values.
 
-:class:`SerialWorker` is the plugin's prediction thread: one long-lived thread for short,
-frequent jobs, whose results come back on the UI thread.
+:class:`SerialWorker` is the plugin's prediction (and model loading) thread: one long-lived
+thread whose results come back on the UI thread. :class:`WorkerPool` runs a widget's napari
+workers on a thread pool of its own, so that closing the widget (or quitting napari) can
+wait for exactly those workers.
 
 A worker that raises (or returns an exception) makes napari show a traceback; the plugin
 shows a message instead, so its workers hand errors back wrapped in :class:`Failed`.
@@ -15,9 +17,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QRunnable, QThreadPool, Signal
 
-from sam_viz.predictor import Cancelled
+from sam_viz.progress import Cancelled
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +64,15 @@ class SerialWorker(QObject):
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._pending = 0
+        self._closed = False
         self._done.connect(self._deliver)
 
     def submit(
         self, func: Callable[..., object], *args: object, on_done: Callable[[object], object]
     ) -> None:
         """Run ``func(*args)`` after the jobs before it; ``on_done(result)`` on this thread."""
+        if self._closed:
+            return
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
@@ -80,10 +85,29 @@ class SerialWorker(QObject):
         return self._pending
 
     def close(self) -> None:
-        """Let the thread end after the jobs already submitted."""
+        """Let the thread end after the jobs already submitted (a later job starts another)."""
         if self._thread is not None:
             self._jobs.put(None)
             self._thread = None
+
+    def shutdown(self, wait_s: float = 0.0) -> bool:
+        """Take no more jobs, drop the results still to come, and let the thread end.
+
+        Args:
+            wait_s: How long to wait for the thread to end. A job still running then (e.g.
+                a model download) ends on its own: its result is dropped, and the daemon
+                thread never keeps the process alive.
+
+        Returns:
+            Whether the thread has ended.
+        """
+        self._closed = True
+        thread = self._thread
+        self.close()
+        if thread is None:
+            return True
+        thread.join(wait_s)
+        return not thread.is_alive()
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not None:
@@ -95,7 +119,32 @@ class SerialWorker(QObject):
 
     def _deliver(self, on_done: Callable[[object], object], result: object) -> None:
         self._pending -= 1
-        on_done(result)
+        if not self._closed:
+            on_done(result)
+
+
+class WorkerPool:
+    """A thread pool for one widget's napari workers (embedding, segment everything,
+    propagation).
+
+    napari's ``worker.start()`` uses Qt's global pool, which nothing can wait for selectively;
+    a worker still running when Python exits emits on signals already deleted, which aborts
+    the process. Workers started here are cancelled by their owners and then joined.
+
+    Args:
+        parent: The Qt object the pool belongs to.
+    """
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        self._pool = QThreadPool(parent)
+
+    def start(self, worker: QRunnable) -> None:
+        """Run a napari worker (made with ``_start_thread=False``) on this pool."""
+        self._pool.start(worker)
+
+    def join(self, wait_s: float) -> bool:
+        """Wait up to ``wait_s`` seconds for the workers to end; returns whether they did."""
+        return self._pool.waitForDone(max(0, round(wait_s * 1000)))
 
 
 @dataclass(frozen=True)
