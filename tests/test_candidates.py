@@ -42,7 +42,7 @@ def test_empty_candidates_are_never_offered_beside_a_real_one():
     empty = np.zeros((64, 64), bool)
     answer = _candidates([empty, _disc(8), _disc(20)], iou=(0.9, 0.3, 0.2), stability=(0, 0, 0))
     assert answer.best != 0 and 0 not in answer.offered
-    assert answer.offer_note == "The subpart candidate is empty: 2 alternatives are offered."
+    assert answer.offer_note == "The subpart candidate is empty: 2 of the 3 are offered."
     assert answer.describe(0) == "subpart is empty (0 px); choose another candidate."
 
 

@@ -276,7 +276,11 @@ class Candidates:
             plural = "candidates are" if len(empty) > 1 else "candidate is"
             parts.append(f"the {' and '.join(empty)} {plural} empty")
         count = len(self.offered)
-        offered = "one answer is offered" if count == 1 else f"{count} alternatives are offered"
+        offered = (
+            "one answer is offered"
+            if count == 1
+            else f"{count} of the {len(self.labels)} are offered"
+        )
         text = "; ".join(parts)
         return f"{text[0].upper()}{text[1:]}: {offered}."
 
