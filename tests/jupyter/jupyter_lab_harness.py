@@ -230,6 +230,51 @@ def run_new_cell(page, code: str) -> None:
     page.keyboard.press("Shift+Enter")
 
 
+def run_cell_output(page, code: str, *, timeout_s: float = 60) -> str:
+    """Run one line of ``code`` in a new cell at the end of the open notebook and return
+    what it printed (the text of its output)."""
+    marker = secrets.token_hex(4)
+    run_new_cell(page, f"print('<{marker}>'); {code}; print('</{marker}>')")
+    pattern = re.compile(rf"<{marker}>\n?(.*?)</{marker}>", re.S)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for text in page.locator(".jp-OutputArea-output").all_inner_texts():
+            found = pattern.search(text)
+            if found:
+                return found.group(1).strip()
+            if f"<{marker}>" in text and "Error" in text:
+                raise AssertionError(f"the cell failed:\n{text[-2000:]}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no output from {code!r} within {timeout_s} s")
+        time.sleep(0.2)
+
+
+def write_notebook(path: Path, cells: list[str]) -> None:
+    """Write a notebook of these code cells for the ``python3`` kernel (no outputs)."""
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(code) for code in cells]
+    notebook.metadata["kernelspec"] = {
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+        "name": "python3",
+    }
+    nbformat.write(notebook, path)
+
+
+def element_box(page, selector: str, index: int = 0) -> dict[str, float]:
+    """The page rectangle (left, top, right, bottom, width, height, CSS px) of an element."""
+    return (
+        page.locator(selector)
+        .nth(index)
+        .evaluate(
+            "e => { const r = e.getBoundingClientRect(); return {left: r.left, top: r.top,"
+            " right: r.right, bottom: r.bottom, width: r.width, height: r.height}; }"
+        )
+    )
+
+
 def save_notebook(page) -> None:
     """Save the open notebook (so a reload shows its widget outputs again)."""
     page.locator(".jp-Notebook").first.click(position={"x": 5, "y": 5})

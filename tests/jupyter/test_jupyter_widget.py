@@ -13,6 +13,8 @@ import pytest
 from sam_viz.jupyter.canvas import CANDIDATE, IMAGE, OBJECTS, PROMPTS
 from sam_viz.jupyter.display import overlay_rgba, with_alpha
 from sam_viz.jupyter.widget import SamWidget
+from sam_viz.predictor import Candidates
+from sam_viz.prompts import prompt_guide
 from sam_viz.render import CANDIDATE_COLORS, labels_to_rgba
 
 
@@ -197,13 +199,68 @@ def test_prompt_errors_go_to_the_status_line(widget, mouse, spy):
     # From the page, nothing raises: the commit button with nothing to commit ...
     widget.commit_button.click()
     assert "Nothing to commit" in widget.status.value
-    # ... and a drag ending outside the canvas is clipped to the image.
+    # ... and a drag released past the canvas edge is clamped to the image.
     calls = spy(widget.predictor)
     mouse.send(widget.canvas, "mouse_down", 100, 150)
-    mouse.send(widget.canvas, "mouse_out", 140, 200)
+    mouse.send(widget.canvas, "mouse_up", 140, 200)
     np.testing.assert_allclose(calls.calls[-1]["box_xyxy"], (50, 75, 64, 96))
     assert widget.prompts.box == (50, 75, 64, 96)
     assert "sam-viz-error" not in widget.status.value
+
+
+def test_a_drag_leaving_the_canvas_stays_open(widget, spy, mouse, canvas_log):
+    """Bug 8: the page sends nothing from outside the canvas, so leaving it must not end the
+    drag where the pointer crossed the edge (a sliver box)."""
+    calls = spy(widget.predictor)
+    mouse.send(widget.canvas, "mouse_down", 30, 60)
+    mouse.send(widget.canvas, "mouse_move", 5, 100)
+    canvas_log.clear()
+    mouse.send(widget.canvas, "mouse_out", -3, 110)  # leaves through the left edge
+    assert calls.count == 0 and widget.prompts.empty, "no sliver box at the edge"
+    band = [c for c in canvas_log.on(widget.canvas[PROMPTS]) if c.name == "strokeRect"]
+    assert band[-1].args == [30.0, 60.0, -30.0, 50.0]  # clamped to x = 0
+    assert "release the button over the image" in widget.status.value
+    # Released outside: the drag goes on when the pointer is back, and a click ends it.
+    mouse.send(widget.canvas, "mouse_move", 4, 170)
+    mouse.send(widget.canvas, "mouse_down", 2, 176)
+    mouse.send(widget.canvas, "mouse_up", 2, 176)
+    assert calls.count == 1
+    np.testing.assert_allclose(_ordered(calls.calls[0]["box_xyxy"]), (1, 30, 15, 88))
+    # Held outside and released back over the canvas: the drag ends there.
+    mouse.send(widget.canvas, "mouse_down", 20, 20)
+    mouse.send(widget.canvas, "mouse_out", 60, -8)
+    mouse.send(widget.canvas, "mouse_move", 100, 4)
+    mouse.send(widget.canvas, "mouse_up", 110, 2)
+    np.testing.assert_allclose(_ordered(calls.calls[-1]["box_xyxy"]), (10, 1, 55, 10))
+    # Escape drops an open drag: nothing is predicted on the next release.
+    mouse.send(widget.canvas, "mouse_down", 20, 20)
+    mouse.send(widget.canvas, "mouse_out", 200, 30)
+    widget.canvas._handle_custom_msg(
+        {
+            "event": "key_down",
+            "key": "Escape",
+            "shift_key": False,
+            "ctrl_key": False,
+            "meta_key": False,
+        },
+        [],
+    )
+    mouse.send(widget.canvas, "mouse_up", 100, 100)
+    assert calls.count == 2
+    # So does an action from the controls (the user went on without coming back).
+    mouse.send(widget.canvas, "mouse_down", 20, 20)
+    mouse.send(widget.canvas, "mouse_out", 200, 30)
+    widget.clear_button.click()
+    canvas_log.clear()
+    mouse.send(widget.canvas, "mouse_move", 100, 100)
+    mouse.send(widget.canvas, "mouse_up", 100, 100)
+    assert calls.count == 2 and canvas_log.on(widget.canvas[PROMPTS]) == []
+
+
+def _ordered(box):
+    """A box (x0, y0, x1, y1) with its corners in order."""
+    x0, y0, x1, y1 = box
+    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
 
 
 def test_missing_weights_are_reported_in_the_widget(monkeypatch, non_square_image, mouse):
@@ -230,7 +287,10 @@ def test_box_trained_model_guides_to_a_box(tiny_model, tiny_spec, non_square_ima
     widget = SamWidget(
         non_square_image, Predictor(tiny_model, spec, device="cpu"), background=False
     )
-    assert "trained with boxes only" in widget.status.value
+    # The model's own guide (prompt_guide) is shown, and nothing claims clicks refine.
+    assert "trained with boxes only" in widget.guide.value
+    assert prompt_guide(spec).split(":")[0] in widget.guide.value
+    assert "refine" not in widget.guide.value + widget.status.value
     assert "drag a box" in widget.status.value.lower()
     mouse.click(widget.canvas, 40, 40)
     assert "sam-viz-warning" in widget.status.value and "draw a box" in widget.status.value
@@ -280,6 +340,12 @@ def test_real_model_box_on_a_coin(lite_predictor, coins, coins_reference, mouse)
     assert (widget.canvas.height, widget.canvas.width) == coins.shape  # shown 1:1
     coin = max(regionprops(coins_reference), key=lambda r: r.area)
     r0, c0, r1, c1 = coin.bbox
+    # Bug 6: a lone click with the box-only default showed an empty "best" candidate. It is
+    # refused: nothing is shown or offered, and the status says what to do instead.
+    mouse.click(widget.canvas, *coin.centroid[::-1])
+    assert widget.candidates is None and widget.candidate_rgba() is None
+    assert widget.commit_button.disabled and widget.candidate_buttons.disabled
+    assert "sam-viz-warning" in widget.status.value and "box" in widget.status.value
     mouse.drag(widget.canvas, (c0 - 3, r0 - 3), (c1 + 3, r1 + 3))
     reference = coins_reference == coin.label
     # LiteMedSAM's candidates include its single-mask output (token 0), the one it was
@@ -305,8 +371,165 @@ def test_small_object_in_a_large_image_gets_the_magnified_answer(lite_predictor)
     assert "windows of" in widget.scale_info.value
     widget.add_box(*small.box_xyxy)
     assert iou(widget.mask, small.truth) >= 0.75
+    # Bug 6 for a small object: neither the shown candidate nor an offered one is empty.
+    prediction = widget.candidates
+    assert all(prediction.areas[i] > 0 for i in prediction.offered)
+    assert f"{widget.selected} shown" in widget.status.value
+    assert " 0 px" not in widget.legend.value
     # The slider (or set_diameter) changes the scale later prompts are answered at.
     widget.diameter_slider.value = 60.0
     assert widget.scale.diameter == pytest.approx(60.0)
     assert widget.scale.scale.side > scale.scale.side
     widget.close()
+
+
+# ---------------------------------------------------------------- candidates and status
+def _candidates(areas, iou_scores, stability_scores, shape=(96, 64)) -> Candidates:
+    """Three nested square-ish candidates of the given areas (0: empty), smallest first."""
+    labels = np.zeros((len(areas), *shape), np.uint8)
+    for layer, area in zip(labels, areas, strict=True):
+        layer.reshape(-1)[:area] = 1  # the first rows: nested, and exactly `area` px
+    return Candidates(
+        labels=labels,
+        iou_scores=np.asarray(iou_scores, np.float32),
+        stability_scores=np.asarray(stability_scores, np.float32),
+        names=("subpart", "part", "whole"),
+        n_objects=1,
+    )
+
+
+@pytest.fixture
+def answer_with(monkeypatch):
+    """``answer_with(candidates)`` makes every prompt answered with ``candidates``."""
+    from sam_viz.windows.scaled import ScaledImage
+
+    def make(candidates: Candidates) -> None:
+        monkeypatch.setattr(ScaledImage, "answer", lambda *args, **kwargs: candidates)
+
+    return make
+
+
+def test_an_empty_candidate_is_never_shown_or_offered(widget, mouse, answer_with):
+    """Bug 6: with every stability 0 the ranking's argmax fell on an empty candidate, and
+    the legend offered it: "subpart: IoU -0.066, 0 px (shown)"."""
+    answer_with(_candidates([0, 192, 329], [-0.066, 0.31, 0.12], [0, 0, 0]))
+    mouse.drag(widget.canvas, (10, 10), (120, 180))
+    assert widget.selected == "part" and widget.mask.sum() == 192
+    assert [value for _, value in widget.candidate_buttons.options] == [1, 2]
+    entries = widget.legend.value.split("sam-viz-note")[0]
+    assert "subpart" not in entries and " 0 px" not in entries
+    assert "subpart candidate is empty" in widget.legend.value  # the offer note
+    assert "part shown" in widget.status.value and "192 px" in widget.status.value
+    assert not widget.commit_button.disabled
+    with pytest.raises(ValueError, match="not offered"):
+        widget.select("subpart")
+    assert widget.selected == "part"
+
+
+def test_three_empty_candidates_are_reported_as_nothing_found(widget, mouse, answer_with):
+    answer_with(_candidates([0, 0, 0], [0.07, 0.05, 0.02], [0, 0, 0]))
+    mouse.drag(widget.canvas, (10, 10), (120, 180))
+    assert "No object found" in widget.status.value
+    assert "shown" not in widget.status.value and "0.07" not in widget.status.value
+    assert widget.commit_button.disabled
+    widget.commit_button.click()  # from the page: said, not raised
+    assert "Nothing to commit" in widget.status.value
+    assert not widget.labels.any()
+
+
+def test_near_duplicates_are_offered_once_with_a_note(widget, mouse, answer_with):
+    answer_with(_candidates([1000, 1010, 1020], [0.26, 0.95, 0.28], [0.9, 0.9, 0.9]))
+    mouse.drag(widget.canvas, (10, 10), (120, 180))
+    assert widget.selected == "part"
+    assert [value for _, value in widget.candidate_buttons.options] == [1]
+    assert (
+        "near-identical" in widget.legend.value and "one answer is offered" in widget.legend.value
+    )
+    assert "whole" not in widget.legend.value
+
+
+def test_status_follows_the_candidate_commit_clear_and_undo(widget, mouse, answer_with):
+    assert "Nothing to undo" not in widget.status.value
+    assert widget.undo() is False
+    assert "Nothing to undo" in widget.status.value and "Undid" not in widget.status.value
+
+    answer_with(_candidates([100, 600, 2000], [0.5, 0.9, 0.4], [0.9, 0.9, 0.9]))
+    mouse.drag(widget.canvas, (10, 10), (120, 180))
+    assert "part shown" in widget.status.value
+    widget.candidate_buttons.value = 2  # what pressing "whole" does
+    assert "whole shown" in widget.status.value and "2000 px" in widget.status.value
+    assert "<b>whole" in widget.legend.value
+
+    widget.commit_button.click()
+    assert "Committed object 1 (2000 px)" in widget.status.value
+    assert widget.candidate_buttons.options == (("none yet", -1),)
+    assert widget.candidate_buttons.disabled and widget.legend.value == ""
+    assert widget.undo_button.tooltip == "Undo the commit of object 1"
+    widget.undo_button.click()
+    assert "Undid the commit of object 1" in widget.status.value
+    assert "whole shown" in widget.status.value and widget.selected == "whole"
+    assert not widget.labels.any()
+
+    widget.clear_button.click()
+    assert "cleared" in widget.status.value
+    assert widget.candidate_buttons.options == (("none yet", -1),)
+    assert widget.legend.value == "" and widget.commit_button.disabled
+    widget.undo()
+    assert "Undid the clear" in widget.status.value and widget.candidates is not None
+    widget.undo()
+    assert "Undid the last prompt" in widget.status.value and widget.prompts.empty
+    widget.undo_button.click()
+    assert "Nothing to undo" in widget.status.value and "Undid" not in widget.status.value
+
+
+def test_overwrite_replaces_other_objects_and_undo_restores_them(
+    tiny_predictor, non_square_image, answer_with
+):
+    """Bug 9: the error offered "commit with overwrite", which did not exist."""
+    before = np.zeros((96, 64), np.uint16)
+    before[:10] = 7  # an object covering the first 640 pixels
+    before[20:30, 10:20] = 3
+    widget = SamWidget(non_square_image, tiny_predictor, labels=before.copy(), background=False)
+    answer_with(_candidates([300, 600, 900], [0.5, 0.9, 0.4], [0.9, 0.9, 0.9]))
+    widget.add_box(1, 1, 60, 8)
+    widget.select("subpart")  # its 300 px lie on object 7
+    with pytest.raises(ValueError, match="Overwrite"):
+        widget.commit()
+    widget.commit_button.click()
+    assert "tick Overwrite" in widget.status.value
+    np.testing.assert_array_equal(widget.labels, before)
+
+    widget.overwrite_check.value = True
+    widget.commit_button.click()
+    assert "Committed object 8 (300 px)" in widget.status.value
+    expected = before.copy()
+    expected.reshape(-1)[:300] = 8
+    np.testing.assert_array_equal(widget.labels, expected)
+    widget.undo()
+    np.testing.assert_array_equal(widget.labels, before)  # exactly, object 7 whole again
+
+    widget.select("whole")  # 900 px: 640 on object 7, 260 on background
+    assert widget.commit(overwrite=True) == 8
+    assert np.count_nonzero(widget.labels == 8) == 900
+    widget.undo()
+    assert widget.commit() == 8  # without overwrite only the background part
+    assert np.count_nonzero(widget.labels == 8) == 260
+    np.testing.assert_array_equal(widget.labels == 7, before == 7)
+    widget.close()
+
+
+def test_layout_fits_the_output_and_maps_the_mouse_exactly(widget, spy, mouse):
+    """The canvas is scaled by the page (CSS) to the output's width and the window's height;
+    ipycanvas reports canvas pixels whatever the scale, so the mapping stays exact."""
+    layout = widget.canvas.layout
+    assert layout.width.startswith("min(100%") and "100vh" in layout.width
+    assert layout.height == "auto"
+    aspect = f"{64 / 96:.6f}"
+    assert aspect in layout.width  # the image's aspect ratio
+    # The canvas comes first: nothing above it can change height and move it.
+    main = [child for child in widget.children if child.layout.display != "none"]
+    assert len(main) == 1 and main[0].children[0].children == (widget.canvas,)
+    assert widget.status.layout.height == widget.status.layout.min_height
+    calls = spy(widget.predictor)
+    mouse.drag(widget.canvas, (12.5, 25.5), (101, 151))
+    np.testing.assert_allclose(calls.calls[0]["box_xyxy"], (6.25, 12.75, 50.5, 75.5))

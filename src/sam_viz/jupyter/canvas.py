@@ -11,11 +11,20 @@ reopened notebook gets the picture back rather than a blank canvas.
 
 A press and release closer than :data:`CLICK_TOLERANCE` canvas pixels is a click, anything
 longer a box; both are reported in image pixels. Mouse moves only redraw the rubber band.
+
+The page sends mouse events only while the pointer is over the canvas. A drag that leaves it
+is therefore kept open, its corner clamped to the edge it crossed: it goes on when the pointer
+comes back, and ends at the next release over the canvas (a click there, if the button was
+released outside). Escape drops it.
+
+The canvas is drawn at :attr:`DisplayFrame.display_hw` pixels and scaled by the page (CSS) to
+the output's width and a height that leaves room in the window; ipycanvas reports mouse
+positions in canvas pixels whatever the scale, so the mapping to image pixels stays exact.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import numpy as np
 from ipycanvas import MultiCanvas, hold_canvas
@@ -33,6 +42,8 @@ from sam_viz.render import labels_to_rgba
 IMAGE, OBJECTS, EVERYTHING, CANDIDATE, PROMPTS = range(5)
 LAYERS = 5
 CLICK_TOLERANCE = 4.0
+# Height of the window left to the canvas: the notebook's own bars and a little margin.
+WINDOW_MARGIN_PX = 220
 _POINT_COLORS = {POSITIVE: "#19d219", NEGATIVE: "#e8231e"}
 
 
@@ -54,6 +65,7 @@ class PromptCanvas:
         on_click: Callable[[float, float], None],
         on_box: Callable[[float, float, float, float], None],
         alpha: float = 0.45,
+        on_drag_left: Callable[[], None] | None = None,
     ) -> None:
         """Args:
         frame: Image-to-canvas geometry.
@@ -61,6 +73,7 @@ class PromptCanvas:
         on_click: Called with (x, y) image pixels for a click.
         on_box: Called with (x0, y0, x1, y1) image pixels for a drag.
         alpha: Opacity of mask fills.
+        on_drag_left: Called when a drag leaves the canvas (it stays open).
         """
         dh, dw = frame.display_hw
         if display_rgb.shape[:2] != (dh, dw):
@@ -68,20 +81,23 @@ class PromptCanvas:
         self.frame = frame
         self.alpha = alpha
         self._on_click, self._on_box = on_click, on_box
+        self._on_drag_left = on_drag_left
         self.image_rgba = with_alpha(display_rgb)
         self.objects_rgba: np.ndarray | None = None
         self.everything_rgba: np.ndarray | None = None
         self.candidate_rgba: np.ndarray | None = None
         self._prompts = PromptSet()
         self._drag_start: tuple[float, float] | None = None
+        self._drag_end: tuple[float, float] | None = None
 
         self.widget = MultiCanvas(LAYERS, width=dw, height=dh)
         self.widget.add_class("sam-viz-canvas")
-        self.widget.layout = Layout(width=f"{dw}px", height=f"{dh}px")
+        self.widget.layout = fitted_layout(frame)
         self.widget.on_mouse_down(self._on_mouse_down)
         self.widget.on_mouse_move(self._on_mouse_move)
         self.widget.on_mouse_up(self._on_mouse_up)
         self.widget.on_mouse_out(self._on_mouse_out)
+        self.widget.on_key_down(self._on_key_down)
         self._draw = {
             IMAGE: self._draw_image,
             OBJECTS: self._draw_objects,
@@ -103,13 +119,31 @@ class PromptCanvas:
             self.objects_rgba = None
         self._draw_objects()
 
-    def show_everything(self, labels: np.ndarray | None) -> None:
-        """Show the label image (H, W) "segment everything" found (None: nothing)."""
+    def show_everything(
+        self,
+        labels: np.ndarray | None,
+        *,
+        committed: np.ndarray | None = None,
+        picked: Collection[int] = (),
+    ) -> None:
+        """Show the label image (H, W) "segment everything" found (None: nothing).
+
+        Args:
+            labels: The objects found, or None to show none.
+            committed: (H, W) label image of committed objects: their pixels are left
+                uncovered, so a committed object keeps its own colour.
+            picked: Labels of picked objects, drawn more opaque with a white outline.
+        """
+        if labels is not None and committed is not None:
+            labels = np.where(committed > 0, 0, labels)
         if labels is None or not labels.any():
             self.everything_rgba = None
         else:
             shown = self.frame.resample_nearest(labels)
-            self.everything_rgba = labels_overlay_rgba(shown, alpha=self.alpha * 0.6)
+            highlight = np.isin(shown, list(picked)) if picked else None
+            self.everything_rgba = labels_overlay_rgba(
+                shown, alpha=self.alpha * 0.6, highlight=highlight
+            )
         self._draw_everything()
 
     def show_candidate(self, mask: np.ndarray | None, color: tuple[int, int, int]) -> None:
@@ -122,8 +156,10 @@ class PromptCanvas:
         self._draw_candidate()
 
     def show_prompts(self, prompts: PromptSet) -> None:
-        """Show the points and box of a prompt set (and drop any rubber band)."""
+        """Show the points and box of a prompt set (and drop any rubber band and open drag:
+        an action such as Clear or Commit ends a drag left open outside the canvas)."""
         self._prompts = prompts
+        self._drag_start = self._drag_end = None
         self._draw_prompts()
 
     def redraw(self) -> None:
@@ -191,41 +227,83 @@ class PromptCanvas:
             layer.set_line_dash([])
 
     # ------------------------------------------------------------------------ mouse
+    @property
+    def dragging(self) -> bool:
+        """Whether a drag is open (pressed on the canvas, not yet released over it)."""
+        return self._drag_start is not None
+
+    def cancel_drag(self) -> None:
+        """Drop an open drag and its rubber band."""
+        if self._drag_start is not None:
+            self._drag_start = self._drag_end = None
+            with hold_canvas():
+                self._draw_prompts()
+
+    def _clamp(self, x: float, y: float) -> tuple[float, float]:
+        """A canvas position moved onto the canvas (its nearest point on the edge)."""
+        dh, dw = self.frame.display_hw
+        return min(max(float(x), 0.0), float(dw)), min(max(float(y), 0.0), float(dh))
+
     def _on_mouse_down(self, x: float, y: float) -> None:
-        self._drag_start = (x, y)
+        # A press while a drag is open means the button was released outside the canvas:
+        # the drag goes on and ends at this press's release.
+        if self._drag_start is None:
+            self._drag_start = self._clamp(x, y)
+        self._drag_end = self._clamp(x, y)
 
     def _on_mouse_move(self, x: float, y: float) -> None:
         """While dragging, redraw the prompts layer with the rubber band; nothing else."""
         if self._drag_start is None:
             return
-        x0, y0 = self._drag_start
-        with hold_canvas():
-            self._draw_prompts(rubber_band=(x0, y0, x, y))
+        self._drag_end = self._clamp(x, y)
+        self._draw_band()
 
     def _on_mouse_up(self, x: float, y: float) -> None:
-        start, self._drag_start = self._drag_start, None
+        start, self._drag_start, self._drag_end = self._drag_start, None, None
         if start is not None:
-            self._gesture(start, (x, y))
+            self._gesture(start, self._clamp(x, y))
 
     def _on_mouse_out(self, x: float, y: float) -> None:
-        """A drag leaving the canvas ends there (clipped to the image); a press is dropped."""
-        start, self._drag_start = self._drag_start, None
-        if start is None:
+        """A drag leaving the canvas stays open, its corner clamped to the edge it crossed
+        (the page sends no events from outside the canvas, not even the release)."""
+        if self._drag_start is None:
             return
-        if np.hypot(x - start[0], y - start[1]) < CLICK_TOLERANCE:
-            with hold_canvas():
-                self._draw_prompts()
-            return
-        self._gesture(start, (x, y))
+        self._drag_end = self._clamp(x, y)
+        self._draw_band()
+        if self._on_drag_left is not None:
+            self._on_drag_left()
+
+    def _on_key_down(self, key: str, *_: object) -> None:
+        if key == "Escape":
+            self.cancel_drag()
+
+    def _draw_band(self) -> None:
+        assert self._drag_start is not None and self._drag_end is not None
+        with hold_canvas():
+            self._draw_prompts(rubber_band=(*self._drag_start, *self._drag_end))
 
     def _gesture(self, start: tuple[float, float], end: tuple[float, float]) -> None:
-        dh, dw = self.frame.display_hw
-        x0, y0 = self.frame.to_image(min(max(start[0], 0.0), dw), min(max(start[1], 0.0), dh))
-        x1, y1 = self.frame.to_image(min(max(end[0], 0.0), dw), min(max(end[1], 0.0), dh))
+        x0, y0 = self.frame.to_image(*start)
+        x1, y1 = self.frame.to_image(*end)
         if np.hypot(end[0] - start[0], end[1] - start[1]) < CLICK_TOLERANCE:
             self._on_click(x1, y1)
         else:
             self._on_box(x0, y0, x1, y1)
+
+
+def fitted_layout(frame: DisplayFrame) -> Layout:
+    """CSS size of the canvas: the output's width, or less so that its height leaves
+    :data:`WINDOW_MARGIN_PX` of the window free; the aspect ratio is the image's."""
+    dh, dw = frame.display_hw
+    aspect = dw / dh
+    fit_window = f"max(160px, calc((100vh - {WINDOW_MARGIN_PX}px) * {aspect:.6f}))"
+    return Layout(
+        width=f"min(100%, {fit_window})",
+        height="auto",
+        min_width="0",
+        max_width="100%",
+        flex="0 0 auto",
+    )
 
 
 def forget_current_canvas(canvas: object) -> None:

@@ -38,6 +38,8 @@ class DisplayFrame:
     def fit(cls, image_hw: tuple[int, int], max_side: int = 640) -> DisplayFrame:
         """Shrink a large image so its longest side is ``max_side``; magnify a tiny one.
 
+        This is the canvas' own resolution; the page scales it further to fit (CSS).
+
         Args:
             image_hw: (height, width) of the image.
             max_side: Longest canvas side allowed.
@@ -124,9 +126,18 @@ def overlay_rgba(mask: np.ndarray, color: tuple[int, int, int], alpha: float = 0
     return rgba
 
 
-def labels_overlay_rgba(labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+def labels_overlay_rgba(
+    labels: np.ndarray, alpha: float = 0.45, highlight: np.ndarray | None = None
+) -> np.ndarray:
     """A label image (H, W) to RGBA uint8: each object in its palette colour at ``alpha``,
-    with an opaque outline where it touches another object or the background."""
+    with an opaque outline where it touches another object or the background.
+
+    Args:
+        labels: (H, W) integer labels; 0 is background.
+        alpha: Opacity of the fill.
+        highlight: (H, W) bool pixels to stand out (e.g. picked objects): filled at twice
+            ``alpha`` (at most 0.85), outlined in white.
+    """
     labels = np.asarray(labels)
     rgba = labels_to_rgba(labels, alpha=alpha)
     edge = np.zeros(labels.shape, dtype=bool)
@@ -135,6 +146,10 @@ def labels_overlay_rgba(labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
     edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
     rgba[edge & (labels > 0), 3] = 255
+    if highlight is not None:
+        highlight = np.asarray(highlight, dtype=bool) & (labels > 0)
+        rgba[highlight & ~edge, 3] = round(255 * min(0.85, 2 * alpha))
+        rgba[highlight & edge, :] = 255
     return rgba
 
 

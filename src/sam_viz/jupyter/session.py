@@ -10,8 +10,8 @@ image; boxes are ``(x0, y0, x1, y1)``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,23 +23,39 @@ from sam_viz.prompts import PromptSet
 
 @dataclass(frozen=True)
 class _Step:
-    """One undoable action: the prompts and selection before it, and whether it committed."""
+    """One undoable action: the prompts and selection before it, and the objects it committed.
 
+    Attributes:
+        kind: ``"prompt"``, ``"clear"``, ``"commit"`` (the shown candidate) or ``"objects"``
+            (objects of a label image, e.g. what "segment everything" found).
+        prompts: The prompts before the action.
+        selected: The chosen candidate before the action.
+        committed: Labels of the objects the action committed (undone together).
+    """
+
+    kind: str
     prompts: PromptSet
     selected: int | None
-    committed: bool = False
+    committed: tuple[int, ...] = ()
 
 
 # Answers a prompt set with candidates (the widget binds its scaled image).
 PredictFn = Callable[[PromptSet], Candidates]
+
+OVERWRITE_HINT = (
+    "tick Overwrite (or call commit(overwrite=True)) to give their pixels to the new object"
+)
 
 
 class Session:
     """Prompts and candidates of the object being segmented, plus the committed objects.
 
     Every action is undoable with :meth:`undo`, in order: adding a point or a box, a clear,
-    a commit (the label image goes back exactly). The prediction is recomputed on undo
-    rather than stored, so the history costs a few numbers per step.
+    a commit (the label image goes back exactly), committing found objects. The prediction
+    is recomputed on undo rather than stored, so the history costs a few numbers per step.
+
+    Only the candidates :attr:`Candidates.offered <sam_viz.predictor.Candidates.offered>`
+    can be chosen: an empty candidate or a near-duplicate of a better one is never shown.
     """
 
     def __init__(self, predict: PredictFn, labels: ObjectLabels) -> None:
@@ -75,6 +91,21 @@ class Session:
             return None
         return self.prediction.labels[self.selected_index] > 0
 
+    @property
+    def can_commit(self) -> bool:
+        """Whether a non-empty candidate is chosen."""
+        return (
+            self.prediction is not None
+            and self.selected_index is not None
+            and self.prediction.areas[self.selected_index] > 0
+        )
+
+    def describe(self) -> str | None:
+        """What is shown, in one honest sentence (None without candidates)."""
+        if self.prediction is None or self.selected_index is None:
+            return None
+        return self.prediction.describe(self.selected_index)
+
     def add_point(self, x: float, y: float, positive: bool = True) -> Candidates:
         """Add a point and predict; on an error nothing changes.
 
@@ -94,13 +125,15 @@ class Session:
         return self._apply(self.prompts.add_box(x0, y0, x1, y1, replace_boxes=True))
 
     def select(self, name_or_index: str | int) -> int:
-        """Choose candidate ``"subpart"``, ``"part"``, ``"whole"`` or index 0..K-1.
+        """Choose an offered candidate by name (``"subpart"``, ``"part"``, ``"whole"``) or
+        index 0..K-1.
 
         Returns:
             The chosen index.
 
         Raises:
-            ValueError: If there are no candidates or no such one.
+            ValueError: If there are no candidates, no such one, or it is not offered
+                (empty, or a near-duplicate of a better one).
         """
         prediction = self.prediction
         if prediction is None:
@@ -117,55 +150,131 @@ class Session:
             index = int(name_or_index)
             if not 0 <= index < count:
                 raise ValueError(f"Candidate index {name_or_index} is out of range 0..{count - 1}.")
+        if index not in prediction.offered:
+            offered = ", ".join(prediction.names[i] for i in prediction.offered)
+            why = prediction.offer_note or prediction.describe(index)
+            raise ValueError(
+                f"Candidate {prediction.names[index]!r} is not offered ({why}); choose {offered}."
+            )
         self.selected_index = index
         return index
 
-    def commit(self) -> int:
-        """Add the chosen candidate as a new object (keeping other objects' pixels) and
-        start a new object.
+    def commit(self, overwrite: bool = False) -> int:
+        """Add the chosen candidate as a new object and start a new object.
+
+        Args:
+            overwrite: Also take the pixels of objects committed earlier; by default they
+                are kept and the new object fills the rest. Undo gives them back exactly.
 
         Returns:
             The new object's label id.
 
         Raises:
-            ValueError: If there is no candidate or it would add no pixel.
+            ValueError: If there is no candidate, it is empty, or it would add no pixel.
         """
         mask = self.mask
         if mask is None:
             raise ValueError("Nothing to commit: add a box or a point first.")
-        label = self.objects.commit(mask)
-        self._history.append(_Step(self.prompts, self.selected_index, committed=True))
+        if not self.can_commit:
+            raise ValueError(f"Nothing to commit: {self.describe()}")
+        if not overwrite and not (mask & (self.objects.labels == 0)).any():
+            raise ValueError(
+                "Nothing to commit: the shown candidate lies entirely on committed objects; "
+                f"{OVERWRITE_HINT}."
+            )
+        label = self.objects.commit(mask, overwrite=overwrite)
+        self._history.append(_Step("commit", self.prompts, self.selected_index, (label,)))
         self.objects_version += 1
         self._set(PromptSet(), None, None)
         return label
+
+    def commit_objects(
+        self, labels: np.ndarray, ids: Iterable[int], overwrite: bool = False
+    ) -> tuple[int, ...]:
+        """Commit objects of a label image (e.g. what "segment everything" found) as new
+        objects, in one undoable step; the prompts and candidates stay.
+
+        Args:
+            labels: (H, W) label image the objects come from.
+            ids: Labels in ``labels`` of the objects to commit.
+            overwrite: Also take the pixels of objects committed earlier.
+
+        Returns:
+            The new objects' label ids (objects that would add no pixel are left out).
+
+        Raises:
+            ValueError: If no object would add a pixel, or ``labels`` has the wrong shape.
+        """
+        labels = np.asarray(labels)
+        if labels.shape != self.objects.labels.shape:
+            raise ValueError(
+                f"labels have shape {labels.shape}; the objects' is {self.objects.labels.shape}."
+            )
+        committed: list[int] = []
+        try:
+            for object_id in ids:
+                mask = labels == object_id
+                if not overwrite:
+                    mask &= self.objects.labels == 0
+                if mask.any():
+                    committed.append(self.objects.commit(mask, overwrite=overwrite))
+        except Exception:
+            for _ in committed:  # all or nothing
+                self.objects.undo()
+            raise
+        if not committed:
+            raise ValueError(
+                "Nothing to commit: the objects are empty or lie entirely on committed "
+                f"objects; {OVERWRITE_HINT}."
+            )
+        self._history.append(_Step("objects", self.prompts, self.selected_index, tuple(committed)))
+        self.objects_version += 1
+        return tuple(committed)
 
     def undo(self) -> bool:
         """Undo the last action exactly; returns False if there was none."""
         if not self._history:
             return False
         step = self._history.pop()
-        if step.committed:
+        for _ in step.committed:
             self.objects.undo()
+        if step.committed:
             self.objects_version += 1
+        if step.kind == "objects":
+            return True  # the prompts did not change
         prediction = None if step.prompts.empty else self._predict(step.prompts)
         self._set(step.prompts, prediction, step.selected)
         return True
+
+    def undo_description(self) -> str | None:
+        """What :meth:`undo` would undo, in words ("the commit of object 3"), or None."""
+        if not self._history:
+            return None
+        step = self._history[-1]
+        if step.kind == "commit":
+            return f"the commit of object {step.committed[0]}"
+        if step.kind == "objects":
+            count = len(step.committed)
+            return f"the commit of {count} found object{'s' * (count != 1)}"
+        if step.kind == "clear":
+            return "the clear (the prompts come back)"
+        return "the last prompt"
 
     def clear(self) -> bool:
         """Remove the current object's prompts (undoable); returns False if there were none."""
         if self.prompts.empty:
             return False
-        self._history.append(_Step(self.prompts, self.selected_index))
+        self._history.append(_Step("clear", self.prompts, self.selected_index))
         self._set(PromptSet(), None, None)
         return True
 
     def last_step_committed(self) -> bool:
         """Whether :meth:`undo` would undo a commit."""
-        return bool(self._history) and self._history[-1].committed
+        return bool(self._history) and bool(self._history[-1].committed)
 
     def _apply(self, new: PromptSet) -> Candidates:
         prediction = self._predict(new)
-        self._history.append(_Step(self.prompts, self.selected_index))
+        self._history.append(_Step("prompt", self.prompts, self.selected_index))
         self._set(new, prediction, None)
         return prediction
 
@@ -174,10 +283,51 @@ class Session:
         self.prediction = prediction
         if prediction is None:
             self.selected_index = None
-        elif selected is not None and 0 <= selected < len(prediction.names):
+        elif selected is not None and selected in prediction.offered:
             self.selected_index = selected
         else:
             self.selected_index = prediction.best
+
+
+@dataclass
+class FoundObjects:
+    """What "segment everything" found, as the widget shows it.
+
+    Attributes:
+        segmentation: The result (``labels`` (H, W), ``table()``).
+        visible: Whether the overlay is shown.
+        picked: Labels of the objects the user picked (to commit only those).
+    """
+
+    segmentation: Segmentation
+    visible: bool = True
+    picked: set[int] = field(default_factory=set)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(H, W) label image of the objects found."""
+        return self.segmentation.labels
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        """Labels of every object found, in order."""
+        return tuple(int(v) for v in np.unique(self.labels) if v)
+
+    def pick(self, x: float, y: float) -> int | None:
+        """Pick the object under image pixel (x, y), or drop it if it was picked.
+
+        Returns:
+            Its label, or None where there is no object.
+        """
+        height, width = self.labels.shape
+        col, row = int(np.floor(x)), int(np.floor(y))
+        if not (0 <= row < height and 0 <= col < width):
+            return None
+        label = int(self.labels[row, col])
+        if label == 0:
+            return None
+        self.picked ^= {label}
+        return label
 
 
 # Segments the image: called as ``generate(progress, cancel)`` (see MaskGenerator.generate).

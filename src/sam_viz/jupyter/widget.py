@@ -1,6 +1,7 @@
-"""The interactive SAM widget: drag a box or click on an image, see SAM's three candidates,
-switch between them, commit the chosen one into a label image; or segment every object at
-once ("Everything", in a background thread).
+"""The interactive SAM widget: drag a box or click on an image, see SAM's candidates (those
+worth offering: no empty one, no near-duplicate), switch between them, commit the chosen one
+into a label image; or segment every object at once ("Everything", in a background thread)
+and commit all or some of what it found.
 
 The state (prompts, candidates, committed objects, undo history) lives in Python, in a
 :class:`~sam_viz.jupyter.session.Session`; the canvas (:mod:`sam_viz.jupyter.canvas`) is
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import html
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import ipywidgets as widgets
@@ -29,7 +30,7 @@ from sam_viz.jupyter.canvas import CANDIDATE, PROMPTS, PromptCanvas
 from sam_viz.jupyter.controls import WidgetControls
 from sam_viz.jupyter.display import DisplayFrame
 from sam_viz.jupyter.everything_panel import EverythingPanel
-from sam_viz.jupyter.session import EverythingRun, Session
+from sam_viz.jupyter.session import EverythingRun, FoundObjects, Session
 from sam_viz.models.registry import DEFAULT_MODEL, MODELS
 from sam_viz.objects import ObjectLabels
 from sam_viz.predictor import Cancelled, Candidates, Predictor, ProgressCallback
@@ -43,6 +44,12 @@ from sam_viz.prompts import (
 from sam_viz.render import candidate_color, to_display_rgb
 from sam_viz.windows.scaled import ScaledImage
 
+# What the mouse does, after the model's own guide (prompt_guide).
+MOUSE_GUIDE = (
+    "Mouse: drag on the image for a box; a click adds the point chosen under \u201cClick "
+    "adds\u201d."
+)
+
 # Images of at most this many windows are embedded whole when the widget starts; larger
 # ones window by window as prompts reach them.
 EMBED_AT_START = 4
@@ -51,10 +58,14 @@ EMBED_AT_START = 4
 class SamWidget(widgets.VBox):
     """Segment Anything on one image, in a notebook.
 
-    Drag a box around an object, click to add points (the toggle picks positive or
-    negative), switch between the three candidates (subpart / part / whole), and commit
-    the chosen one into :attr:`labels`. Every action is also a method, so a notebook can
-    drive the widget without a mouse.
+    Drag a box around an object (or click, with a model trained with clicks: the guide
+    under the controls says what this model answers), switch between the candidates
+    offered (subpart / part / whole), and commit the chosen one into :attr:`labels`.
+    Every action is also a method, so a notebook can drive the widget without a mouse.
+
+    The canvas fills the output's width, and no more of the window's height than leaves
+    room for the notebook's bars; the controls sit beside it, or under it in a narrow
+    output.
 
     The image embedding is computed in a background thread when ``background`` is True
     (the default), so the widget shows up at once with a progress bar; methods that need
@@ -89,8 +100,9 @@ class SamWidget(widgets.VBox):
             widget); the embedded default model is loaded when None.
         contrast: Contrast rule for display and for the model (:func:`sam_viz.image.to_rgb01`).
         labels: An (H, W) integer label image to add objects to; a new one when None.
-        max_display_size: Longest side of the canvas in screen pixels; larger images are
-            shown downscaled (prompts are still in full-resolution pixels).
+        max_display_size: Longest side of the canvas in canvas pixels; larger images are
+            drawn downscaled (prompts are still in full-resolution pixels). The page then
+            scales the canvas to fit the output.
         alpha: Opacity of the mask overlays.
         background: Compute the image embedding in a background thread.
         everything_settings: Settings of "Everything" (the generator's defaults when None).
@@ -131,11 +143,15 @@ class SamWidget(widgets.VBox):
             on_click=self._on_click,
             on_box=self._on_box,
             alpha=float(alpha),
+            on_drag_left=self._on_drag_left,
         )
         self._canvas.show_objects(self._objects.labels)
         self.canvas = self._canvas.widget
         self._build_controls()
-        super().__init__(children=self._controls.layout(self.canvas, self.everything_panel.box))
+        super().__init__(
+            children=self._controls.layout(self.canvas, self.everything_panel.box),
+            layout=widgets.Layout(width="100%"),
+        )
         self.add_class("sam-viz-widget")
 
         self._thread: threading.Thread | None = None
@@ -155,21 +171,31 @@ class SamWidget(widgets.VBox):
         self.undo_button = controls.undo_button
         self.clear_button = controls.clear_button
         self.commit_button = controls.commit_button
+        self.overwrite_check = controls.overwrite_check
         self.progress = controls.progress
         self.diameter_slider = controls.diameter_slider
         self.scale_info = controls.scale_info
         self.status = controls.status
         self.objects_info = controls.objects_info
+        self.guide = controls.guide
+        spec = self._predictor.spec if self._predictor is not None else MODELS[DEFAULT_MODEL]
+        controls.show_guide(f"{prompt_guide(spec)} {MOUSE_GUIDE}")
         self.candidate_buttons.observe(self._on_candidate_toggle, names="value")
         self.undo_button.on_click(lambda _: self._from_ui(self.undo))
         self.clear_button.on_click(lambda _: self._from_ui(self.clear))
-        self.commit_button.on_click(lambda _: self._from_ui(self.commit))
+        self.commit_button.on_click(
+            lambda _: self._from_ui(self.commit, self.overwrite_check.value)
+        )
         self.diameter_slider.observe(self._on_diameter_slider, names="value")
         self.everything_panel = EverythingPanel(
             self._generate_everything,
-            lambda found: self._canvas.show_everything(found.labels),
+            self._show_found,
             lambda message, kind: self._set_status(message, kind=kind),
             _describe,
+            lambda labels, ids, overwrite: self._act(
+                self._session.commit_objects, labels, ids, overwrite, status=None
+            ),
+            lambda: self.overwrite_check.value,
         )
         self.everything_button = self.everything_panel.button
         self.everything_button.on_click(lambda _: self._from_ui(self.segment_everything))
@@ -234,8 +260,11 @@ class SamWidget(widgets.VBox):
 
     def _ready_message(self) -> str:
         assert self._predictor is not None
-        guide = html.escape(prompt_guide(self._predictor.spec))
-        return f"Ready. {guide} Drag a box with the mouse; a click adds a point (+/\u2212)."
+        spec = self._predictor.spec
+        self._controls.show_guide(f"{prompt_guide(spec)} {MOUSE_GUIDE}")
+        if spec.trained_with_points:
+            return "Ready: click on an object or drag a box around it."
+        return "Ready: drag a box around an object."
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the image embedding is ready.
@@ -348,26 +377,33 @@ class SamWidget(widgets.VBox):
         return self._act(self._session.add_box, x0, y0, x1, y1)
 
     def select(self, name_or_index: str | int) -> None:
-        """Show candidate ``"subpart"``, ``"part"``, ``"whole"`` or its index 0..2.
+        """Show an offered candidate: ``"subpart"``, ``"part"``, ``"whole"`` or its index.
 
         Raises:
-            ValueError: If there are no candidates or no such candidate.
+            ValueError: If there are no candidates, no such candidate, or it is not offered
+                (empty, or a near-duplicate of a better one).
         """
-        self._act(self._session.select, name_or_index, status=None, layers=(CANDIDATE,))
+        self._act(self._session.select, name_or_index, layers=(CANDIDATE,))
 
-    def commit(self) -> int:
+    def commit(self, overwrite: bool = False) -> int:
         """Add the shown candidate to :attr:`labels` as a new object and start a new one.
 
-        Pixels of objects committed earlier are kept (the new object fills the rest).
+        Args:
+            overwrite: Also take the pixels of objects committed earlier (the "Overwrite"
+                box does this for the Commit button); by default they are kept and the new
+                object fills the rest. :meth:`undo` gives them back exactly.
 
         Returns:
             The new object's label id.
 
         Raises:
-            ValueError: If there is no candidate, or it would add no pixel.
+            ValueError: If there is no candidate, it is empty, or it would add no pixel.
         """
-        label = self._act(self._session.commit, status="")
-        self._set_status(f"Committed object {label}. Drag a box around the next object.")
+        label = self._act(self._session.commit, bool(overwrite), status=None)
+        area = int(np.count_nonzero(self._objects.labels == label))
+        self._set_status(
+            f"Committed object {label} ({area} px). Drag a box around the next object."
+        )
         return label
 
     def undo(self) -> bool:
@@ -376,25 +412,30 @@ class SamWidget(widgets.VBox):
         Returns:
             False if there was nothing to undo.
         """
-        was_commit = self._session.last_step_committed()
-        done = self._act(self._session.undo, status="")
-        message = "Nothing to undo." if not done else "Commit undone." if was_commit else "Undone."
-        self._set_status(message)
-        return done
+        what = self._session.undo_description()
+        if what is None:
+            self._set_status("Nothing to undo.")
+            return False
+        self._act(self._session.undo, status=None)
+        shown = self._session.describe()
+        self._set_status(f"Undid {html.escape(what)}." + (f" {shown}." if shown else ""))
+        return True
 
     def clear(self) -> None:
         """Remove all prompts of the current object (undoable); committed objects stay."""
-        if self._act(self._session.clear, status=""):
-            self._set_status("Prompts cleared.")
+        if self._act(self._session.clear, status=None):
+            self._set_status("Prompts cleared; Undo brings them back.")
+        else:
+            self._set_status("There are no prompts to clear.")
 
     def segment_everything(self, background: bool = True) -> EverythingRun:
         """Find every object in the image
         (:class:`~sam_viz.automatic.everything.MaskGenerator`), in a background thread by
         default, as the "Everything" button does.
 
-        The progress bar follows the run and Stop cancels it. The label image found is
-        outlined on the canvas and kept in :attr:`everything`; committed objects
-        (:attr:`labels`) are left alone.
+        The progress bar follows the run and Stop cancels it. The objects found are
+        outlined on the canvas (not over committed objects) and kept in :attr:`everything`;
+        :meth:`commit_everything` adds them to :attr:`labels`.
 
         Args:
             background: Run in a background thread (the call returns at once).
@@ -409,8 +450,63 @@ class SamWidget(widgets.VBox):
 
     @property
     def everything(self) -> Segmentation | None:
-        """What "Everything" found last: ``labels`` (H, W) int32 and ``table()``; or None."""
+        """What "Everything" found last: ``labels`` (H, W) int32 and ``table()``; None
+        before the first run and after :meth:`clear_everything`."""
         return self.everything_panel.result
+
+    def everything_table(self) -> Any:
+        """One row per object "Everything" found (``Segmentation.table``): a pandas
+        DataFrame indexed by label where pandas is installed, else a list of dicts.
+
+        Raises:
+            ValueError: If nothing was found yet.
+        """
+        return self.everything_panel.table()
+
+    def show_everything(self, visible: bool = True) -> None:
+        """Show or hide the objects "Everything" found (they are kept either way)."""
+        self.everything_panel.set_visible(visible)
+
+    def clear_everything(self) -> None:
+        """Forget the objects "Everything" found; committed objects stay."""
+        self.everything_panel.clear()
+
+    @property
+    def everything_picked(self) -> tuple[int, ...]:
+        """Labels (in :attr:`everything`) of the found objects picked so far."""
+        found = self.everything_panel.found
+        return () if found is None else tuple(sorted(found.picked))
+
+    def pick_everything(self, x: float, y: float) -> int | None:
+        """Pick the found object under image pixel (x, y), or drop it if it was picked (what
+        a click does while "Pick" is on).
+
+        Returns:
+            Its label in :attr:`everything`, or None where nothing was found.
+
+        Raises:
+            ValueError: If "Everything" has found nothing yet.
+        """
+        return self.everything_panel.pick(x, y)
+
+    def commit_everything(
+        self, labels: Iterable[int] | None = None, overwrite: bool = False
+    ) -> tuple[int, ...]:
+        """Add found objects to :attr:`labels`, one new object each, in one undoable step
+        (the prompts and candidates stay).
+
+        Args:
+            labels: Their labels in :attr:`everything`; None commits every one.
+            overwrite: Also take the pixels of objects committed earlier (by default found
+                objects only fill the background).
+
+        Returns:
+            The new objects' ids (objects that would add no pixel are left out).
+
+        Raises:
+            ValueError: If nothing was found, or no object would add a pixel.
+        """
+        return self.everything_panel.commit(labels, overwrite)
 
     def redraw(self) -> None:
         """Send every layer to the page again (done automatically on reconnect)."""
@@ -442,13 +538,14 @@ class SamWidget(widgets.VBox):
         self,
         action: Callable[..., Any],
         *args: Any,
-        status: str | None = "ready",
+        status: str | None = "shown",
         layers: tuple[int, ...] = (CANDIDATE, PROMPTS),
     ) -> Any:
         """Run a session action, then redraw ``layers`` (and the objects if they changed).
 
-        An error is shown in the status line, the prompts layer is redrawn (no rubber band
-        left) and the error re-raised.
+        With ``status="shown"`` the status line then says which candidate is shown; with
+        None it is left to the caller. An error is shown in the status line, the prompts
+        layer is redrawn (no rubber band left) and the error re-raised.
         """
         objects_version = self._session.objects_version
         try:
@@ -461,15 +558,35 @@ class SamWidget(widgets.VBox):
         with hold_canvas():
             if self._session.objects_version != objects_version:
                 self._canvas.show_objects(self._objects.labels)
+                self._show_found(self.everything_panel.found)
                 self._update_objects_info()
             if CANDIDATE in layers:
                 self._canvas.show_candidate(self.mask, candidate_color(self.selected or ""))
             if PROMPTS in layers:
                 self._canvas.show_prompts(self.prompts)
         self._update_controls()
-        if status == "ready" and self._predictor is not None:
-            self._set_status(self._ready_message())
+        if status == "shown":
+            self._say_shown()
         return result
+
+    def _say_shown(self) -> None:
+        """Say which candidate is shown, honestly (an empty one is called empty)."""
+        shown = self._session.describe()
+        if shown is None:
+            return
+        if self._session.can_commit:
+            self._set_status(f"{html.escape(shown)}. Commit keeps it.")
+        else:
+            self._set_status(html.escape(shown), kind="warning")
+
+    def _show_found(self, found: FoundObjects | None) -> None:
+        """Draw what "Everything" found (if shown), leaving committed objects uncovered."""
+        if found is None or not found.visible:
+            self._canvas.show_everything(None)
+        else:
+            self._canvas.show_everything(
+                found.labels, committed=self._objects.labels, picked=found.picked
+            )
 
     # ------------------------------------------------------------------------ controls
     def _update_controls(self) -> None:
@@ -479,8 +596,10 @@ class SamWidget(widgets.VBox):
         self._controls.show_actions(
             can_undo=self._session.can_undo,
             has_prompts=not self.prompts.empty,
-            has_candidates=prediction is not None,
+            can_commit=self._session.can_commit,
         )
+        what = self._session.undo_description()
+        self.undo_button.tooltip = f"Undo {what}" if what else "Nothing to undo"
 
     def _update_objects_info(self) -> None:
         self._controls.show_objects(self._objects.object_count)
@@ -507,8 +626,18 @@ class SamWidget(widgets.VBox):
 
     # ------------------------------------------------------------------------ mouse
     def _on_click(self, x: float, y: float) -> None:
-        if self._page_ready():
+        if self.everything_panel.picking:
+            with hold_canvas():
+                self._canvas.show_prompts(self.prompts)
+            self._from_ui(self.pick_everything, x, y)
+        elif self._page_ready():
             self._from_ui(self.add_point, x, y, self.point_mode.value == POSITIVE)
+
+    def _on_drag_left(self) -> None:
+        self._set_status(
+            "The box follows the mouse until you release the button over the image (or "
+            "click there, if you released it outside); Esc drops it."
+        )
 
     def _on_box(self, x0: float, y0: float, x1: float, y1: float) -> None:
         if self._page_ready():
