@@ -141,8 +141,8 @@ def test_bad_diameter_range_is_refused(kwargs, error, message) -> None:
 
 
 def test_str() -> None:
-    assert str(DiameterEstimate(23.6, 130, "bright")) == "24 px (from 130 objects, bright)"
-    assert str(DiameterEstimate(9.0, 1, "dark")) == "9 px (from 1 object, dark)"
+    assert str(DiameterEstimate(23.6, 130, "bright")) == "24 px from 130 objects, bright"
+    assert str(DiameterEstimate(9.0, 1, "dark")) == "9 px from 1 object, dark"
 
 
 def test_diameter_from_boxes() -> None:

@@ -71,7 +71,7 @@ class DiameterEstimate:
 
     def __str__(self) -> str:
         noun = "object" if self.count == 1 else "objects"
-        return f"{self.diameter:.0f} px (from {self.count} {noun}, {self.polarity})"
+        return f"{self.diameter:.0f} px from {self.count} {noun}, {self.polarity}"
 
 
 def estimate_diameter(

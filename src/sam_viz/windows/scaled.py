@@ -64,7 +64,7 @@ class DiameterSource:
     detail: str = ""
 
     def __str__(self) -> str:
-        return f"{self.kind} ({self.detail})" if self.detail else self.kind
+        return f"{self.kind}: {self.detail}" if self.detail else self.kind
 
 
 def _limits_rgb01(array: np.ndarray, limits: tuple[float, float]) -> np.ndarray:
