@@ -7,9 +7,16 @@ import threading
 import numpy as np
 import pytest
 
-from sam_viz.automatic.stacks import StackImages, embed_stack, propagate, validate_stack
+from sam_viz.automatic.stacks import (
+    PropagationRun,
+    StackImages,
+    embed_stack,
+    propagate,
+    validate_stack,
+)
 from sam_viz.predictor import Cancelled, Predictor
 from sam_viz.predictor.cache import EmbeddingCache
+from sam_viz.synthetic.microscopy import make_field
 
 
 @pytest.mark.parametrize(
@@ -119,6 +126,95 @@ def test_propagate_cancel_and_progress(tiny_predictor) -> None:
     assert np.isnan(result.scores).sum() == 5 - (result.last - result.first + 1)
 
 
+def test_each_direction_says_where_and_why_it_stopped(tiny_predictor) -> None:
+    stack = np.random.default_rng(1).integers(0, 255, (5, 32, 48), dtype=np.uint8)
+    mask = np.zeros((32, 48), bool)
+    mask[8:24, 10:30] = True
+    # No mask can have a billion pixels: both directions stop on their first slice.
+    result = propagate(tiny_predictor, stack, 2, mask, min_area=10**9)
+    forward, backward = result.runs
+    assert (forward.direction, forward.slices, forward.stopped_at) == ("forward", (), 3)
+    assert (backward.direction, backward.slices, backward.stopped_at) == ("backward", (), 1)
+    for run in result.runs:
+        assert run.reason in ("empty", "small") and run.threshold == 10**9
+        assert run.value is not None and run.value < run.threshold
+    assert (result.first, result.last) == (2, 2) and not result.masks[[0, 1, 3, 4]].any()
+    assert "Forward: not carried; stopped at slice 3: its mask there" in result.describe()
+    # Only forward: one run, which reports the stack's end when it gets there.
+    forward_only = propagate(tiny_predictor, stack, 4, mask, direction="forward")
+    assert forward_only.run("backward") is None
+    assert forward_only.runs == (PropagationRun("forward", 4, (), "stack_end"),)
+    assert forward_only.describe() == "Forward: not carried, slice 4 is the stack's last."
+
+
+@pytest.mark.parametrize(
+    ("run", "text"),
+    [
+        (
+            PropagationRun("forward", 10, (), "stability", 11, 0.74, 0.8),
+            "forward: not carried; stopped at slice 11: stability score 0.74 < 0.80",
+        ),
+        (
+            PropagationRun("backward", 10, (9, 8), "score", 7, 0.61, 0.7),
+            "backward: carried to slices 9-8; stopped at slice 7: predicted IoU 0.61 < 0.70",
+        ),
+        (
+            PropagationRun("forward", 3, (4,), "growth", 5, 2.6, 2.0),
+            "forward: carried to slice "
+            "4; stopped at slice 5: its mask there was 2.6x the previous slice's area (> 2.0x)",
+        ),
+        (
+            PropagationRun("forward", 3, (4,), "overlap", 5, 0.3, 0.5),
+            "only 30% of its mask there lay on the previous slice's (< 50%)",
+        ),
+        (
+            PropagationRun("backward", 3, (2, 1, 0), "stack_end"),
+            "backward: carried to slices 2-0, the stack's first slice",
+        ),
+    ],
+)
+def test_a_run_reads_as_a_sentence(run, text) -> None:
+    assert text in run.describe()
+    assert run.reached == (run.slices[-1] if run.slices else run.start)
+
+
+def nucleus_on_every_slice(
+    depth: int, label: int = 23, seed: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """A generated nuclei field (16-bit, dim, noisy) cropped to 96 x 128 around one nucleus,
+    on every slice of a stack with fresh camera-like noise per slice; and that nucleus's
+    mask. The default nucleus (about 15 px) is answered with stability scores of 0.7-0.8 by
+    LiteMedSAM, which stopped propagation on its start slice with the balls' cut-off."""
+    field = make_field("nuclei", seed, (256, 256))
+    rows, cols = np.nonzero(field.labels == label)
+    y0 = int(np.clip(rows.mean() - 48, 0, 256 - 96))
+    x0 = int(np.clip(cols.mean() - 64, 0, 256 - 128))
+    image = field.image[y0 : y0 + 96, x0 : x0 + 128].astype(np.float64)
+    rng = np.random.default_rng(0)
+    noise = 0.05 * field.image.std()
+    stack = image + rng.normal(0, noise, (depth, *image.shape))
+    nucleus = field.labels[y0 : y0 + 96, x0 : x0 + 128] == label
+    return np.clip(stack, 0, 65535).astype(np.uint16), nucleus
+
+
+@pytest.mark.slow
+def test_a_nucleus_on_every_slice_is_carried_both_ways_to_the_stack_ends(lite_predictor) -> None:
+    stack, nucleus = nucleus_on_every_slice(5)
+    images = StackImages(lite_predictor, stack, diameter=16)
+    result = propagate(lite_predictor, images, 2, nucleus)
+    assert (result.first, result.last) == (0, 4), result.describe()
+    for z in range(5):
+        iou = (result.masks[z] & nucleus).sum() / (result.masks[z] | nucleus).sum()
+        assert iou >= 0.7, f"slice {z}: IoU {iou:.2f}"
+    forward, backward = result.run("forward"), result.run("backward")
+    assert forward == PropagationRun("forward", 2, (3, 4), "stack_end")
+    assert backward == PropagationRun("backward", 2, (1, 0), "stack_end")
+    assert result.describe() == (
+        "Forward: carried to slices 3-4, the stack's last slice. "
+        "Backward: carried to slices 1-0, the stack's first slice."
+    )
+
+
 def spheres_stack(
     shape: tuple[int, int, int], balls: list[tuple[int, int, int, float, float]], seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -158,3 +254,13 @@ def test_propagation_recovers_spheres_slice_by_slice(lite_predictor) -> None:
         present = np.flatnonzero(ball.any(axis=(1, 2)))
         assert present[0] <= result.first and result.last <= present[-1]
         assert not result.masks[~ball.any(axis=(1, 2))].any()
+        # Each direction names the test that ended it, on the slice past the last one found.
+        forward, backward = result.run("forward"), result.run("backward")
+        assert forward is not None and backward is not None
+        assert (forward.stopped_at, backward.stopped_at) == (result.last + 1, result.first - 1)
+        for run in (forward, backward):
+            assert run.value is not None and run.threshold is not None, run
+            if run.reason == "growth":
+                assert run.value > run.threshold
+            else:
+                assert run.value < run.threshold

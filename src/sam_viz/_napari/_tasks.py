@@ -246,16 +246,22 @@ class LongTasks(QObject):
         written = _layers.write_propagation(
             objects, where.prefix, propagation.masks, label, where.index
         )
-        if not written:
-            self._say(
-                f"Object {label} was not found on the neighbouring slices (or they are "
-                "covered by other objects); nothing was written.",
-                "info",
+        # Where and why it stopped each way, and the slices other objects already covered.
+        why = propagation.describe()
+        found = sorted(index for run in propagation.runs for index in run.slices)
+        covered = [index for index in found if index not in written]
+        if covered:
+            where_covered = ", ".join(map(str, covered))
+            why += (
+                f" On slice{'s' * (len(covered) != 1)} {where_covered} other objects already "
+                "cover it, so nothing was written there."
             )
+        if not written:
+            self._say(f"Object {label} was not written on any other slice. {why}", "info")
             return
         self._say(
             f"Propagated object {label} to {len(written)} slice{'s' * (len(written) != 1)} "
             f"({min(written)}-{max(written)}); Undo (or Ctrl+Z in {objects.name!r}) "
-            "removes them.",
+            f"removes them. {why}",
             "info",
         )
