@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
@@ -47,6 +48,28 @@ STYLE = """<style>
 </style>"""
 
 
+def button(description: str, icon: str, tooltip: str, *, width: str = "auto", **options: Any):
+    """An ipywidgets Button with an icon and a tooltip, ``width`` wide."""
+    return widgets.Button(
+        description=description,
+        icon=icon,
+        tooltip=tooltip,
+        layout=widgets.Layout(width=width),
+        **options,
+    )
+
+
+def checkbox(description: str, tooltip: str, *, value: bool = False):
+    """An ipywidgets Checkbox without the indent, as wide as its text."""
+    return widgets.Checkbox(
+        value=value,
+        description=description,
+        indent=False,
+        tooltip=tooltip,
+        layout=widgets.Layout(width="auto"),
+    )
+
+
 class WidgetControls:
     """Every control of the widget but the canvas and the "Everything" panel.
 
@@ -74,31 +97,29 @@ class WidgetControls:
         )
         self.legend = widgets.HTML(layout=widgets.Layout(min_height="4.6em"))
         self.legend.add_class("sam-viz-legend-box")
-        self.undo_button = widgets.Button(
-            description="Undo",
-            icon="undo",
-            tooltip="Undo the last prompt, clear or commit",
-            layout=widgets.Layout(width="86px"),
+        self.undo_button = button(
+            "Undo",
+            "undo",
+            "Undo the last prompt, clear or commit",
+            width="86px",
         )
-        self.clear_button = widgets.Button(
-            description="Clear",
-            icon="eraser",
-            tooltip="Remove all prompts of this object",
-            layout=widgets.Layout(width="86px"),
+        self.clear_button = button(
+            "Clear",
+            "eraser",
+            "Remove all prompts of this object",
+            width="86px",
         )
-        self.commit_button = widgets.Button(
-            description="Commit",
-            icon="check",
+        self.commit_button = button(
+            "Commit",
+            "check",
+            "Add the shown candidate to the labels",
+            width="96px",
             button_style="success",
-            tooltip="Add the shown candidate to the labels",
-            layout=widgets.Layout(width="96px"),
         )
-        self.overwrite_check = widgets.Checkbox(
+        self.overwrite_check = checkbox(
+            "Overwrite",
+            "Commit also over objects committed earlier (Undo gives them back)",
             value=False,
-            description="Overwrite",
-            indent=False,
-            tooltip="Commit also over objects committed earlier (Undo gives them back)",
-            layout=widgets.Layout(width="auto"),
         )
         self.progress = widgets.FloatProgress(
             value=0,

@@ -20,6 +20,7 @@ import ipywidgets as widgets
 import numpy as np
 
 from sam_viz.automatic.results import Segmentation
+from sam_viz.jupyter.controls import button, checkbox
 from sam_viz.jupyter.session import EverythingRun, FoundObjects, GenerateFn
 
 # Shows a status line: ``say(html_message, kind)`` with kind info, warning or error.
@@ -77,12 +78,10 @@ class EverythingPanel:
             max=1,
             layout=widgets.Layout(width="120px", visibility="hidden"),
         )
-        self.show_check = widgets.Checkbox(
+        self.show_check = checkbox(
+            "Show",
+            "Show the objects found on the image",
             value=True,
-            description="Show",
-            indent=False,
-            tooltip="Show the objects found on the image",
-            layout=widgets.Layout(width="auto"),
         )
         self.pick_button = widgets.ToggleButton(
             description="Pick",
@@ -90,17 +89,17 @@ class EverythingPanel:
             tooltip="While on, a click on the image picks (or drops) a found object to commit",
             layout=widgets.Layout(width="72px"),
         )
-        self.commit_button = widgets.Button(
-            description="Commit all",
-            icon="check",
-            tooltip="Add the found objects (the picked ones, if any) to the labels",
-            layout=widgets.Layout(width="auto"),
+        self.commit_button = button(
+            "Commit all",
+            "check",
+            "Add the found objects (the picked ones, if any) to the labels",
+            width="auto",
         )
-        self.clear_button = widgets.Button(
-            description="Clear",
-            icon="times",
-            tooltip="Forget what Everything found (committed objects stay)",
-            layout=widgets.Layout(width="72px"),
+        self.clear_button = button(
+            "Clear",
+            "times",
+            "Forget what Everything found (committed objects stay)",
+            width="72px",
         )
         self.stop_button.on_click(lambda _: self.cancel())
         self.show_check.observe(lambda change: self.set_visible(change["new"]), names="value")
