@@ -112,19 +112,19 @@ def pre_fix_reach(
     return first, last
 
 
-def nuclei_on_every_slice(depth: int, seed: int, shape: tuple[int, int]):
+def nuclei_on_every_slice(depth: int, seed: int, shape: tuple[int, int], diameter: float):
     """A nuclei field on every slice with fresh noise; (stack, labels of one slice)."""
-    field = make_field("nuclei", seed, (256, 256))
-    image = field.image[: shape[0], : shape[1]].astype(np.float64)
+    field = make_field("nuclei", seed, shape, diameter=diameter)
+    image = field.image.astype(np.float64)
     noise = np.random.default_rng(seed).normal(0, 0.05 * field.image.std(), (depth, *shape))
     stack = np.clip(image + noise, 0, 65535).astype(np.uint16)
-    return stack, field.labels[: shape[0], : shape[1]]
+    return stack, field.labels
 
 
 def bench_time(args: argparse.Namespace, predictor: Predictor) -> None:
-    stack, labels = nuclei_on_every_slice(args.depth, args.seed, (128, 192))
+    stack, labels = nuclei_on_every_slice(args.depth, args.seed, (192, 256), args.diameter)
     start = args.depth // 2
-    images = StackImages(predictor, stack)
+    images = StackImages(predictor, stack, diameter=args.diameter)  # as the user gave it
     print(f"stack {stack.shape} {stack.dtype}; {images.slice(0).scale}; ", end="")
     print(f"{len(images.slice(0).grid)} windows per slice")
     began = time.perf_counter()
@@ -147,6 +147,7 @@ def bench_time(args: argparse.Namespace, predictor: Predictor) -> None:
     inside = [i for i, a in zip(ids, areas, strict=True) if a >= 60 and _inside(labels == i)]
     chosen = inside[:: max(1, len(inside) // args.objects)][: args.objects]
     ratios = []
+    totals = {"pre-fix": 0.0, "ours": 0.0}
     print(
         f"{'nucleus':>7} {'px':>4} | {'pre-fix s':>9} {'enc':>4} {'reach':>6} {'IoU':>5} | ", end=""
     )
@@ -173,6 +174,8 @@ def bench_time(args: argparse.Namespace, predictor: Predictor) -> None:
         )
         old_s, ours_s = np.median(times["pre-fix"]), np.median(times["ours"])
         ratios.append(ours_s / old_s)
+        totals["pre-fix"] += old_s
+        totals["ours"] += ours_s
         print(
             f"{label:>7} {nucleus.sum():>4} | {old_s:>9.2f} {runs['pre-fix']:>4} "
             f"{old_first:>2}-{old_last:<3} {old_iou:>5.2f} | {ours_s:>7.2f} {runs['ours']:>4} "
@@ -180,7 +183,10 @@ def bench_time(args: argparse.Namespace, predictor: Predictor) -> None:
         )
         if result.first or result.last < args.depth - 1:
             print(f"        ours stopped: {result.describe()}")
-    print(f"median ratio ours / pre-fix: {np.median(ratios):.2f} ({len(ratios)} nuclei)")
+    print(
+        f"ours / pre-fix: median {np.median(ratios):.2f} per nucleus, "
+        f"{totals['ours'] / totals['pre-fix']:.2f} in total ({len(ratios)} nuclei)"
+    )
 
 
 def _inside(mask: np.ndarray, border: int = 2) -> bool:
@@ -247,9 +253,9 @@ def nuclei_through_z(seed: int, depth: int, shape: tuple[int, int] = (256, 256))
 
 def bench_ends(args: argparse.Namespace, predictor: Predictor) -> None:
     inside_score, inside_stab, past_score, past_stab = [], [], [], []
-    ours_off, old_off = [], []
-    ours_stuck: list[bool] = []
-    old_stuck: list[bool] = []
+    rules = ["pre-fix", *(f"ours, tolerance {t:g}" for t in args.tolerances)]
+    ends: dict[str, list[str]] = {rule: [] for rule in rules}
+    stuck: dict[str, list[bool]] = {rule: [] for rule in rules}
     for seed in args.seeds:
         stack, truth = nuclei_through_z(seed, args.depth)
         images = StackImages(predictor, stack)
@@ -277,17 +283,16 @@ def bench_ends(args: argparse.Namespace, predictor: Predictor) -> None:
                 elif not here.any():
                     past_score.append(score - own.score)
                     past_stab.append(stability - own.stability)
-            result = propagate(predictor, images, start, mask)
-            old_first, old_last = pre_fix_reach(steps, start, mask, args.depth)
-            for first, last, offsets, stuck in (
-                (result.first, result.last, ours_off, ours_stuck),
-                (old_first, old_last, old_off, old_stuck),
-            ):
-                offsets += [first - present[0], present[-1] - last]  # > 0: short of the end
+            reach = {"pre-fix": pre_fix_reach(steps, start, mask, args.depth)}
+            for tolerance, rule in zip(args.tolerances, rules[1:], strict=True):
+                result = propagate(predictor, images, start, mask, tolerance=tolerance)
+                reach[rule] = (result.first, result.last)
+            for rule, (first, last) in reach.items():
+                ends[rule] += _ends(first, last, areas)
                 # Stopped on the first slice of a direction where the object goes on.
                 for reached, step in ((first, start - 1), (last, start + 1)):
                     if 0 <= step < args.depth and areas[step] >= 0.5 * areas.max():
-                        stuck.append(reached == start)
+                        stuck[rule].append(reached == start)
     for name, inside, past in (
         ("predicted IoU", inside_score, past_score),
         ("stability", inside_stab, past_stab),
@@ -296,14 +301,31 @@ def bench_ends(args: argparse.Namespace, predictor: Predictor) -> None:
             f"{name} - own: object {_spread(inside)} ({len(inside)} masks); "
             f"past its end {_spread(past)} ({len(past)} masks)"
         )
-    for name, offsets, stuck in (("ours", ours_off, ours_stuck), ("pre-fix", old_off, old_stuck)):
-        values = np.array(offsets)
+    print("Where each rule stopped, per end of an object: short of its last slice with a")
+    print("quarter of its largest area, in its cap (beyond that, where it still has pixels),")
+    print("or past it; and how often it stopped on the first slice where the object goes on.")
+    for rule in rules:
+        found = np.array(ends[rule])
         print(
-            f"{name}: stopped on the first slice where the object goes on {sum(stuck)} of "
-            f"{len(stuck)} times; ends found exactly {np.mean(values == 0):.0%}, 1 slice "
-            f"short {np.mean(values == 1):.0%}, 2+ short {np.mean(values >= 2):.0%}, past "
-            f"them {np.mean(values < 0):.0%} ({len(values)} ends)"
+            f"{rule:>20}: short {np.mean(found == 'short'):4.0%}, in the cap "
+            f"{np.mean(found == 'cap'):4.0%}, past {np.mean(found == 'past'):4.0%} "
+            f"({len(found)} ends); stopped on the first slice {sum(stuck[rule])} of "
+            f"{len(stuck[rule])} times"
         )
+
+
+def _ends(first: int, last: int, areas: np.ndarray) -> list[str]:
+    """Each end of a propagated object: ``short`` of the object's last slice with a quarter
+    of its largest area, in its ``cap`` (up to its last slice with pixels), or ``past``."""
+    large = np.flatnonzero(areas >= 0.25 * areas.max())
+    present = np.flatnonzero(areas)
+    found = []
+    for short, past in (
+        (first > large[0], first < present[0]),
+        (last < large[-1], last > present[-1]),
+    ):
+        found.append("short" if short else "past" if past else "cap")
+    return found
 
 
 def _spread(values: list[float]) -> str:
@@ -317,10 +339,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=("time", "ends"), default="time")
     parser.add_argument("--depth", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--diameter", type=float, default=24.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[3, 11])
-    parser.add_argument("--objects", type=int, default=4)
+    parser.add_argument("--objects", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--tolerances", type=float, nargs="+", default=[stacks.TOLERANCE])
     args = parser.parse_args()
     loaded = Predictor.from_pretrained(device="cpu", progress=False)
     predictor = Predictor(loaded.model, loaded.spec, device="cpu", cache=EmbeddingCache(256))

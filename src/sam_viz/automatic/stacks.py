@@ -8,8 +8,9 @@ alike, and one object diameter serves every slice. Each slice is a
 and model).
 
 :func:`propagate` carries an object committed on one slice to its neighbours: each next
-slice is prompted with the previous slice's mask's box (a margin added), optionally with
-the mask itself as a mask prompt, until the object ends.
+slice is prompted with the previous slice's mask's box (a margin added, none by default),
+optionally with the mask itself as a mask prompt, until the object ends; its result says,
+per direction, how far the object went and which test ended it (:class:`PropagationRun`).
 
 Conventions: boxes ``XYXY`` in pixels of a slice; masks (H, W) bool.
 """
@@ -32,13 +33,10 @@ from sam_viz.windows.scaled import ScaledImage
 
 Direction = Literal["both", "forward", "backward"]
 
-# Propagation answers an object in a slice's grid window (embedded once for every prompt)
-# when its box spans these fractions of the window: from about half the typical diameter
-# up to where a window sized for the object takes over (bench_propagation.py measures the
-# masks against windows sized for each object).
-GRID_FRACTIONS = (0.1, GOOD_FRACTIONS[1])
-# Room the grid window leaves around the box, as a fraction of the box's side (the object
-# may grow on the next slice; a mask cut by its window is answered again in a larger one).
+# Room a grid window must leave around an object's box, as a fraction of the box's side,
+# for propagation to answer it there (half of ScaledImage's CONTEXT_FRACTION: the halo
+# keeps objects up to twice the diameter whole in a window, and a mask cut by its window
+# is answered again in a larger one).
 GRID_ROOM = 0.25
 # How far a slice's predicted IoU or stability may fall below the object's own answer on
 # its start slice (bench_propagation.py: generated nuclei through z).
@@ -238,7 +236,8 @@ class Propagation:
 
     def describe(self) -> str:
         """Where and why the object stopped in each direction, one run per sentence."""
-        return " ".join(f"{run.describe()[0].upper()}{run.describe()[1:]}." for run in self.runs)
+        lines = [run.describe() for run in self.runs]
+        return " ".join(f"{line[0].upper()}{line[1:]}." for line in lines)
 
 
 def _box_with_margin(mask: np.ndarray, margin: float) -> np.ndarray:
@@ -495,7 +494,7 @@ def _grid_window(image: ScaledImage, box: np.ndarray) -> Window | None:
     """The grid window that holds ``box`` with the most room, if the object's size suits
     the grid's zoom and the window leaves it room to grow; else None."""
     side = float(max(box[2] - box[0], box[3] - box[1], 1.0))
-    low, high = GRID_FRACTIONS
+    low, high = GOOD_FRACTIONS  # as ScaledImage's routing: smaller ones lose detail
     if not low <= side / image.scale.side <= high:
         return None
     return image.grid.holding(box.tolist(), GRID_ROOM * side)
