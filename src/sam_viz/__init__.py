@@ -2,12 +2,20 @@
 
 The package root imports only the UI-free core. The napari plugin is reached through
 its manifest (``napari.yaml``) and the Jupyter widget through ``sam_viz.jupyter``.
+
+The predictor and the scaled image are imported on first use (PEP 562): importing the
+package does not import torch, so the napari dock opens fast.
 """
 
+import importlib
+from typing import TYPE_CHECKING
+
 from sam_viz.models.registry import DEFAULT_MODEL, MODELS, ModelSpec
-from sam_viz.predictor import Prediction, Predictor
 from sam_viz.prompts import PromptSet
-from sam_viz.windows.scaled import ScaledImage
+
+if TYPE_CHECKING:
+    from sam_viz.predictor import Prediction, Predictor
+    from sam_viz.windows.scaled import ScaledImage
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -19,3 +27,22 @@ __all__ = [
     "ScaledImage",
 ]
 __version__ = "0.1.0"
+
+# The names imported on first use, and their modules.
+_LAZY = {
+    "Prediction": "sam_viz.predictor",
+    "Predictor": "sam_viz.predictor",
+    "ScaledImage": "sam_viz.windows.scaled",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # found directly from now on
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,11 +1,17 @@
-"""Device and precision choices, made at run time from what the machine has."""
+"""Device and precision choices, made at run time from what the machine has.
+
+torch is imported by each function, not with this module: the napari dock imports it to
+list the devices, and must open without waiting for torch.
+"""
 
 from __future__ import annotations
 
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def select_device(preference: str | torch.device | None = None) -> torch.device:
@@ -18,6 +24,8 @@ def select_device(preference: str | torch.device | None = None) -> torch.device:
     Raises:
         ValueError: If an explicitly requested device is not available here.
     """
+    import torch  # on first use, see the module's docstring
+
     if preference is None or preference == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -41,6 +49,8 @@ def select_device(preference: str | torch.device | None = None) -> torch.device:
 
 def available_devices() -> list[str]:
     """Device names a user can choose here, best first, ending with ``"cpu"``."""
+    import torch  # on first use, see the module's docstring
+
     names = []
     if torch.cuda.is_available():
         names += ["cuda"] + [f"cuda:{i}" for i in range(1, torch.cuda.device_count())]
@@ -79,6 +89,8 @@ def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
     Raises:
         ValueError: For an unknown precision name.
     """
+    import torch  # on first use, see the module's docstring
+
     if precision == "float32":
         return torch.float32
     if precision == "bfloat16":

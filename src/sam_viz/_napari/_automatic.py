@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sam_viz._napari._slicing import Plane, plane_data
-from sam_viz.automatic.everything import MaskGenerator
 from sam_viz.automatic.results import Segmentation
 from sam_viz.automatic.stacks import Propagation, StackImages, propagate
-from sam_viz.predictor import Predictor, ProgressCallback
+from sam_viz.predictor import ProgressCallback
 from sam_viz.windows.scaled import ScaledImage
+
+if TYPE_CHECKING:  # these import torch, which is imported when the model loads
+    from sam_viz.automatic.everything import MaskGenerator
+    from sam_viz.predictor import Predictor
 
 NEEDS_STACK = (
     "Propagation needs a stack (an image with a z or time axis before its rows and columns); "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from qtpy.QtCore import QEvent, QObject, QSize, Qt
+from typing import TypeVar
+
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, Signal
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -66,10 +68,10 @@ class Controls(QWidget):
     def _model_form(self) -> QFormLayout:
         """The image, model, device and object diameter."""
         form = QFormLayout()
-        self.image_combo = _narrow_combo()
+        self.image_combo = _narrow_combo(QComboBox())
         self.image_combo.setToolTip("The image to segment: 2-D gray or RGB, or a stack.")
-        self.model_combo = _narrow_combo()
-        self.device_combo = _narrow_combo()
+        self.model_combo = _narrow_combo(QComboBox())
+        self.device_combo = _narrow_combo(PopupCombo())
         self.diameter_spin = QDoubleSpinBox()
         self.diameter_spin.setRange(0, 10_000)
         self.diameter_spin.setDecimals(1)
@@ -240,9 +242,25 @@ def _wrapped_label(text: str = "") -> QLabel:
     return label
 
 
-def _narrow_combo() -> QComboBox:
-    """A combo box as wide as :data:`COMBO_CHARS` characters, whatever its entries."""
-    combo = QComboBox()
+class PopupCombo(QComboBox):
+    """A combo box that says when its list is about to open (to fill it then).
+
+    Signals:
+        about_to_show(): the list is about to open (handlers run before it does).
+    """
+
+    about_to_show = Signal()
+
+    def showPopup(self) -> None:
+        self.about_to_show.emit()
+        super().showPopup()
+
+
+Combo = TypeVar("Combo", bound=QComboBox)
+
+
+def _narrow_combo(combo: Combo) -> Combo:
+    """Make ``combo`` as wide as :data:`COMBO_CHARS` characters, whatever its entries."""
     combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
     combo.setMinimumContentsLength(COMBO_CHARS)
     return combo

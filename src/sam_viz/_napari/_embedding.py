@@ -8,6 +8,8 @@ prompt makes a new one.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QDoubleSpinBox, QProgressBar, QPushButton
 
@@ -15,8 +17,10 @@ from sam_viz._napari._embedder import WindowEmbedder
 from sam_viz._napari._scale import DiameterControl
 from sam_viz._napari._slicing import Plane
 from sam_viz._napari._workers import WorkerPool
-from sam_viz.predictor import Predictor
 from sam_viz.windows.scaled import ScaledImage
+
+if TYPE_CHECKING:  # imports torch, which is imported when the model loads
+    from sam_viz.predictor import Predictor
 
 NOT_COMPUTED = "embedding: not computed"
 

@@ -2,36 +2,55 @@
 
 The model list shows registry names (short, so the dock stays narrow); each entry's tooltip
 has the model's title and what it was trained with.
+
+torch is imported when the model loads (on the loading thread), not when the dock opens.
+Until then the device list holds "auto" (the best device here) and "cpu"; the GPUs torch
+sees are added once it is loaded, or when the user opens the list.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QWidget
 
+from sam_viz._napari._controls import PopupCombo
 from sam_viz._napari._workers import Failed, SerialWorker
-from sam_viz.device import available_devices
 from sam_viz.models.registry import DEFAULT_MODEL, MODELS, ModelSpec
-from sam_viz.predictor import Predictor
-from sam_viz.predictor.cache import EmbeddingCache
 
-PredictorFactory = Callable[[str, str], Predictor]
+if TYPE_CHECKING:  # imports torch, which is imported when the model loads
+    from sam_viz.predictor import Predictor
+
+PredictorFactory = Callable[[str, str], "Predictor"]
 """Builds a predictor from (registry name or checkpoint path, device name)."""
 
 CUSTOM_CHECKPOINT = "custom checkpoint..."
 GIVEN = "given"
 EMBEDDINGS_IN_MEMORY = 64
+AUTO_DEVICE = "auto"
+AUTO_DEVICE_TIP = "The best device here: a CUDA GPU, then Apple MPS, then the CPU."
 Source = tuple[str, str]
 
 
 def default_predictor_factory(source: str, device: str) -> Predictor:
     """Load ``source`` (a registry name or checkpoint path) on ``device``."""
+    # Imported here, on the loading thread: they import torch, and the dock opens without it.
+    from sam_viz.predictor import EmbeddingCache, Predictor
+
     cache = EmbeddingCache(max_items=EMBEDDINGS_IN_MEMORY)
     return Predictor.from_pretrained(source, device=device, cache=cache, progress=False)
+
+
+def device_choices() -> list[str]:
+    """The device list: "auto", then the devices torch sees here, best first, then "cpu"."""
+    from sam_viz.device import available_devices  # imports torch (see the module docstring)
+
+    return [AUTO_DEVICE, *available_devices()]
 
 
 def model_tooltip(spec: ModelSpec) -> str:
@@ -59,7 +78,7 @@ class ModelChooser(QObject):
     def __init__(
         self,
         model_combo: QComboBox,
-        device_combo: QComboBox,
+        device_combo: PopupCombo,
         given: Predictor | None,
         factory: PredictorFactory,
         parent: QWidget,
@@ -74,6 +93,7 @@ class ModelChooser(QObject):
         self._failed_source: Source | None = None
         self._custom_path: str | None = None
         self._loader = SerialWorker("sam_viz model loading", parent=self)
+        self._devices_listed = False  # whether the device list has the GPUs torch sees
 
         if given is not None:
             model_combo.addItem(f"{given.spec.name} (given)", GIVEN)
@@ -90,9 +110,13 @@ class ModelChooser(QObject):
             device_combo.addItem(str(given.device))
             device_combo.setEnabled(False)
         else:
-            device_combo.addItems(available_devices())
+            device_combo.addItems([AUTO_DEVICE, "cpu"])  # the GPUs once torch is loaded
+            device_combo.setItemData(0, AUTO_DEVICE_TIP, Qt.ItemDataRole.ToolTipRole)
+            if "torch" in sys.modules:  # loaded already: listing the devices costs nothing
+                self._list_devices()
         model_combo.currentIndexChanged.connect(self._on_model_index)
         device_combo.currentIndexChanged.connect(self._on_change)
+        device_combo.about_to_show.connect(self._list_devices)
 
     @property
     def spec(self) -> ModelSpec | None:
@@ -157,10 +181,25 @@ class ModelChooser(QObject):
         if self._given is not None and self.source() is not None and not self._devices.isEnabled():
             self._devices.blockSignals(True)
             self._devices.clear()
-            self._devices.addItems(available_devices())
             self._devices.setEnabled(True)
             self._devices.blockSignals(False)
+            self._list_devices()
         self._on_change()
+
+    def _list_devices(self) -> None:
+        """Put the devices torch sees in the device list, keeping the choice ("auto" or "cpu"
+        until then). Imports torch if no model has loaded it yet (the user opened the list)."""
+        combo = self._devices
+        if self._devices_listed or not combo.isEnabled():
+            return
+        self._devices_listed = True
+        current = combo.currentText()
+        combo.blockSignals(True)  # the choice stays the same
+        combo.clear()
+        combo.addItems(device_choices())
+        combo.setItemData(0, AUTO_DEVICE_TIP, Qt.ItemDataRole.ToolTipRole)
+        combo.setCurrentIndex(max(combo.findText(current), 0))
+        combo.blockSignals(False)
 
     def _show_tooltip(self) -> None:
         """The combo box's tooltip: the details of the model chosen."""
@@ -175,6 +214,8 @@ class ModelChooser(QObject):
 
     def _on_loaded(self, source: Source, result: object) -> None:
         self.loading = False
+        if "torch" in sys.modules:  # loading imported it: listing the devices costs nothing
+            self._list_devices()
         if source != self.source():
             self.changed.emit()  # the choice changed while loading: start again
             return

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 from napari.layers import Image, Labels
@@ -24,11 +25,14 @@ from sam_viz._napari import _layers
 from sam_viz._napari._automatic import StackSlice, propagate_object, segment_plane
 from sam_viz._napari._slicing import Plane, describe_plane
 from sam_viz._napari._workers import Failed, WorkerPool, call_safely
-from sam_viz.automatic.everything import EverythingSettings, MaskGenerator
 from sam_viz.automatic.results import Segmentation
 from sam_viz.automatic.stacks import Propagation
-from sam_viz.predictor import Cancelled, Predictor
+from sam_viz.predictor import Cancelled
 from sam_viz.windows.scaled import ScaledImage
+
+if TYPE_CHECKING:  # these import torch, which is imported when the model loads
+    from sam_viz.automatic.everything import EverythingSettings
+    from sam_viz.predictor import Predictor
 
 Say = Callable[..., None]
 """Shows a message: ``say(text, level, notify=True)``, level info, warning or error."""
@@ -96,12 +100,25 @@ class LongTasks(QObject):
         self._cancel_button = cancel_button
         self._say = say
         self._context = context
-        self.settings = (settings or EverythingSettings()).validated()
+        # The default settings are made on first use: their module imports torch.
+        self._settings: EverythingSettings | None = (
+            None if settings is None else settings.validated()
+        )
         self.everything_layer: Labels | None = None
         self._job: _Job | None = None
         self._cancel = threading.Event()
         self._reported.connect(self._on_reported)
         self._cancel_button.clicked.connect(self.cancel)
+
+    @property
+    def settings(self) -> EverythingSettings:
+        """Settings of the mask generator (the generator's defaults unless given)."""
+        if self._settings is None:
+            # Imported here: it imports torch, which the dock does not wait for when it opens.
+            from sam_viz.automatic.everything import EverythingSettings
+
+            self._settings = EverythingSettings().validated()
+        return self._settings
 
     @property
     def running(self) -> bool:
@@ -115,6 +132,9 @@ class LongTasks(QObject):
         Returns:
             False if another task is running (nothing started; the user is told).
         """
+        # Imported here (the model is loaded, so torch is too): see ``settings``.
+        from sam_viz.automatic.everything import MaskGenerator
+
         generator = MaskGenerator(target.predictor, self.settings, diameter=target.diameter)
         job = _Job("segment everything", target, self._on_segmented)
         return self._start(

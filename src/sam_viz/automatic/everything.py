@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field, fields, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -31,10 +31,12 @@ from sam_viz.automatic.seeded import outline_seeds
 from sam_viz.automatic.seeds import find_seeds
 from sam_viz.image import Contrast
 from sam_viz.models.registry import SeededThresholds
-from sam_viz.predictor import Predictor
 from sam_viz.progress import ProgressCallback
 from sam_viz.windows.geometry import Window
 from sam_viz.windows.scaled import ScaledImage
+
+if TYPE_CHECKING:
+    from sam_viz.predictor import Predictor
 
 PromptScheme = Literal["auto", "seeds", "boxes", "points"]
 # Windows for segment everything show a typical object at this fraction of the model input:

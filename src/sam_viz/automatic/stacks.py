@@ -20,16 +20,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from sam_viz.image import Contrast, contrast_limits, validate_image
-from sam_viz.predictor import Cancelled, Predictor, ProgressCallback
+from sam_viz.predictor import Cancelled, ProgressCallback
 from sam_viz.progress import check_cancel
 from sam_viz.windows.geometry import Window, touches_inner_edge
 from sam_viz.windows.scale import GOOD_FRACTIONS
 from sam_viz.windows.scaled import ScaledImage
+
+if TYPE_CHECKING:  # imports torch: the napari dock imports this module to open
+    from sam_viz.predictor import Predictor
 
 Direction = Literal["both", "forward", "backward"]
 
