@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from napari.qt.threading import create_worker
@@ -26,10 +26,13 @@ from sam_viz._napari._scheduling import PlaneQueue
 from sam_viz._napari._slicing import Plane, plane_data
 from sam_viz._napari._workers import Failed, WorkerPool, call_safely
 from sam_viz.image import contrast_limits
-from sam_viz.predictor import Cancelled, Predictor
+from sam_viz.predictor import Cancelled
 from sam_viz.progress import check_cancel
 from sam_viz.windows.geometry import Window
 from sam_viz.windows.scaled import ScaledImage
+
+if TYPE_CHECKING:  # imports torch, which is imported when the model loads
+    from sam_viz.predictor import Predictor
 
 Region = tuple[Window, int]
 # A job: a plane and the regions to embed there (None: every window of its grid).
@@ -119,14 +122,20 @@ def _embed_regions(
     report: ProgressReport,
     cancel: threading.Event,
 ) -> None:
-    for index, (window, side) in enumerate(regions):
-        check_cancel(cancel, "The image embedding")
-        count = f"window {index + 1} of {len(regions)}" if len(regions) > 1 else "window"
+    check_cancel(cancel, "The image embedding")
+    if len(regions) == 1:  # one window: progress through the encoder's blocks
+        window, side = regions[0]
 
-        def progress(done: int, total: int, count: str = count) -> None:
-            report(f"{where}embedding {count}", done, total)
+        def blocks(done: int, total: int) -> None:
+            report(f"{where}embedding window", done, total)
 
-        image.embedding(window, side, progress=progress, cancel=cancel)
+        image.embedding(window, side, progress=blocks, cancel=cancel)
+        return
+
+    def windows(done: int, total: int) -> None:
+        report(f"{where}embedding window {min(done + 1, total)} of {total}", done, total)
+
+    image.embed_windows(regions, progress=windows, cancel=cancel)
 
 
 class WindowEmbedder(QObject):

@@ -21,6 +21,16 @@ BAND_ELEMENTS = 2**22  # widest intermediate of a band of convolution rows
 RowFn = Callable[[torch.Tensor, slice], torch.Tensor]
 
 
+def tracing() -> bool:
+    """Whether the model is being traced, compiled or exported (to ONNX or OpenVINO).
+
+    Graph capture then takes the plain operators: the eager-only shortcuts (row bands,
+    token chunks, in-place updates, oneDNN fused operators) would be baked in as Python
+    loops and views that exporters cannot always follow.
+    """
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 def can_work_in_place(*tensors: torch.Tensor) -> bool:
     """Whether in-place updates of these tensors cannot break autograd.
 
@@ -28,8 +38,11 @@ def can_work_in_place(*tensors: torch.Tensor) -> bool:
         *tensors: Tensors about to be modified in place.
 
     Returns:
-        True when gradients are off or none of the tensors takes part in autograd.
+        True when gradients are off or none of the tensors takes part in autograd, and the
+        model is not being traced.
     """
+    if tracing():
+        return False
     if not torch.is_grad_enabled():
         return True
     return not any(t.requires_grad for t in tensors)
@@ -109,7 +122,7 @@ def chunked_over_tokens(
     flat = x.reshape(-1, x.shape[-1])
     tokens = flat.shape[0]
     per_chunk = max(1, CHUNK_ELEMENTS // widest.out_features)
-    if tokens <= per_chunk or torch.is_grad_enabled() or x.device.type != "cpu":
+    if tokens <= per_chunk or torch.is_grad_enabled() or x.device.type != "cpu" or tracing():
         return fn(x)
     chunks = -(-tokens // per_chunk)
     per_chunk = -(-tokens // chunks)
@@ -323,6 +336,7 @@ def conv_in_row_bands(
     conv: Conv2d_BN,
     before: Callable[[torch.Tensor], torch.Tensor] | None = None,
     after: RowFn | None = None,
+    convolve: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Compute ``after(conv(before(x)))`` one band of output rows at a time.
 
@@ -335,26 +349,30 @@ def conv_in_row_bands(
         conv: Convolution with square kernel, stride and padding.
         before: Pixel-wise function applied before ``conv``; identity if None.
         after: Function of (conv output rows, slice of those output rows); identity if None.
+        convolve: What computes ``conv`` on a band (for example ``conv`` fused with the
+            activation after it); ``conv`` itself if None.
 
     Returns:
         The result for all rows, BxC'xH'xW', channels-last.
     """
     before = before or (lambda t: t)
     after = after or (lambda t, _: t)
+    convolve = convolve or conv
     kernel, stride, pad = conv.c.kernel_size[0], conv.c.stride[0], conv.c.padding[0]
     batch, _, height, width = x.shape
     out_h = (height + 2 * pad - kernel) // stride + 1
-    widest = max(conv.c.in_channels, conv.c.out_channels) * width * stride
+    # Per output row, across the batch: bands of a batch of windows stay as small as one's.
+    widest = batch * max(conv.c.in_channels, conv.c.out_channels) * width * stride
     rows = max(1, BAND_ELEMENTS // widest)
-    if torch.is_grad_enabled() or x.device.type != "cpu" or out_h <= rows:
-        return after(conv(before(x)), slice(0, out_h))
+    if torch.is_grad_enabled() or x.device.type != "cpu" or out_h <= rows or tracing():
+        return after(convolve(before(x)), slice(0, out_h))
     context = -(-pad // stride)  # output rows computed before a band to cover its halo
     out: torch.Tensor | None = None
     for o0 in range(0, out_h, rows):
         o1 = min(o0 + rows, out_h)
         first = max(o0 - context, 0)
         band = x[:, :, first * stride : min((o1 - 1) * stride - pad + kernel, height)]
-        y = conv(before(band))[:, :, o0 - first : o1 - first]
+        y = convolve(before(band))[:, :, o0 - first : o1 - first]
         y = after(y, slice(o0, o1))
         if out is None:
             out = torch.empty(

@@ -27,6 +27,7 @@ from sam_viz.modeling.common import (
     window_partition,
     window_unpartition,
 )
+from sam_viz.modeling.fused import conv_add_gelu, conv_gelu, linear_gelu
 
 # PatchMerging keeps the resolution when it widens to one of these (TinyViT's rule, which
 # leaves the last two stages of the SAM variants at the same 64x64 grid).
@@ -60,10 +61,10 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embed: BxCxHxW image to Bx(embed_dim)x(H/stride)x(W/stride)."""
-        first, act, second = self.seq
+        first, _, second = self.seq
         if self.stride == 1:  # 1x1 convolutions: the first one is pixel-wise
-            return conv_in_row_bands(x, second, before=lambda t: act(first(t)))
-        x = conv_in_row_bands(x, first, after=lambda y, _: act(y))
+            return conv_in_row_bands(x, second, before=lambda t: conv_gelu(first, t))
+        x = conv_in_row_bands(x, first, convolve=lambda t: conv_gelu(first, t))
         return conv_in_row_bands(x, second)
 
 
@@ -88,13 +89,14 @@ class MBConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the block: BxCxHxW to BxCxHxW."""
 
-        def after(y: torch.Tensor, rows: slice) -> torch.Tensor:
-            y = self.conv3(self.act2(y))
-            shortcut = x[:, :, rows]
-            y = y.add_(shortcut) if can_work_in_place(y) else y + shortcut
-            return self.act3(y)
-
-        return conv_in_row_bands(x, self.conv2, lambda t: self.act1(self.conv1(t)), after)
+        # The GELUs are fused into the convolutions before them (act1-3 hold no state).
+        return conv_in_row_bands(
+            x,
+            self.conv2,
+            lambda t: conv_gelu(self.conv1, t),
+            lambda y, rows: conv_add_gelu(self.conv3, y, x[:, :, rows]),
+            lambda t: conv_gelu(self.conv2, t),
+        )
 
 
 class PatchMerging(nn.Module):
@@ -118,8 +120,9 @@ class PatchMerging(nn.Module):
         return conv_in_row_bands(
             x,
             self.conv2,
-            lambda t: self.act(self.conv1(t)),
-            lambda y, _: self.conv3(self.act(y)),
+            lambda t: conv_gelu(self.conv1, t),
+            lambda y, _: self.conv3(y),
+            lambda t: conv_gelu(self.conv2, t),
         )
 
 
@@ -240,7 +243,7 @@ class TinyViTMlp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply to the last axis: ...xC to ...xC."""
         return chunked_over_tokens(
-            lambda t: self.fc2(self.act(self.fc1(self.norm(t)))), x, self.fc1
+            lambda t: self.fc2(linear_gelu(self.fc1, self.norm(t))), x, self.fc1
         )
 
 

@@ -12,8 +12,11 @@ Typical use::
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -37,6 +40,23 @@ from sam_viz.predictor.stability import stability_scores
 from sam_viz.predictor.transforms import ImageFrame
 from sam_viz.progress import Cancelled, ProgressCallback
 from sam_viz.prompts import CANDIDATE_NAMES, PromptSet, order_by_area, validate_prompts
+
+# One window to encode: its pixels (or what reads them), frame and cache key.
+EncodeItem = tuple[np.ndarray | Callable[[], np.ndarray], ImageFrame, str]
+# Windows per encoder call at most: on the CPU a batch is no faster per window than one
+# (bench_encoders.py), so batches only save calls; on a GPU they fill the device.
+MAX_ENCODER_BATCH = 8
+# Peak memory of the encoder per window and model-input pixel (TinyViT at 256 px, the
+# larger of TinyViT and ViT-B; bench_encoders.py --memory).
+WINDOW_BYTES_PER_PIXEL = 1500
+
+
+def available_memory() -> int:
+    """Bytes of memory free now (physical pages not in use; 4 GiB where unknown)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
 
 
 def _encoder_blocks(encoder: torch.nn.Module) -> list[torch.nn.Module]:
@@ -221,6 +241,79 @@ class Predictor:
         elif progress is not None:
             progress(1, 1)
         return embedding
+
+    def encode_many(
+        self,
+        items: Sequence[EncodeItem],
+        *,
+        batch_size: int | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[ImageEmbedding]:
+        """The embeddings of many pixel arrays (the windows of an image), computed once.
+
+        Cached ones are read; the rest go through the encoder in batches, while a second
+        thread cuts and normalises the next batch.
+
+        Args:
+            items: (pixels, frame, key) per window as for :meth:`encode`; ``pixels`` may be
+                a function returning them, called on the preparing thread.
+            batch_size: Windows per encoder call; :meth:`encoder_batch_size` by default.
+            progress: Called as ``progress(done, total)`` in windows.
+            cancel: Set it to stop between batches; :class:`Cancelled` is raised.
+
+        Returns:
+            One embedding per item, in order.
+        """
+        shape = self.embedding_shape
+        found = [self.cache.get(self.model_key, key, expected_shape=shape) for _, _, key in items]
+        todo = [i for i, embedding in enumerate(found) if embedding is None]
+        total, done = len(items), len(items) - len(todo)
+        if progress is not None:
+            progress(done, total)
+        size = batch_size or self.encoder_batch_size()
+        batches = [todo[i : i + size] for i in range(0, len(todo), size)]
+
+        def prepare(batch: list[int]) -> torch.Tensor:
+            inputs = []
+            for index in batch:
+                pixels, frame, _ = items[index]
+                rgb01 = pixels() if callable(pixels) else pixels
+                inputs.append(self.preprocess(rgb01, frame))
+            return torch.cat(inputs)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="sam-viz-prepare") as pool:
+            upcoming = pool.submit(prepare, batches[0]) if batches else None
+            for number, batch in enumerate(batches):
+                assert upcoming is not None
+                x = upcoming.result()
+                if number + 1 < len(batches):
+                    upcoming = pool.submit(prepare, batches[number + 1])
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("The image embedding was cancelled.")
+                with torch.inference_mode(), self._autocast():
+                    features = self.model.image_encoder(x).float()
+                for row, index in enumerate(batch):
+                    _, frame, key = items[index]
+                    embedding = ImageEmbedding(
+                        features[row : row + 1].clone(), frame, key, self.model_key
+                    )
+                    self.cache.put(embedding)
+                    found[index] = embedding
+                done += len(batch)
+                if progress is not None:
+                    progress(done, total)
+        return [embedding for embedding in found if embedding is not None]
+
+    def encoder_batch_size(self) -> int:
+        """Windows per encoder call: up to :data:`MAX_ENCODER_BATCH`, as many as fit in a
+        quarter of the memory free now (GPU memory on a GPU)."""
+        if self.device.type == "cuda":
+            free = torch.cuda.mem_get_info(self.device)[0]
+        else:
+            free = available_memory()
+        per_window = WINDOW_BYTES_PER_PIXEL * self.spec.image_size**2
+        return int(min(MAX_ENCODER_BATCH, max(1, free // 4 // per_window)))
 
     def preprocess(self, rgb01: np.ndarray, frame: ImageFrame) -> torch.Tensor:
         """(H, W, 3) float RGB in 0..1 to the normalised, padded (1, 3, S, S) model input."""

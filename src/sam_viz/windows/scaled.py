@@ -14,7 +14,7 @@ Conventions: points ``(x, y)`` and boxes ``XYXY`` in pixels of the whole image; 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -22,10 +22,7 @@ import numpy as np
 
 from sam_viz.image import Contrast, image_key, to_rgb01, validate_image
 from sam_viz.masks import InstanceMask
-from sam_viz.predictor.cache import ImageEmbedding
 from sam_viz.predictor.candidates import BoxesPrediction, Candidates, Prediction
-from sam_viz.predictor.predictor import Predictor
-from sam_viz.predictor.transforms import ImageFrame
 from sam_viz.progress import ProgressCallback, check_cancel
 from sam_viz.prompts import PromptSet
 from sam_viz.windows.geometry import (
@@ -43,7 +40,10 @@ from sam_viz.windows.scale import (
     window_side_for,
 )
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the predictor's modules import torch: not imported with this module
+    from sam_viz.predictor.cache import ImageEmbedding
+    from sam_viz.predictor.predictor import Predictor
+    from sam_viz.predictor.transforms import ImageFrame
     from sam_viz.windows.blobs import Polarity
 
 # An estimate resting on fewer objects is not trusted: the image is seen whole instead.
@@ -172,6 +172,9 @@ class ScaledImage:
         return f"{self.key}-w{x0}-{y0}-{x1}-{y1}-s{side}"
 
     def _frame(self, window: Window, side: int) -> ImageFrame:
+        # Imported here: it imports torch, and the napari dock imports this module to open.
+        from sam_viz.predictor.transforms import ImageFrame
+
         x0, y0, x1, y1 = window
         return ImageFrame((y1 - y0, x1 - x0), self.predictor.spec.image_size, self._zoom(side))
 
@@ -200,11 +203,9 @@ class ScaledImage:
     ) -> ImageEmbedding:
         """The embedding of a window (of ``side``, the scale's by default), computed once."""
         side = self.scale.side if side is None else side
-        x0, y0, x1, y1 = window
-        pixels = np.ascontiguousarray(self.rgb01[y0:y1, x0:x1])
-        embedding = self.predictor.encode(
-            pixels, self._frame(window, side), self.window_key(window, side), progress, cancel
-        )
+        pixels = self._pixels(window)()
+        key = self.window_key(window, side)
+        embedding = self.predictor.encode(pixels, self._frame(window, side), key, progress, cancel)
         self.embedded.add((window, side))
         return embedding
 
@@ -223,13 +224,40 @@ class ScaledImage:
         Returns:
             How many windows the grid has.
         """
-        total = len(self.grid)
-        for done, window in enumerate(self.grid.windows, start=1):
-            check_cancel(cancel, "Embedding the windows")
-            self.embedding(window, cancel=cancel)
-            if progress is not None:
-                progress(done, total)
-        return total
+        side = self.scale.side
+        return self.embed_windows(
+            [(window, side) for window in self.grid.windows], progress=progress, cancel=cancel
+        )
+
+    def embed_windows(
+        self,
+        windows: Sequence[tuple[Window, int]],
+        *,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> int:
+        """Embed these (window, side) pairs now, in batches (cached ones are skipped).
+
+        Args:
+            windows: Windows with the side each is zoomed to.
+            progress: Called as ``progress(done, total)`` in windows.
+            cancel: Set it to stop; :class:`~sam_viz.progress.Cancelled` is raised.
+
+        Returns:
+            How many windows were asked for.
+        """
+        items = [
+            (self._pixels(window), self._frame(window, side), self.window_key(window, side))
+            for window, side in windows
+        ]
+        self.predictor.encode_many(items, progress=progress, cancel=cancel)
+        self.embedded.update(windows)
+        return len(items)
+
+    def _pixels(self, window: Window) -> Callable[[], np.ndarray]:
+        """What reads a window's RGB pixels (on the thread that prepares the next batch)."""
+        x0, y0, x1, y1 = window
+        return lambda: np.ascontiguousarray(self.rgb01[y0:y1, x0:x1])
 
     def missing_windows(self) -> list[Window]:
         """The grid's windows whose embedding is not cached yet."""
