@@ -3,12 +3,18 @@ behaviour matters, and scikit-image's coins with a classical reference segmentat
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from sam_viz.models.build import build_sam
 from sam_viz.models.registry import ModelSpec, ViTConfig
+
+# The suite runs the PyTorch encoder (the reference) unless a test names a backend: an
+# automatic export would land in the user's cache and time itself during the tests.
+os.environ.setdefault("SAM_VIZ_BACKEND", "torch")
 
 TINY_SPEC = ModelSpec(
     name="tiny_test",

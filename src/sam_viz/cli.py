@@ -116,6 +116,7 @@ def _load_predictor(args: argparse.Namespace):
         device=args.device,
         cache=cache,
         precision=args.precision,
+        backend=args.backend,
     )
 
 
@@ -474,9 +475,17 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision",
         default="float32",
-        choices=["float32", "bfloat16", "auto"],
+        choices=["float32", "bfloat16", "auto", "int8"],
         help="precision of the image encoder and the mask upscaling (auto: bf16 where the "
-        "hardware has it natively)",
+        "hardware has it natively; int8: the encoder's linear layers quantised, CPU only, "
+        "opt-in)",
+    )
+    p.add_argument(
+        "--backend",
+        default=None,
+        choices=["auto", "torch", "onnxruntime", "openvino"],
+        help="who runs the float32 image encoder on the CPU (default: $SAM_VIZ_BACKEND, else "
+        "auto: an exported copy where it is measured faster here, needs sam-viz[fast])",
     )
 
 

@@ -122,7 +122,8 @@ def chunked_over_tokens(
     flat = x.reshape(-1, x.shape[-1])
     tokens = flat.shape[0]
     per_chunk = max(1, CHUNK_ELEMENTS // widest.out_features)
-    if tokens <= per_chunk or torch.is_grad_enabled() or x.device.type != "cpu" or tracing():
+    # tracing() first: comparing a symbolic batch size would add a guard to the graph.
+    if tracing() or tokens <= per_chunk or torch.is_grad_enabled() or x.device.type != "cpu":
         return fn(x)
     chunks = -(-tokens // per_chunk)
     per_chunk = -(-tokens // chunks)
@@ -189,6 +190,54 @@ def _grid_blocks(
     return blocks
 
 
+def _traced_window_partition(
+    x: torch.Tensor, size: int, pad_value: torch.Tensor | None
+) -> torch.Tensor:
+    """:func:`window_partition` by padding, reshapes and one copy (for exporters)."""
+    batch, height, width, channels = x.shape
+    pad_h, pad_w = -height % size, -width % size
+    if pad_h or pad_w:
+        padded = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        if pad_value is not None:
+            inside = F.pad(x.new_ones((1, height, width, 1)), (0, 0, 0, pad_w, 0, pad_h))
+            padded = torch.where(inside > 0, padded, pad_value.to(x.dtype))
+        x = padded
+    n_h, n_w = (height + pad_h) // size, (width + pad_w) // size
+    grid = x.view(batch, n_h, size, n_w, size, channels).permute(0, 1, 3, 2, 4, 5)
+    return grid.reshape(batch * n_h * n_w, size * size, channels)
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """``F.scaled_dot_product_attention``, spelled out in plain operators when tracing.
+
+    Exporters decompose the fused kernel into operators whose outputs have other strides
+    than the kernel's, which breaks views recorded after it; the plain form has none.
+
+    Args:
+        q: Queries, ...xNxc.
+        k: Keys, ...xMxc.
+        v: Values, ...xMxc'.
+        attn_mask: Additive mask broadcastable to ...xNxM, or None.
+        scale: Logit scale; ``c**-0.5`` if None.
+
+    Returns:
+        Attention output, ...xNxc'.
+    """
+    if not tracing():
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    logits = (q * scale) @ k.transpose(-2, -1)
+    if attn_mask is not None:
+        logits = logits + attn_mask
+    return logits.softmax(dim=-1) @ v
+
+
 def window_partition(
     x: torch.Tensor, window_size: int, pad_value: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -208,6 +257,8 @@ def window_partition(
     batch, height, width, channels = x.shape
     size = window_size
     n_h, n_w = -(-height // size), -(-width // size)
+    if tracing():
+        return _traced_window_partition(x, size, pad_value), (n_h * size, n_w * size)
     windows = x.new_empty((batch * n_h * n_w, size * size, channels))
     grid = _window_grid(windows, batch, n_h, n_w, size)
     for index, (rows, cols), split in _grid_blocks(height, width, size):
@@ -240,6 +291,9 @@ def window_unpartition(
     n_h, n_w = padded_hw[0] // size, padded_hw[1] // size
     batch = windows.shape[0] // (n_h * n_w)
     channels = windows.shape[-1]
+    if tracing():
+        grid = windows.view(batch, n_h, n_w, size, size, channels).permute(0, 1, 3, 2, 4, 5)
+        return grid.reshape(batch, n_h * size, n_w * size, channels)[:, :height, :width]
     grid = _window_grid(windows, batch, n_h, n_w, size)
     x = windows.new_empty((batch, height, width, channels))
     for index, (rows, cols), split in _grid_blocks(height, width, size):
@@ -361,6 +415,8 @@ def conv_in_row_bands(
     kernel, stride, pad = conv.c.kernel_size[0], conv.c.stride[0], conv.c.padding[0]
     batch, _, height, width = x.shape
     out_h = (height + 2 * pad - kernel) // stride + 1
+    if tracing():  # before any comparison of the (possibly symbolic) batch size
+        return after(convolve(before(x)), slice(0, out_h))
     # Per output row, across the batch: bands of a batch of windows stay as small as one's.
     widest = batch * max(conv.c.in_channels, conv.c.out_channels) * width * stride
     rows = max(1, BAND_ELEMENTS // widest)

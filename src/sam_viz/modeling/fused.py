@@ -90,7 +90,8 @@ def linear_gelu(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     Returns:
         Tokens, ...xC_out.
     """
-    if not _fusable(x, linear) or not x.is_contiguous():
+    # Only a plain float Linear: quantised or otherwise swapped layers keep their own path.
+    if type(linear) is not nn.Linear or not _fusable(x, linear) or not x.is_contiguous():
         return F.gelu(linear(x))
     return torch.ops.mkldnn._linear_pointwise(x, linear.weight, linear.bias, "gelu", [None], "none")
 

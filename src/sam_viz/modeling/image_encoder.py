@@ -15,7 +15,9 @@ from sam_viz.modeling.common import (
     MASK_CHUNK_ELEMENTS,
     LayerNorm2d,
     MLPBlock,
+    attention,
     can_work_in_place,
+    tracing,
     window_partition,
     window_unpartition,
 )
@@ -288,7 +290,7 @@ class Attention(nn.Module):
         if rel is not None:
             out = attention_with_rel_pos(q, k, v, *rel, self.scale)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale).transpose(1, 2)
+            out = attention(q, k, v, scale=self.scale).transpose(1, 2)
         return out.reshape(batch, tokens, channels)
 
 
@@ -331,6 +333,8 @@ def decomposed_rel_pos(
     height, width = grid
     batch, _, heads, channels = q.shape
     grid_q = q.reshape(batch, height, width, heads, channels)
+    if tracing():  # exporters follow gathers, not the strided view below
+        return _gathered_rel_pos(grid_q, rel_pos_h, 0), _gathered_rel_pos(grid_q, rel_pos_w, 1)
 
     def shifted(table: torch.Tensor, size: int, axis: int) -> torch.Tensor:
         # products[b, i, j, n, m] = q[b, i, j, n] . table[2 * size - 2 - m]; the term for
@@ -347,6 +351,25 @@ def decomposed_rel_pos(
         return view.contiguous()  # broadcasting from the skewed view would be slow
 
     return shifted(rel_pos_h, height, 0), shifted(rel_pos_w, width, 1)
+
+
+def _gathered_rel_pos(grid_q: torch.Tensor, table: torch.Tensor, axis: int) -> torch.Tensor:
+    """:func:`decomposed_rel_pos`'s term along one axis, from a gathered per-pair table.
+
+    Args:
+        grid_q: Queries, Bxhxwxheadsxc.
+        table: Learned table for the axis.
+        axis: 0 for the height axis, 1 for the width axis.
+
+    Returns:
+        Bxheadsxhxwxsize, size = h or w: the term of query position p and key k is
+        ``q . table[p - k + size - 1]``.
+    """
+    size = grid_q.shape[1 + axis]
+    positions = torch.arange(size, device=grid_q.device)
+    pairs = resize_rel_pos(table, size)[positions[:, None] - positions[None, :] + size - 1]
+    pattern = "bijnc,ikc->bnijk" if axis == 0 else "bijnc,jkc->bnijk"
+    return torch.einsum(pattern, grid_q.float(), pairs.float())
 
 
 def attention_with_rel_pos(
@@ -377,6 +400,11 @@ def attention_with_rel_pos(
     batch, heads, _, channels = q.shape
     _, _, height, width, key_rows = rel_h.shape
     key_cols = rel_w.shape[-1]
+    if tracing():  # one mask for all queries, no loops that fix the batch size
+        mask = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(
+            batch, heads, height * width, key_rows * key_cols
+        )
+        return attention(q, k, v, mask.to(q.dtype), scale).transpose(1, 2)
     per_row = width * key_rows * key_cols
     rows = min(max(1, MASK_CHUNK_ELEMENTS // per_row), height)
     head_step = min(max(1, MASK_CHUNK_ELEMENTS // (per_row * height)), heads)

@@ -15,12 +15,12 @@ from __future__ import annotations
 import itertools
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sam_viz.modeling.common import (
     Conv2d_BN,
     LayerNorm2d,
+    attention,
     can_work_in_place,
     chunked_over_tokens,
     conv_in_row_bands,
@@ -205,7 +205,7 @@ class TinyViTAttention(nn.Module):
         _, height, width, _ = x.shape
         qkv = self.qkv(self.norm(x))
         needs_pad = height % window_size or width % window_size
-        pad_value = self.qkv(self.norm.bias) if needs_pad else None
+        pad_value = self.qkv(self.norm.bias[None])[0] if needs_pad else None
         windows, padded_hw = window_partition(qkv, window_size, pad_value)
         count, tokens, _ = windows.shape
         q, k, v = windows.view(count, tokens, self.num_heads, 3 * self.key_dim).split(
@@ -213,7 +213,7 @@ class TinyViTAttention(nn.Module):
         )
         # A mask with the batch axis (expanded, not copied) lets the fused kernel run.
         bias = self.bias().to(q.dtype).expand(count, -1, -1, -1)
-        out = F.scaled_dot_product_attention(
+        out = attention(
             q.transpose(1, 2),
             k.transpose(1, 2),
             v.transpose(1, 2),

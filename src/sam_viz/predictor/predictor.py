@@ -26,6 +26,7 @@ from sam_viz.image import Contrast, image_key, to_rgb01, validate_image
 from sam_viz.modeling import Sam
 from sam_viz.models.checkpoints import load_model
 from sam_viz.models.registry import ModelSpec
+from sam_viz.predictor.backends import ExportedEncoder, load_encoder_backend
 from sam_viz.predictor.cache import EmbeddingCache, ImageEmbedding
 from sam_viz.predictor.candidates import BoxesPrediction, Candidates, Prediction
 from sam_viz.predictor.decoding import (
@@ -82,6 +83,7 @@ class Predictor:
         cache: EmbeddingCache | None = None,
         model_key: str | None = None,
         precision: str = "float32",
+        backend: str | None = "torch",
     ) -> None:
         """Args:
         model: A loaded model (see :func:`sam_viz.models.checkpoints.load_model`).
@@ -89,23 +91,40 @@ class Predictor:
         device: ``"auto"``/None, ``"cpu"``, ``"cuda"``, ``"mps"``.
         cache: Embedding cache to use; a private in-memory one by default.
         model_key: Identifies the weights in cache keys; defaults to ``spec.name``.
-        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (bf16 only where the
-            hardware computes it natively: a GPU, or a CPU with AMX/AVX512-BF16). The
-            encoder's matrix products and the decoder's mask upscaling after its first
-            product run in it (the whole decoder when a mask prompt is given); inputs,
-            outputs, IoU scores and the resampling to image pixels stay float32.
+        precision: ``"float32"``, ``"bfloat16"``, ``"auto"`` (bf16 only where the
+            hardware computes it natively: a GPU, or a CPU with AMX/AVX512-BF16) or
+            ``"int8"`` (opt-in, CPU only: the encoder's linear layers quantised). With
+            bf16 the encoder's matrix products and the decoder's mask upscaling after its
+            first product run in it (the whole decoder when a mask prompt is given);
+            inputs, outputs, IoU scores and the resampling to image pixels stay float32.
+        backend: Who runs a float32 encoder on the CPU: ``"torch"``, ``"onnxruntime"``,
+            ``"openvino"``, or ``"auto"`` (an exported copy where it was measured faster
+            here); None reads ``$SAM_VIZ_BACKEND`` (default ``"auto"``). See
+            :mod:`sam_viz.predictor.backends`. The export is keyed by ``model_key``, so
+            models built by hand keep PyTorch unless a backend is named.
         """
         self.spec = spec
         self.device = select_device(device)
-        self.compute_dtype = compute_dtype(precision, self.device)
+        self.int8 = precision == "int8"  # the encoder's linear layers quantised (CPU)
+        self.compute_dtype = compute_dtype("float32" if self.int8 else precision, self.device)
         self.model = model.to(self.device).eval()
         prepare = getattr(self.model.image_encoder, "prepare_for_inference", None)
         if callable(prepare):
             prepare()
+        if self.int8:
+            from sam_viz.modeling.quantize import quantize_linears
+
+            self.model.image_encoder = quantize_linears(self.model.image_encoder)
         self.cache = cache if cache is not None else EmbeddingCache()
-        self.model_key = model_key or spec.name
+        # Embeddings computed in another precision differ: they are cached apart.
+        suffix = {torch.bfloat16: "-bf16"}.get(self.compute_dtype, "")
+        self.model_key = (model_key or spec.name) + suffix + ("-int8" if self.int8 else "")
         self._embedding: ImageEmbedding | None = None
         self._lock = threading.Lock()
+        self._backend = backend
+        self._exported: ExportedEncoder | None = None
+        self._backend_checked = False
+        self._backend_lock = threading.Lock()
         with torch.inference_mode():
             self.dense_pe = self.model.prompt_encoder.get_dense_pe()
         # The encoder's output shape, (1, C, G, G): the decoder adds this encoding to it.
@@ -124,6 +143,7 @@ class Predictor:
         device: str | torch.device | None = None,
         cache: EmbeddingCache | None = None,
         precision: str = "float32",
+        backend: str | None = None,
         progress: bool = True,
     ) -> Predictor:
         """Load a registered model (downloading it once if needed) or a checkpoint file.
@@ -134,6 +154,8 @@ class Predictor:
             device: See :class:`Predictor`.
             cache: See :class:`Predictor`.
             precision: See :class:`Predictor`.
+            backend: See :class:`Predictor`; None reads ``$SAM_VIZ_BACKEND`` (default
+                ``"auto"``).
             progress: Show a download progress bar.
         """
         loaded = load_model(source, model_name=model_name, progress=progress)
@@ -149,6 +171,7 @@ class Predictor:
             cache=cache,
             model_key=key,
             precision=precision,
+            backend=backend,
         )
 
     # ----------------------------------------------------------------------------- image
@@ -282,6 +305,7 @@ class Predictor:
                 inputs.append(self.preprocess(rgb01, frame))
             return torch.cat(inputs)
 
+        encoder = self.image_encoder() if batches else None
         with ThreadPoolExecutor(1, thread_name_prefix="sam-viz-prepare") as pool:
             upcoming = pool.submit(prepare, batches[0]) if batches else None
             for number, batch in enumerate(batches):
@@ -292,7 +316,7 @@ class Predictor:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled("The image embedding was cancelled.")
                 with torch.inference_mode(), self._autocast():
-                    features = self.model.image_encoder(x).float()
+                    features = encoder(x).float()
                 for row, index in enumerate(batch):
                     _, frame, key = items[index]
                     embedding = ImageEmbedding(
@@ -304,6 +328,28 @@ class Predictor:
                 if progress is not None:
                     progress(done, total)
         return [embedding for embedding in found if embedding is not None]
+
+    @property
+    def backend(self) -> str:
+        """Who runs the image encoder: ``"torch"``, or the runtime of the exported copy (known
+        once the first image was embedded)."""
+        return self._exported.runtime if self._exported is not None else "torch"
+
+    def image_encoder(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The image encoder to run: an exported copy where one is chosen (exported and
+        timed on first use; see :mod:`sam_viz.predictor.backends`), else the model's own."""
+        with self._backend_lock:
+            if not self._backend_checked:
+                self._backend_checked = True
+                plain = self.device.type == "cpu" and self.compute_dtype == torch.float32
+                if plain and not self.int8:
+                    self._exported = load_encoder_backend(
+                        self.model.image_encoder,
+                        self.model_key,
+                        self.spec.image_size,
+                        backend=self._backend,
+                    )
+        return self._exported or self.model.image_encoder
 
     def encoder_batch_size(self) -> int:
         """Windows per encoder call: up to :data:`MAX_ENCODER_BATCH`, as many as fit in a
@@ -344,12 +390,13 @@ class Predictor:
             if progress is not None:
                 progress(min(done, total - 1), total)
 
+        encoder = self.image_encoder()  # outside inference mode: an export may run first
         handles = [block.register_forward_pre_hook(tick) for block in blocks]
         try:
             with torch.inference_mode():
                 x = self.preprocess(rgb01, frame)
                 with self._autocast():
-                    features = self.model.image_encoder(x)
+                    features = encoder(x)
         finally:
             for handle in handles:
                 handle.remove()

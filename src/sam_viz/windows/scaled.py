@@ -233,6 +233,7 @@ class ScaledImage:
         self,
         windows: Sequence[tuple[Window, int]],
         *,
+        batch_size: int | None = None,
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> int:
@@ -240,6 +241,7 @@ class ScaledImage:
 
         Args:
             windows: Windows with the side each is zoomed to.
+            batch_size: Windows per encoder call; chosen by free memory if None.
             progress: Called as ``progress(done, total)`` in windows.
             cancel: Set it to stop; :class:`~sam_viz.progress.Cancelled` is raised.
 
@@ -250,7 +252,7 @@ class ScaledImage:
             (self._pixels(window), self._frame(window, side), self.window_key(window, side))
             for window, side in windows
         ]
-        self.predictor.encode_many(items, progress=progress, cancel=cancel)
+        self.predictor.encode_many(items, batch_size=batch_size, progress=progress, cancel=cancel)
         self.embedded.update(windows)
         return len(items)
 
