@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from sam_viz.files import (
     writable_directory,
 )
 from sam_viz.models.registry import DEFAULT_MODEL, MODELS
+from sam_viz.ome import DEFAULT_LABEL_NAME
 
 LABEL_SUFFIXES = (".tif", ".tiff", ".png")
 # overlay.png is a preview: a full-size RGB picture of a whole slide would be 3x the image.
@@ -64,6 +66,24 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
     return value
+
+
+def _index(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return value
+
+
+def _indices(text: str) -> tuple[int, ...]:
+    return tuple(_index(part) for part in text.split(","))
+
+
+def _level(text: str) -> int | str:
+    return "auto" if text.lower() == "auto" else _index(text)
 
 
 def _box(text: str) -> list[float]:
@@ -323,44 +343,177 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class _Output:
+    """Where ``everything`` writes one image's results."""
+
+    source: str
+    labels: Path  # a label image file, or the label group of an OME-Zarr image
+    table: Path
+    into_zarr: bool
+
+
 def cmd_everything(args: argparse.Namespace) -> int:
     from sam_viz.automatic.everything import MaskGenerator
-    from sam_viz.automatic.results import check_table_suffix
-    from sam_viz.io import read_image
+    from sam_viz.io import image_sources
+    from sam_viz.ome import smallest_diameter
 
     # Every check that needs no model comes before loading it.
-    out = Path(args.output)
-    if out.suffix.lower() not in LABEL_SUFFIXES:
-        raise ValueError(
-            f"Cannot write a label image as {out.name!r}: name it .tif or .tiff (any number "
-            "of objects) or .png (up to 65,535 objects)."
-        )
-    table = Path(args.table) if args.table else out.with_name(out.stem + ".csv")
-    check_table_suffix(table)
-    existed = {path: path.exists() for path in (out, table)}
-    for path in (out, table):
-        _check_output(path, args.overwrite, [args.image])
-    image = read_image(args.image)
+    outputs = _everything_outputs(image_sources(args.images), args)
+    existed = {p: p.exists() for o in outputs for p in (o.labels, o.table)}
+    for output in outputs:
+        _check_everything_output(output, args)
+    smallest = smallest_diameter(_spec_of(args))
+    loaders = [_image_loader(o.source, args, smallest) for o in outputs]
+    if len(loaders) == 1:  # one image is read before the model: a bad file is told at once
+        loaded = loaders[0]()
+        loaders = [lambda: loaded]
     predictor = _load_predictor(args)
     overrides: dict[str, object] = {"diameter": args.diameter}
     if args.prompts is not None:
         overrides["prompts"] = args.prompts
     generator = MaskGenerator(predictor, settings=None, **overrides)
-    scaled = _scaled(predictor, image, args.diameter)
-    bar = _Progress(f"segmenting {Path(args.image).name}")
+    failed = 0
+    for output, load in zip(outputs, loaders, strict=True):
+        try:
+            image, downsampling = load()
+        except (ValueError, OSError) as err:  # report it, go on with the rest
+            print(f"sam-viz: {output.source}: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        diameter = None if args.diameter is None else args.diameter / downsampling
+        result = _segment_everything(generator, predictor, image, output.source, diameter)
+        _write_everything(output, result, args)
+        replaced = [str(p) for p in (output.labels, output.table) if existed[p]]
+        print(
+            f"{output.source}: {result.num_objects} objects ({generator.scheme} prompts, "
+            f"{predictor.spec.name}); wrote {output.labels} and {output.table}"
+            + (f" (replaced the earlier {', '.join(replaced)})" if replaced else "")
+        )
+    if failed:
+        print(f"sam-viz: {failed} of {len(outputs)} images were not segmented", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _everything_outputs(sources: Sequence[str], args: argparse.Namespace) -> list[_Output]:
+    """Where each image's labels and table go: -o for one image, the folder -o for several,
+    or inside each OME-Zarr image (its table beside it) without -o."""
+    from sam_viz.automatic.results import check_table_suffix
+    from sam_viz.io import is_ome_zarr
+    from sam_viz.ome import label_group_path
+
+    if args.table and len(sources) > 1:
+        raise ValueError("--table names one table; for several images leave it out.")
+    outputs = []
+    for source in sources:
+        if args.output is None:
+            if not is_ome_zarr(source):
+                raise ValueError(
+                    f"Give -o for {source}: a label image (.tif, .tiff or .png), or a folder "
+                    "for several images (only OME-Zarr images take their labels inside)."
+                )
+            labels = label_group_path(source, args.label_name)
+            table = Path(source).parent / f"{_stem(source)}_{args.label_name}.csv"
+        elif len(sources) == 1:
+            labels = _label_image_path(Path(args.output))
+            table = labels.with_name(labels.stem + ".csv")
+        else:
+            folder = Path(args.output)
+            if folder.suffix.lower() in LABEL_SUFFIXES:
+                raise ValueError(
+                    f"{len(sources)} images: -o names a folder for their label images, "
+                    f"not one file ({folder.name!r})."
+                )
+            labels = folder / f"{_stem(source)}.tif"
+            table = labels.with_suffix(".csv")
+        table = Path(args.table) if args.table else table
+        check_table_suffix(table)
+        outputs.append(_Output(source, labels, table, args.output is None))
+    _check_distinct(outputs)
+    return outputs
+
+
+def _label_image_path(path: Path) -> Path:
+    if path.suffix.lower() not in LABEL_SUFFIXES:
+        raise ValueError(
+            f"Cannot write a label image as {path.name!r}: name it .tif or .tiff (any number "
+            "of objects) or .png (up to 65,535 objects)."
+        )
+    return path
+
+
+def _stem(source: str) -> str:
+    """An image's name without its format suffixes: ``plate/A1.ome.zarr`` -> ``A1``."""
+    name = Path(source.removeprefix("sample:")).name
+    for suffix in (".zarr", ".tiff", ".tif", ".png", ".jpeg", ".jpg", ".ome"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def _check_distinct(outputs: Sequence[_Output]) -> None:
+    seen: dict[Path, str] = {}
+    for output in outputs:
+        for path in (output.labels, output.table):
+            if path in seen:
+                raise ValueError(
+                    f"{seen[path]} and {output.source} would both write {path}; "
+                    "segment them in separate runs (or rename one)."
+                )
+            seen[path] = output.source
+
+
+def _check_everything_output(output: _Output, args: argparse.Namespace) -> None:
+    from sam_viz.ome import check_label_target
+
+    if output.into_zarr:
+        check_label_target(output.source, args.label_name, args.overwrite)
+    else:
+        _check_output(output.labels, args.overwrite, [output.source])
+    _check_output(output.table, args.overwrite, [output.source])
+
+
+def _image_loader(source: str, args: argparse.Namespace, smallest: float):
+    """Check ``source`` and the level, channel and plane asked for; returns a function that
+    reads the pixels, as ``(image, full-resolution pixels per image pixel)``."""
+    from sam_viz.io import is_ome_zarr, read_image
+    from sam_viz.ome import open_ome_plane
+
+    if is_ome_zarr(source):
+        plane = open_ome_plane(
+            source,
+            level=args.level,
+            channel=args.channel,
+            plane=args.plane,
+            diameter=args.diameter,
+            min_diameter=smallest,
+        )
+        return lambda: (np.asarray(plane.data), plane.downsampling)
+    if args.channel is not None or args.plane is not None or args.level == "auto":
+        raise ValueError(
+            f"{source} is not an OME-Zarr image: --channel, --plane and --level auto apply "
+            "to OME-Zarr images only."
+        )
+    return lambda: (read_image(source, level=args.level), 1.0)
+
+
+def _segment_everything(generator, predictor, image: np.ndarray, source: str, diameter):
+    scaled = _scaled(predictor, image, diameter)
+    bar = _Progress(f"segmenting {Path(source).name}")
     try:
-        result = generator.generate(image, progress=bar, scaled=scaled)
+        return generator.generate(image, progress=bar, scaled=scaled)
     finally:
         bar.close()
-    _write_labels(out, result.labels)
-    result.write_table(table)
-    replaced = [str(path) for path, was in existed.items() if was]
-    print(
-        f"{result.num_objects} objects ({generator.scheme} prompts, {predictor.spec.name}); "
-        f"wrote {out} and {table}"
-        + (f" (replaced the earlier {', '.join(replaced)})" if replaced else "")
-    )
-    return 0
+
+
+def _write_everything(output: _Output, result, args: argparse.Namespace) -> None:
+    """The label image (a file, or a label group inside the OME-Zarr image) and the table."""
+    if output.into_zarr:
+        from sam_viz.ome import write_labels
+
+        write_labels(output.source, result.labels, args.label_name, overwrite=args.overwrite)
+    else:
+        _write_labels(output.labels, result.labels)
+    result.write_table(output.table)
 
 
 def _write_labels(path: Path, labels: np.ndarray) -> None:
@@ -552,14 +705,49 @@ def _add_everything(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """The ``everything`` subcommand: every object, as a label image and a table."""
     every = sub.add_parser("everything", help="segment every object: a label image + table")
     every.add_argument(
-        "image", help="image file (PNG, JPEG, TIFF) or sample:NAME (e.g. sample:coins)"
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files (PNG, JPEG, TIFF), OME-Zarr images (IMAGE.zarr), folders or glob "
+        "patterns of them, or sample:NAME (e.g. sample:coins)",
     )
     every.add_argument(
-        "-o", "--output", required=True, help="label image to write (.tif, .tiff or .png)"
+        "-o",
+        "--output",
+        default=None,
+        help="label image to write (.tif, .tiff or .png), or for several images a folder; "
+        "default for OME-Zarr images: inside them, as labels/NAME (see --label-name)",
+    )
+    every.add_argument(
+        "--label-name",
+        default=DEFAULT_LABEL_NAME,
+        help=f"label group written into an OME-Zarr image (default {DEFAULT_LABEL_NAME}); "
+        "its table goes beside the image as IMAGE_NAME.csv",
+    )
+    every.add_argument(
+        "--level",
+        type=_level,
+        default=0,
+        help="resolution level of an OME-Zarr image or pyramidal TIFF (0, the default: full "
+        "resolution), or auto: the coarsest level where --diameter objects stay large "
+        "enough for the model",
+    )
+    every.add_argument(
+        "--channel", type=_index, default=None, help="channel of an OME-Zarr image (from 0)"
+    )
+    every.add_argument(
+        "--plane",
+        type=_indices,
+        default=None,
+        metavar="INDEX[,INDEX]",
+        help="plane of an OME-Zarr stack along its t and z axes that have several entries (from 0)",
     )
     _overwrite_option(every)
     every.add_argument(
-        "--table", default=None, help="object table, .csv or .json (default: next to -o, .csv)"
+        "--table",
+        default=None,
+        help="object table, .csv, .json or .parquet (with pyarrow) (default: next to the "
+        "labels, .csv)",
     )
     every.add_argument(
         "--prompts",

@@ -1,11 +1,19 @@
-"""Reading images from disk (PNG, JPEG, TIFF incl. 16-bit), scikit-image's samples and
-generated microscopy fields."""
+"""Reading images: files (PNG, JPEG, TIFF incl. 16-bit and pyramidal), OME-Zarr images
+(:mod:`sam_viz.ome`), scikit-image's samples and generated microscopy fields; and expanding
+folders and globs into the images they hold."""
 
 from __future__ import annotations
 
+import glob
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 SAMPLE_PREFIX = "sample:"
 SAMPLES = ("coins", "cell", "camera", "human_mitosis", "immunohistochemistry", "astronaut")
@@ -17,6 +25,10 @@ GENERATED = {
     "histology": "histology",
 }
 GENERATED_SIDE = 1024
+TIFF_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", *TIFF_SUFFIXES)
+# Metadata files that make a folder a zarr group (zarr v3, zarr v2).
+ZARR_GROUP_FILES = ("zarr.json", ".zgroup")
 
 
 def generated_sample(name: str) -> np.ndarray:
@@ -28,41 +40,224 @@ def generated_sample(name: str) -> np.ndarray:
     return field.image
 
 
-def read_image(source: str | Path) -> np.ndarray:
-    """Read an image file, or ``sample:NAME``: one of scikit-image's bundled samples, or a
-    generated microscopy field (``sample:nuclei``, ``sample:cells``, ``sample:phase``,
-    ``sample:histology``).
+def read_image(
+    source: str | Path,
+    *,
+    level: int | str = 0,
+    channel: int | None = None,
+    plane: int | Sequence[int] | None = None,
+    diameter: float | None = None,
+    min_diameter: float | None = None,
+) -> np.ndarray:
+    """Read an image file, an OME-Zarr image (one plane of one resolution level), or
+    ``sample:NAME``: one of scikit-image's bundled samples, or a generated microscopy field
+    (``sample:nuclei``, ``sample:cells``, ``sample:phase``, ``sample:histology``).
+
+    Args:
+        source: The file, the ``IMAGE.zarr`` folder, or the sample.
+        level: Resolution level of an OME-Zarr image or a pyramidal TIFF (0: full
+            resolution); ``"auto"`` for OME-Zarr (see :func:`sam_viz.ome.choose_level`).
+        channel, plane: Which plane of an OME-Zarr image (see
+            :func:`sam_viz.ome.select_plane`).
+        diameter, min_diameter: For ``level="auto"``.
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: For an unknown sample name or an unreadable file.
+        ValueError: For an unknown sample name, an unreadable file, or a level, channel or
+            plane the image does not have.
     """
+    options = {"level": level, "channel": channel, "plane": plane}
+    if is_ome_zarr(source):
+        return np.asarray(_open_ome_zarr(source, options, diameter, min_diameter))
     text = str(source)
     if text.startswith(SAMPLE_PREFIX):
-        name = text[len(SAMPLE_PREFIX) :]
-        if name in GENERATED:
-            return generated_sample(name)
-        if name not in SAMPLES:
-            known = ", ".join((*SAMPLES, *GENERATED))
-            raise ValueError(f"Unknown sample {name!r}; choose one of {known}.")
-        import skimage.data
-
-        return np.asarray(getattr(skimage.data, name)())
-    path = Path(text)
-    if not path.is_file():
-        raise FileNotFoundError(f"Image file {path} does not exist.")
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            return np.asarray(tifffile.imread(path))
+        _only_full_resolution(text, options)
+        return read_sample(text[len(SAMPLE_PREFIX) :])
+    path = _existing_file(text)
+    tiff = path.suffix.lower() in TIFF_SUFFIXES
+    _only_full_resolution(text, {**options, "level": 0} if tiff else options)
+    if tiff:
+        return _read_tiff(path, _level(level))
+    with _readable(path):
         import imageio.v3 as iio
 
         return np.asarray(iio.imread(path))
-    except Exception as err:  # the readers raise many kinds
-        # Their messages can suggest installing plugins, which would not help with a bad file.
-        kind = path.suffix.lstrip(".").upper() or "image"
+
+
+def open_image(
+    source: str | Path,
+    *,
+    level: int | str = 0,
+    channel: int | None = None,
+    plane: int | Sequence[int] | None = None,
+    diameter: float | None = None,
+    min_diameter: float | None = None,
+) -> np.ndarray | da.Array:
+    """Like :func:`read_image`, but OME-Zarr images and TIFFs are opened lazily: a dask
+    array that reads only the chunks (TIFF tiles) a computation touches. Needs the ``ome``
+    extra for those; other images are read as NumPy arrays.
+    """
+    options = {"level": level, "channel": channel, "plane": plane}
+    if is_ome_zarr(source):
+        return _open_ome_zarr(source, options, diameter, min_diameter)
+    path = Path(str(source))
+    if path.suffix.lower() in TIFF_SUFFIXES and path.is_file():
+        _only_full_resolution(str(path), {**options, "level": 0})
+        chosen = _level(level)
+        _check_tiff_level(path, chosen)
+        with _readable(path):
+            return open_tiff(path, level=chosen)
+    return read_image(
+        source,
+        level=level,
+        channel=channel,
+        plane=plane,
+        diameter=diameter,
+        min_diameter=min_diameter,
+    )
+
+
+def open_tiff(path: str | Path, level: int = 0) -> da.Array:
+    """A TIFF (its first series) as a dask array over tifffile's zarr store: tiles are read
+    when used. ``level`` picks a level of a pyramidal TIFF (0: full resolution).
+
+    Raises:
+        ValueError: For a level the file does not have.
+    """
+    import dask.array as da
+    import tifffile
+    import zarr
+
+    node = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+    if isinstance(node, zarr.Array):
+        levels = [node]
+    else:  # a pyramid: one array per level, named 0, 1, ...
+        levels = [array for _, array in sorted(node.arrays(), key=lambda item: int(item[0]))]
+    if not 0 <= level < len(levels):
+        raise ValueError(f"{path} has levels 0 to {len(levels) - 1}; got level {level}.")
+    return da.from_zarr(levels[level])
+
+
+def _read_tiff(path: Path, level: int) -> np.ndarray:
+    import tifffile
+
+    _check_tiff_level(path, level)
+    with _readable(path):
+        return np.asarray(tifffile.imread(path, level=level))
+
+
+def _check_tiff_level(path: Path, level: int) -> None:
+    """Refuse a level a TIFF does not have (its first series' pyramid)."""
+    import tifffile
+
+    if level == 0:
+        return
+    with _readable(path), tifffile.TiffFile(path) as tiff:
+        count = len(tiff.series[0].levels)
+    if level >= count:
+        raise ValueError(f"{path} has levels 0 to {count - 1} (0 is full resolution); got {level}.")
+
+
+def read_sample(name: str) -> np.ndarray:
+    """A scikit-image sample or a generated field by name (see :func:`read_image`)."""
+    if name in GENERATED:
+        return generated_sample(name)
+    if name not in SAMPLES:
+        known = ", ".join((*SAMPLES, *GENERATED))
+        raise ValueError(f"Unknown sample {name!r}; choose one of {known}.")
+    import skimage.data
+
+    return np.asarray(getattr(skimage.data, name)())
+
+
+def image_sources(arguments: Sequence[str]) -> list[str]:
+    """Expand ``IMAGE...`` arguments into image sources, in order, without repeats.
+
+    A file, an OME-Zarr folder or ``sample:NAME`` stands for itself; another folder for its
+    images (PNG, JPEG, TIFF files and OME-Zarr folders, sorted by name, not recursive); a
+    glob pattern (``*``, ``?``, ``[``) for the images it matches, sorted.
+
+    Raises:
+        ValueError: For a folder or pattern without images.
+    """
+    sources: list[str] = []
+    for argument in arguments:
+        expanded = _expand(argument)
+        if not expanded:
+            raise ValueError(
+                f"No images in {argument!r} (PNG, JPEG, TIFF files or OME-Zarr folders)."
+            )
+        sources.extend(s for s in expanded if s not in sources)
+    return sources
+
+
+def _expand(argument: str) -> list[str]:
+    if argument.startswith(SAMPLE_PREFIX) or is_ome_zarr(argument):
+        return [argument]
+    if glob.has_magic(argument):
+        return sorted(p for p in glob.glob(argument) if _is_image(Path(p)))
+    if Path(argument).is_dir():
+        return sorted(str(p) for p in Path(argument).iterdir() if _is_image(p))
+    return [argument]  # a file, or a missing one that reading reports
+
+
+def _is_image(path: Path) -> bool:
+    if is_ome_zarr(path):
+        return True
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_ome_zarr(source: str | Path) -> bool:
+    """Whether ``source`` is a zarr group folder, as an OME-Zarr image is."""
+    path = Path(str(source))
+    return path.is_dir() and any((path / name).is_file() for name in ZARR_GROUP_FILES)
+
+
+def _open_ome_zarr(
+    source: str | Path, options: dict, diameter: float | None, min_diameter: float | None
+) -> da.Array:
+    from sam_viz.ome import MIN_OBJECT_DIAMETER, open_ome_zarr
+
+    smallest = MIN_OBJECT_DIAMETER if min_diameter is None else min_diameter
+    return open_ome_zarr(source, **options, diameter=diameter, min_diameter=smallest)
+
+
+def _only_full_resolution(source: str, options: dict) -> None:
+    """Refuse a level, channel or plane for an image that has none to choose."""
+    given = [n for n, value in options.items() if value is not None and (n, value) != ("level", 0)]
+    if given:
         raise ValueError(
-            f"Could not read {path}: it is not a readable {kind} file (damaged, or another "
-            "format under this name). sam-viz reads PNG, JPEG and TIFF images."
-        ) from err
+            f"{source} is a single image: {', '.join(given)} apply to OME-Zarr images "
+            "(and level to pyramidal TIFFs)."
+        )
+
+
+def _level(level: int | str) -> int:
+    if level == "auto" or isinstance(level, bool) or not isinstance(level, int) or level < 0:
+        raise ValueError(f"A TIFF's level is a number from 0 (full resolution); got {level!r}.")
+    return level
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise FileNotFoundError(f"Image file {path} does not exist.")
+    return path
+
+
+@contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """Turn the readers' many errors for a damaged file into one clear ValueError."""
+    try:
+        yield
+    except Exception as err:  # the readers raise many kinds
+        raise _unreadable(path) from err
+
+
+def _unreadable(path: Path) -> ValueError:
+    # The readers' messages can suggest installing plugins, which would not help with a bad file.
+    kind = path.suffix.lstrip(".").upper() or "image"
+    return ValueError(
+        f"Could not read {path}: it is not a readable {kind} file (damaged, or another "
+        "format under this name). sam-viz reads PNG, JPEG and TIFF images and OME-Zarr."
+    )

@@ -421,10 +421,10 @@ def test_bad_input_gives_messages_not_exceptions(
     viewer.add_labels(np.zeros((10, 10), np.uint8), name="masks")  # not an image: not offered
     assert widget.controls.image_combo.count() == 0
     assert "'masks' is a Labels layer, which SAM cannot segment" in widget.status
-    viewer.add_image([np.zeros((64, 64)), np.zeros((32, 32))], multiscale=True, name="pyramid")
-    assert "multiscale" in widget.status
+    viewer.add_image(np.zeros((1, 64)), name="line")
+    assert "too small to segment" in widget.status
 
-    viewer.layers.remove("pyramid")
+    viewer.layers.remove("line")
     viewer.add_image(non_square_image, name="image")
     assert widget.controls.image_combo.currentText() == "image"
     widget.points_layer.add([40, 300])  # outside the 96 x 64 image

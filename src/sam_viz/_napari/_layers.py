@@ -150,11 +150,6 @@ def image_problem(layer: object) -> str | None:
     """Why ``layer`` cannot be segmented, or None if it can."""
     if not isinstance(layer, Image):
         return f"Layer {getattr(layer, 'name', layer)!r} is not an image layer; choose an image."
-    if layer.multiscale:
-        return (
-            f"Image {layer.name!r} is multiscale, which is not supported; open one resolution "
-            "level as its own layer."
-        )
     dtype = np.dtype(getattr(layer.data, "dtype", np.float64))
     if dtype.kind not in "biuf":
         return f"Image {layer.name!r} has dtype {dtype}; SAM needs a bool, integer or float image."

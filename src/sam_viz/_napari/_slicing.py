@@ -99,6 +99,15 @@ def all_planes(leading_shape: Sequence[int]) -> Iterator[Plane]:
     yield from (tuple(int(i) for i in index) for index in np.ndindex(*leading_shape))
 
 
+def full_resolution(layer: object) -> object:
+    """An image layer's data at full resolution, nothing read: level 0 of a multiscale layer
+    (napari-ome-zarr opens OME-Zarr images so), else its data. Prompts, masks and objects
+    live on this grid, as napari's data coordinates of a multiscale layer do."""
+    data = layer.data  # type: ignore[attr-defined]
+    return data[0] if getattr(layer, "multiscale", False) else data
+
+
 def plane_data(data: object, plane: Plane) -> np.ndarray:
-    """The (H, W) or (H, W, C) array of ``plane`` as NumPy (reads lazy arrays, e.g. dask)."""
+    """The (H, W) or (H, W, C) array of ``plane`` as NumPy (reads lazy arrays, e.g. dask,
+    for that plane only)."""
     return np.asarray(data[plane] if plane else data)  # type: ignore[index]

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import QProgressBar, QPushButton
 
 from sam_viz._napari import _layers
 from sam_viz._napari._automatic import StackSlice, propagate_object, segment_plane
-from sam_viz._napari._slicing import Plane, describe_plane
+from sam_viz._napari._slicing import Plane, describe_plane, full_resolution
 from sam_viz._napari._workers import Failed, WorkerPool, call_safely
 from sam_viz.automatic.results import Segmentation
 from sam_viz.automatic.stacks import Propagation
@@ -138,7 +138,12 @@ class LongTasks(QObject):
         generator = MaskGenerator(target.predictor, self.settings, diameter=target.diameter)
         job = _Job("segment everything", target, self._on_segmented)
         return self._start(
-            job, segment_plane, generator, target.image.data, target.plane, target.scaled
+            job,
+            segment_plane,
+            generator,
+            full_resolution(target.image),
+            target.plane,
+            target.scaled,
         )
 
     def propagate(self, target: Target, objects: Labels | None) -> bool:
@@ -170,7 +175,7 @@ class LongTasks(QObject):
             return False
         on_done = partial(self._on_propagated, objects, label)
         job = _Job(f"propagate object {label}", target, on_done)
-        data = target.image.data
+        data = full_resolution(target.image)
         return self._start(
             job, propagate_object, target.predictor, data, where, mask, target.diameter
         )

@@ -56,6 +56,7 @@ from sam_viz._napari._slicing import (
     all_planes,
     current_plane,
     display_problem,
+    full_resolution,
     plane_geometry,
 )
 from sam_viz._napari._tasks import LongTasks, Target
@@ -484,7 +485,8 @@ class SamWidget(QWidget):
     # ------------------------------------------------------------------ embeddings
     def _embedder_for(self, predictor: Predictor) -> WindowEmbedder:
         assert self._image is not None
-        return self._embedding.embedder(predictor, self._image.data, self._image.rgb)
+        pixels = full_resolution(self._image)
+        return self._embedding.embedder(predictor, pixels, self._image.rgb)
 
     def embed_all_planes(self) -> None:
         """Precompute the embedding of every window of every plane, the current plane first."""

@@ -9,6 +9,7 @@ pixels; label images are (H, W) int32 with 0 for background.
 from __future__ import annotations
 
 import csv
+import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from sam_viz.files import atomic_path, strict_json
 from sam_viz.masks import InstanceMask, paint_labels
 from sam_viz.windows.geometry import Window
 
-TABLE_SUFFIXES = (".csv", ".json")
+TABLE_SUFFIXES = (".csv", ".json", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -188,17 +189,20 @@ class Segmentation:
         return rows
 
     def write_table(self, path: str | Path) -> Path:
-        """Write :meth:`table` as CSV (``.csv``) or JSON (``.json``), replacing ``path`` only
-        once it is complete.
+        """Write :meth:`table` as CSV (``.csv``), JSON (``.json``) or Parquet (``.parquet``,
+        needs pyarrow), replacing ``path`` only once it is complete.
 
         Raises:
             ValueError: For another suffix (say which format to write).
+            ImportError: For Parquet without pyarrow installed.
         """
         path = Path(path)
         check_table_suffix(path)
         rows = self.table()
         with atomic_path(path) as partial:
-            if path.suffix.lower() == ".csv":
+            if path.suffix.lower() == ".parquet":
+                _write_parquet(partial, rows)
+            elif path.suffix.lower() == ".csv":
                 columns = list(rows[0]) if rows else ["label", "area"]
                 with partial.open("w", newline="") as handle:
                     writer = csv.DictWriter(handle, fieldnames=columns)
@@ -210,9 +214,27 @@ class Segmentation:
 
 
 def check_table_suffix(path: Path) -> None:
-    """Raise ValueError unless ``path`` names a table format :meth:`write_table` writes."""
-    if path.suffix.lower() not in TABLE_SUFFIXES:
-        raise ValueError(f"Cannot write an object table as {path.name!r}: name it .csv or .json.")
+    """Raise ValueError unless ``path`` names a table format :meth:`write_table` writes
+    (Parquet only where pyarrow is installed)."""
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise ValueError(
+            f"Cannot write an object table as {path.name!r}: name it .csv or .json "
+            "(or .parquet, with pyarrow installed)."
+        )
+    if suffix == ".parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise ValueError(
+            f"Writing {path.name!r} needs pyarrow (pip install pyarrow); or name it .csv."
+        )
+
+
+def _write_parquet(path: Path, rows: list[dict[str, float | int]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = list(rows[0]) if rows else ["label", "area"]
+    table = pa.table({name: [row[name] for row in rows] for name in columns})
+    pq.write_table(table, path)
 
 
 def to_segmentation(
