@@ -16,7 +16,7 @@ with its fused operators and, as a row of its own, with the plain ones. With ``-
 
 Then, for LiteMedSAM through the predictor: windows per second of the single-window path
 as it was before batching and fusion (one window per encoder call, plain operators)
-against ``encode_many`` (batches, fused operators, the next batch prepared meanwhile); and
+against ``encode_many`` (batches, fused operators, the next batch read meanwhile); and
 the time to embed a whole generated 2048^2 nuclei field at the zoom its objects need.
 
 Usage::
@@ -199,6 +199,23 @@ def gflop(module: nn.Module, x: torch.Tensor) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def exported_engines(case: Case) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """Our encoder exported and run by each installed runtime (the optional backends),
+    cached in the checkpoint cache like the predictor's; none without the ``fast`` extra."""
+    from sam_viz.predictor import backends
+
+    engines = {}
+    slug = "bench-" + "-".join(case.name.split()[:2]).lower()
+    for runtime in backends.RUNTIMES:
+        if backends.runtime_installed(runtime) and backends.exporter_installed():
+            engine = backends.load_encoder_backend(
+                case.ours, slug, case.image.shape[-1], backend=runtime
+            )
+            if engine is not None:
+                engines[runtime] = engine
+    return engines
+
+
 def run_case(case: Case, warmup: int, runs: int, bf16: bool, peak: float) -> None:
     x = case.image
     plain = fused.fusion_available
@@ -220,6 +237,8 @@ def run_case(case: Case, warmup: int, runs: int, bf16: bool, peak: float) -> Non
                 return case.ours(x)
 
         variants["bf16 autocast"] = autocast
+    for runtime, engine in exported_engines(case).items():
+        variants[f"{runtime} (exported)"] = lambda engine=engine: engine(x)
     times: dict[str, list[float]] = {label: [] for label in variants}
     outputs: dict[str, torch.Tensor] = {}
     ref_ms: list[float] = []
@@ -257,7 +276,7 @@ def run_case(case: Case, warmup: int, runs: int, bf16: bool, peak: float) -> Non
 
 def throughput(windows: int) -> None:
     """Windows per second through the predictor: before (one per call, plain operators)
-    against now (encode_many: batches, fused operators, preparation overlapped)."""
+    against now (encode_many: batches, fused operators, reading overlapped)."""
     from sam_viz.predictor import EmbeddingCache, Predictor
     from sam_viz.synthetic.microscopy import make_field
     from sam_viz.windows.scaled import ScaledImage

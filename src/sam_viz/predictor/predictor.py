@@ -164,7 +164,7 @@ class Predictor:
         # hash is the base checkpoint file's).
         digest = loaded.checkpoint_hash.partition(":")[2]
         key = f"{loaded.spec.encoder_name}-{digest[:16]}"
-        return cls(
+        predictor = cls(
             loaded.model,
             loaded.spec,
             device=device,
@@ -173,6 +173,8 @@ class Predictor:
             precision=precision,
             backend=backend,
         )
+        predictor.image_encoder()  # any export and timing now, while the user expects a wait
+        return predictor
 
     # ----------------------------------------------------------------------------- image
     @property
@@ -276,7 +278,7 @@ class Predictor:
         """The embeddings of many pixel arrays (the windows of an image), computed once.
 
         Cached ones are read; the rest go through the encoder in batches, while a second
-        thread cuts and normalises the next batch.
+        thread reads the next batch's pixels.
 
         Args:
             items: (pixels, frame, key) per window as for :meth:`encode`; ``pixels`` may be
@@ -297,22 +299,23 @@ class Predictor:
         size = batch_size or self.encoder_batch_size()
         batches = [todo[i : i + size] for i in range(0, len(todo), size)]
 
-        def prepare(batch: list[int]) -> torch.Tensor:
-            inputs = []
-            for index in batch:
-                pixels, frame, _ = items[index]
-                rgb01 = pixels() if callable(pixels) else pixels
-                inputs.append(self.preprocess(rgb01, frame))
-            return torch.cat(inputs)
+        def read(batch: list[int]) -> list[np.ndarray]:
+            # Only the reading overlaps the encoder (a lazy or remote image may be slow to
+            # read); torch work here would start a second thread team on the same cores.
+            return [p() if callable(p) else p for p, _, _ in (items[i] for i in batch)]
+
+        def prepare(batch: list[int], pixels: list[np.ndarray]) -> torch.Tensor:
+            frames = [items[index][1] for index in batch]
+            return torch.cat([self.preprocess(*pair) for pair in zip(pixels, frames, strict=True)])
 
         encoder = self.image_encoder() if batches else None
         with ThreadPoolExecutor(1, thread_name_prefix="sam-viz-prepare") as pool:
-            upcoming = pool.submit(prepare, batches[0]) if batches else None
+            upcoming = pool.submit(read, batches[0]) if batches else None
             for number, batch in enumerate(batches):
                 assert upcoming is not None
-                x = upcoming.result()
+                x = prepare(batch, upcoming.result())
                 if number + 1 < len(batches):
-                    upcoming = pool.submit(prepare, batches[number + 1])
+                    upcoming = pool.submit(read, batches[number + 1])
                 if cancel is not None and cancel.is_set():
                     raise Cancelled("The image embedding was cancelled.")
                 with torch.inference_mode(), self._autocast():

@@ -257,7 +257,7 @@ class ScaledImage:
         return len(items)
 
     def _pixels(self, window: Window) -> Callable[[], np.ndarray]:
-        """What reads a window's RGB pixels (on the thread that prepares the next batch)."""
+        """What reads a window's RGB pixels (on the thread that reads the next batch)."""
         x0, y0, x1, y1 = window
         return lambda: np.ascontiguousarray(self.rgb01[y0:y1, x0:x1])
 
