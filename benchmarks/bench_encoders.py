@@ -361,6 +361,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-pipeline", action="store_true", help="skip the windows/s and whole-field runs"
     )
+    parser.add_argument(
+        "--no-field", action="store_true", help="skip the whole-field run (about 20 min here)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.runs, args.warmup = 1, 1
@@ -378,7 +381,8 @@ def main(argv: list[str] | None = None) -> None:
         run_case(builders[name](), args.warmup, args.runs, bf16, peak)
     if "lite_medsam" in args.encoders and not args.no_pipeline:
         throughput(args.windows)
-        whole_field()
+        if not args.no_field:
+            whole_field()
 
 
 if __name__ == "__main__":
