@@ -7,9 +7,9 @@ The predictor and the scaled image are imported on first use (PEP 562): importin
 package does not import torch, so the napari dock opens fast.
 """
 
-import importlib
 from typing import TYPE_CHECKING
 
+from sam_viz._lazy import lazy_attributes
 from sam_viz.models.registry import DEFAULT_MODEL, MODELS, ModelSpec
 from sam_viz.prompts import PromptSet
 
@@ -36,13 +36,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # found directly from now on
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_attributes(globals(), _LAZY)

@@ -5,9 +5,9 @@ The classes that need torch (the predictor, the embedding cache) are imported on
 import torch.
 """
 
-import importlib
 from typing import TYPE_CHECKING
 
+from sam_viz._lazy import lazy_attributes
 from sam_viz.predictor.candidates import BoxesPrediction, Candidates, Prediction
 from sam_viz.progress import Cancelled, ProgressCallback
 
@@ -34,13 +34,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # found directly from now on
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_attributes(globals(), _LAZY)
