@@ -34,4 +34,7 @@ def quantize_linears(module: nn.Module) -> nn.Module:
         # torch.ao.quantization announces its move to torchao; the API still works here.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message=".*quantized tensor creation", category=UserWarning
+        )
         return torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)
