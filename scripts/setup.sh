@@ -41,7 +41,7 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp || "$0" -nt $stamp ]]; then
   "${pip[@]}" install --upgrade pip
   # The CPU build of torch first: an unpinned torch could pull a multi-GB CUDA build.
   "${pip[@]}" install "torch==2.13.0"
-  extras="napari,jupyter,ome,fast"
+  extras="napari,jupyter,ome,fast,cluster"
   (( want_test_tools )) && extras="$extras,test"
   "${pip[@]}" install -e ".[$extras]"
   # The embedded default model's weights (and, for tests and benchmarks, Meta's reference

@@ -359,12 +359,15 @@ def cmd_everything(args: argparse.Namespace) -> int:
     from sam_viz.ome import smallest_diameter
 
     # Every check that needs no model comes before loading it.
+    _check_cluster_options(args)
     outputs = _everything_outputs(image_sources(args.images), args)
     existed = {p: p.exists() for o in outputs for p in (o.labels, o.table)}
     for output in outputs:
         _check_everything_output(output, args)
     smallest = smallest_diameter(_spec_of(args))
     loaders = [_image_loader(o.source, args, smallest) for o in outputs]
+    if args.scheduler is not None or args.workers is not None:
+        return _everything_on_cluster(outputs, args, smallest, existed)
     if len(loaders) == 1:  # one image is read before the model: a bad file is told at once
         loaded = loaders[0]()
         loaders = [lambda: loaded]
@@ -384,15 +387,69 @@ def cmd_everything(args: argparse.Namespace) -> int:
         diameter = None if args.diameter is None else args.diameter / downsampling
         result = _segment_everything(generator, predictor, image, output.source, diameter)
         _write_everything(output, result, args)
-        replaced = [str(p) for p in (output.labels, output.table) if existed[p]]
-        print(
-            f"{output.source}: {result.num_objects} objects ({generator.scheme} prompts, "
-            f"{predictor.spec.name}); wrote {output.labels} and {output.table}"
-            + (f" (replaced the earlier {', '.join(replaced)})" if replaced else "")
-        )
+        how = f"{generator.scheme} prompts, {predictor.spec.name}"
+        _report_written(output, result, how, existed)
+    return _report_failed(failed, len(outputs))
+
+
+def _report_written(output: _Output, result, how: str, existed: dict[Path, bool]) -> None:
+    replaced = [str(p) for p in (output.labels, output.table) if existed[p]]
+    print(
+        f"{output.source}: {result.num_objects} objects ({how}); "
+        f"wrote {output.labels} and {output.table}"
+        + (f" (replaced the earlier {', '.join(replaced)})" if replaced else "")
+    )
+
+
+def _report_failed(failed: int, total: int) -> int:
     if failed:
-        print(f"sam-viz: {failed} of {len(outputs)} images were not segmented", file=sys.stderr)
+        print(f"sam-viz: {failed} of {total} images were not segmented", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _check_cluster_options(args: argparse.Namespace) -> None:
+    """--scheduler and --workers: one at most, a sensible count, dask.distributed installed."""
+    import importlib.util
+
+    if args.scheduler is not None and args.workers is not None:
+        raise ValueError(
+            "--scheduler and --workers exclude each other: --scheduler uses a running "
+            "cluster, --workers N starts one here."
+        )
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be 1 or more, got {args.workers}.")
+    if args.scheduler is not None and not args.scheduler.strip():
+        raise ValueError("--scheduler needs an address, e.g. tcp://10.0.0.5:8786.")
+    if (args.scheduler or args.workers) and importlib.util.find_spec("distributed") is None:
+        raise ValueError(
+            "--scheduler and --workers need dask.distributed: pip install 'sam-viz[cluster]'."
+        )
+
+
+def _everything_on_cluster(
+    outputs: Sequence[_Output],
+    args: argparse.Namespace,
+    smallest: float,
+    existed: dict[Path, bool],
+) -> int:
+    """One task per image on dask.distributed; each result is written here as it arrives."""
+    from sam_viz.cluster import EverythingOptions, connect, run_everything
+
+    by_source = {o.source: o for o in outputs}
+    options = EverythingOptions.from_args(args)
+    failed = 0
+    with connect(args.scheduler, args.workers) as client:
+        results = run_everything(list(by_source), client, options, min_diameter=smallest)
+        for result in results:
+            output = by_source[result.source]
+            if result.segmentation is None:
+                print(f"sam-viz: {output.source}: {result.error}", file=sys.stderr)
+                failed += 1
+                continue
+            _write_everything(output, result.segmentation, args)
+            how = f"{result.scheme} prompts, {result.model}, on dask.distributed"
+            _report_written(output, result.segmentation, how, existed)
+    return _report_failed(failed, len(outputs))
 
 
 def _everything_outputs(sources: Sequence[str], args: argparse.Namespace) -> list[_Output]:
@@ -759,7 +816,27 @@ def _add_everything(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     every.add_argument("--cache-dir", default=None, help="keep embeddings on disk here")
     _diameter_option(every)
     _model_options(every)
+    _cluster_options(every)
     every.set_defaults(func=cmd_everything)
+
+
+def _cluster_options(p: argparse.ArgumentParser) -> None:
+    """Add ``--scheduler`` and ``--workers``: one task per image on dask.distributed."""
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run one task per image on the dask.distributed cluster at ADDRESS (e.g. "
+        "tcp://10.0.0.5:8786); its workers must see the image paths (needs sam-viz[cluster])",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run one task per image on a local dask.distributed cluster of N processes "
+        "started for this run (default: in this process; needs sam-viz[cluster])",
+    )
 
 
 def _add_train_clicks(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
