@@ -62,13 +62,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     partial.mkdir()
     try:
         yield partial
-        if path.exists():
-            old = partial_path(path)
-            os.replace(path, old)
-            os.replace(partial, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(partial, path)
+        replace_directory(partial, path)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -160,3 +154,15 @@ def _finite(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [_finite(item) for item in value]
     return value
+
+
+def replace_directory(source: Path, target: Path) -> None:
+    """Rename the folder ``source`` to ``target``; an old ``target`` is first renamed aside
+    (to a hidden partial name), then removed, so ``target`` is always whole."""
+    if target.exists():
+        old = partial_path(target)
+        os.replace(target, old)
+        os.replace(source, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(source, target)

@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sam_viz.files import partial_path, remove_stale_partials, writable_directory
+from sam_viz.files import (
+    partial_path,
+    remove_stale_partials,
+    replace_directory,
+    writable_directory,
+)
 from sam_viz.io import ZARR_GROUP_FILES
 from sam_viz.models.registry import ModelSpec
 from sam_viz.windows.scale import MAX_ZOOM, OBJECT_FRACTION
@@ -313,7 +318,7 @@ def write_labels(
             label_metadata={"source": {"image": "../../"}},
         )
         _ensure_labels_group(target.parent, fmt)
-        _move_into_place(staging / "labels" / name, target)
+        replace_directory(staging / "labels" / name, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _list_label(target.parent, name, fmt)
@@ -352,17 +357,6 @@ def _ensure_labels_group(labels_dir: Path, fmt) -> None:
 
     if not any((labels_dir / name).is_file() for name in ZARR_GROUP_FILES):
         zarr.open_group(str(labels_dir), mode="a", zarr_format=fmt.zarr_format)
-
-
-def _move_into_place(source: Path, target: Path) -> None:
-    """Rename ``source`` to ``target``; an old ``target`` is moved aside first, then removed."""
-    if target.exists():
-        old = partial_path(target)
-        os.replace(target, old)
-        os.replace(source, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(source, target)
 
 
 def _list_label(labels_dir: Path, name: str, fmt) -> None:
