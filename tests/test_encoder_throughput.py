@@ -144,7 +144,12 @@ def test_cancel_stops_between_batches_and_keeps_what_was_done(tiny_predictor) ->
     assert done[:2] == [True, True] and not any(done[2:])
 
 
+def test_the_cpu_encodes_one_window_per_call(tiny_predictor) -> None:
+    assert tiny_predictor.encoder_batch_size() == predictor_module.MAX_CPU_BATCH == 1
+
+
 def test_the_batch_size_follows_the_free_memory(tiny_predictor, monkeypatch) -> None:
+    monkeypatch.setattr(predictor_module, "MAX_CPU_BATCH", predictor_module.MAX_ENCODER_BATCH)
     per_window = predictor_module.WINDOW_BYTES_PER_PIXEL * tiny_predictor.spec.image_size**2
     monkeypatch.setattr(predictor_module, "available_memory", lambda: 4 * per_window * 3)
     assert tiny_predictor.encoder_batch_size() == 3

@@ -44,9 +44,11 @@ from sam_viz.prompts import CANDIDATE_NAMES, PromptSet, order_by_area, validate_
 
 # One window to encode: its pixels (or what reads them), frame and cache key.
 EncodeItem = tuple[np.ndarray | Callable[[], np.ndarray], ImageFrame, str]
-# Windows per encoder call at most: on the CPU a batch is no faster per window than one
-# (bench_encoders.py), so batches only save calls; on a GPU they fill the device.
+# Windows per encoder call at most: on a GPU batches fill the device; on the CPU the
+# encoder is compute-bound per window and a batch of 8 was slower per window than one
+# (bench_encoders.py, docs/decisions.md), so there the next window is only read ahead.
 MAX_ENCODER_BATCH = 8
+MAX_CPU_BATCH = 1
 # Peak memory of the encoder per window and model-input pixel (TinyViT at 256 px, the
 # larger of TinyViT and ViT-B; bench_encoders.py --memory).
 WINDOW_BYTES_PER_PIXEL = 1500
@@ -355,14 +357,15 @@ class Predictor:
         return self._exported or self.model.image_encoder
 
     def encoder_batch_size(self) -> int:
-        """Windows per encoder call: up to :data:`MAX_ENCODER_BATCH`, as many as fit in a
-        quarter of the memory free now (GPU memory on a GPU)."""
+        """Windows per encoder call: as many as fit in a quarter of the memory free now (GPU
+        memory on a GPU), up to :data:`MAX_ENCODER_BATCH` (:data:`MAX_CPU_BATCH` on the CPU)."""
         if self.device.type == "cuda":
             free = torch.cuda.mem_get_info(self.device)[0]
         else:
             free = available_memory()
         per_window = WINDOW_BYTES_PER_PIXEL * self.spec.image_size**2
-        return int(min(MAX_ENCODER_BATCH, max(1, free // 4 // per_window)))
+        limit = MAX_CPU_BATCH if self.device.type == "cpu" else MAX_ENCODER_BATCH
+        return int(min(limit, max(1, free // 4 // per_window)))
 
     def preprocess(self, rgb01: np.ndarray, frame: ImageFrame) -> torch.Tensor:
         """(H, W, 3) float RGB in 0..1 to the normalised, padded (1, 3, S, S) model input."""
