@@ -530,27 +530,17 @@ def _check_everything_output(output: _Output, args: argparse.Namespace) -> None:
 
 
 def _image_loader(source: str, args: argparse.Namespace, smallest: float):
-    """Check ``source`` and the level, channel and plane asked for; returns a function that
-    reads the pixels, as ``(image, full-resolution pixels per image pixel)``."""
-    from sam_viz.io import is_ome_zarr, read_image
-    from sam_viz.ome import open_ome_plane
+    """:func:`sam_viz.io.image_loader` with the command line's options."""
+    from sam_viz.io import image_loader
 
-    if is_ome_zarr(source):
-        plane = open_ome_plane(
-            source,
-            level=args.level,
-            channel=args.channel,
-            plane=args.plane,
-            diameter=args.diameter,
-            min_diameter=smallest,
-        )
-        return lambda: (np.asarray(plane.data), plane.downsampling)
-    if args.channel is not None or args.plane is not None or args.level == "auto":
-        raise ValueError(
-            f"{source} is not an OME-Zarr image: --channel, --plane and --level auto apply "
-            "to OME-Zarr images only."
-        )
-    return lambda: (read_image(source, level=args.level), 1.0)
+    return image_loader(
+        source,
+        level=args.level,
+        channel=args.channel,
+        plane=args.plane,
+        diameter=args.diameter,
+        min_diameter=smallest,
+    )
 
 
 def _segment_everything(generator, predictor, image: np.ndarray, source: str, diameter):

@@ -27,7 +27,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, cast
 
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker
@@ -278,7 +278,7 @@ def _segment_with(
     import dask
 
     from sam_viz.automatic.everything import MaskGenerator
-    from sam_viz.cli import _image_loader  # the command line's reading rules, shared
+    from sam_viz.io import image_loader
     from sam_viz.windows.scaled import ScaledImage
 
     overrides: dict[str, object] = {"diameter": options.diameter}
@@ -286,11 +286,18 @@ def _segment_with(
         overrides["prompts"] = options.prompts
     generator = MaskGenerator(predictor, settings=None, **overrides)
     model = predictor.spec.name
-    as_args = argparse.Namespace(**asdict(options))  # the command line's option names
     try:
         # A lazy OME-Zarr plane is read here, in this task, not as tasks of its own.
         with dask.config.set(scheduler="synchronous"):
-            image, downsampling = _image_loader(path, as_args, min_diameter)()
+            read = image_loader(
+                path,
+                level=options.level,
+                channel=options.channel,
+                plane=options.plane,
+                diameter=options.diameter,
+                min_diameter=min_diameter,
+            )
+            image, downsampling = read()
     except (ValueError, OSError) as err:
         return ClusterResult(source, None, str(err), generator.scheme, model)
     diameter = None if options.diameter is None else options.diameter / downsampling

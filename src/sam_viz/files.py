@@ -23,6 +23,8 @@ from pathlib import Path
 PARTIAL_SUFFIX = ".partial"
 # A partial file this old is stale whoever wrote it (a writer on another host of a shared disk).
 STALE_AFTER_S = 24 * 3600
+# Metadata files that make a folder a zarr group (zarr v3, zarr v2).
+ZARR_GROUP_FILES = ("zarr.json", ".zgroup")
 
 
 def partial_path(path: str | os.PathLike[str]) -> Path:

@@ -5,12 +5,14 @@ folders and globs into the images they hold."""
 from __future__ import annotations
 
 import glob
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from sam_viz.files import ZARR_GROUP_FILES
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -27,8 +29,6 @@ GENERATED = {
 GENERATED_SIDE = 1024
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", *TIFF_SUFFIXES)
-# Metadata files that make a folder a zarr group (zarr v3, zarr v2).
-ZARR_GROUP_FILES = ("zarr.json", ".zgroup")
 
 
 def generated_sample(name: str) -> np.ndarray:
@@ -261,3 +261,39 @@ def _unreadable(path: Path) -> ValueError:
         f"Could not read {path}: it is not a readable {kind} file (damaged, or another "
         "format under this name). sam-viz reads PNG, JPEG and TIFF images and OME-Zarr."
     )
+
+
+def image_loader(
+    source: str,
+    *,
+    level: int | str = 0,
+    channel: int | None = None,
+    plane: int | Sequence[int] | None = None,
+    diameter: float | None = None,
+    min_diameter: float | None = None,
+) -> Callable[[], tuple[np.ndarray, float]]:
+    """Check ``source`` and the level, channel and plane asked for now; return what reads
+    the pixels later, as ``(image, full-resolution pixels per image pixel)``.
+
+    Raises:
+        ValueError: For a channel, plane or ``level="auto"`` asked of an image that is not
+            OME-Zarr, or one the OME-Zarr image does not have.
+    """
+    if is_ome_zarr(source):
+        from sam_viz.ome import open_ome_plane
+
+        found = open_ome_plane(
+            source,
+            level=level,
+            channel=channel,
+            plane=plane,
+            diameter=diameter,
+            min_diameter=min_diameter,
+        )
+        return lambda: (np.asarray(found.data), found.downsampling)
+    if channel is not None or plane is not None or level == "auto":
+        raise ValueError(
+            f"{source} is not an OME-Zarr image: --channel, --plane and --level auto apply "
+            "to OME-Zarr images only."
+        )
+    return lambda: (read_image(source, level=level), 1.0)

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sam_viz.files import (
+    ZARR_GROUP_FILES,
     partial_path,
     remove_stale_partials,
     replace_directory,
     writable_directory,
 )
-from sam_viz.io import ZARR_GROUP_FILES
 from sam_viz.models.registry import ModelSpec
 from sam_viz.windows.scale import MAX_ZOOM, OBJECT_FRACTION
 
