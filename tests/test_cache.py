@@ -220,3 +220,52 @@ def test_save_leaves_no_partial_files(tmp_path):
     _embedding().save(tmp_path / "e.pt")
     _embedding().save(tmp_path / "e.pt")  # replaces
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.pt"]
+
+
+# ------------------------------------------------------------------ zarr store on disk
+def test_a_zarr_store_holds_one_array_per_window_and_verifies_them(tmp_path):
+    import zarr
+
+    store = tmp_path / "embeddings.zarr"
+    first = EmbeddingCache(directory=store)
+    window = _embedding("abc123-w0-0-64-64-s64", "lite/medsam")
+    whole = _embedding("abc123", "lite/medsam")
+    first.put(window)
+    first.put(whole)
+    other = EmbeddingCache(directory=store)  # another process: nothing in memory
+    back = other.get("lite/medsam", "abc123-w0-0-64-64-s64")
+    assert back is not None and back.image_key == window.image_key
+    torch.testing.assert_close(back.features, window.features)
+    assert back.frame == window.frame
+    assert other.get("lite/medsam", "abc123-w0-0-64-64-s32") is None  # another zoom
+
+    group = zarr.open_group(str(store), mode="r")  # a zarr hierarchy: model, image, window
+    arrays = sorted(group["lite_medsam"]["abc123"].array_keys())
+    assert arrays == ["image.zarr", "w0-0-64-64-s64.zarr"]
+    array = group["lite_medsam"]["abc123"]["w0-0-64-64-s64.zarr"]
+    assert array.shape == (1, 256, 4, 4) and array.attrs["image_key"] == window.image_key
+
+    chunk = next(
+        p
+        for p in (store / "lite_medsam" / "abc123" / "w0-0-64-64-s64.zarr").rglob("*")
+        if p.is_file() and p.name != "zarr.json"
+    )
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    third = EmbeddingCache(directory=store)
+    with pytest.warns(UserWarning, match="refused and will be recomputed"):
+        assert third.get("lite/medsam", window.image_key) is None
+    third.put(window)  # replaced whole
+    assert EmbeddingCache(directory=store).get("lite/medsam", window.image_key) is not None
+
+
+def test_a_cache_can_start_and_stop_keeping_embeddings_on_disk(tmp_path):
+    cache = EmbeddingCache()
+    cache.put(_embedding("a"))
+    cache.use_directory(tmp_path / "e.zarr")
+    cache.put(_embedding("b"))
+    cache.use_directory(None)
+    cache.put(_embedding("c"))
+    on_disk = EmbeddingCache(directory=tmp_path / "e.zarr")
+    assert [on_disk.get("model", k) is not None for k in "abc"] == [False, True, False]

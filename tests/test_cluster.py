@@ -166,3 +166,25 @@ def test_the_in_process_default_imports_no_distributed(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.slow
+def test_a_large_image_runs_one_task_per_tile(tmp_path, capsys):
+    pytest.importorskip("distributed")
+    from slide_fixtures import SIDE, SLIDE, TILE
+
+    from sam_viz.automatic.scoring import cut_objects
+
+    tifffile.imwrite(tmp_path / "slide.tif", np.asarray(SLIDE.image()), tile=(256, 256))
+    alone, spread = tmp_path / "alone.tif", tmp_path / "spread.tif"
+    argv = ["everything", str(tmp_path / "slide.tif"), "--tile", str(TILE), "--device", "cpu"]
+    assert cli.main([*argv, "-o", str(alone)]) == 0
+    assert cli.main([*argv, "-o", str(spread), "--workers", "2"]) == 0, capsys.readouterr().err
+    assert f"tiles of {TILE} px on dask.distributed" in capsys.readouterr().out
+    expected, labels = tifffile.imread(alone), tifffile.imread(spread)
+    # Workers run torch on one thread: a sum in another order may move a pixel.
+    assert np.mean(labels == expected) > 0.995
+    assert abs(int(labels.max()) - int(expected.max())) <= 2
+    truth = SLIDE.labels((0, 0, SIDE, SIDE))
+    borders = cut_objects(truth, labels, [TILE], [TILE])
+    assert borders.split == 0 and borders.once >= 0.85 * borders.total

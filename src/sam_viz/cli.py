@@ -86,6 +86,15 @@ def _level(text: str) -> int | str:
     return "auto" if text.lower() == "auto" else _index(text)
 
 
+def _tile(text: str) -> int | str:
+    if text in ("auto", "off"):
+        return text
+    side = _positive_int(text)
+    if side < 64:
+        raise argparse.ArgumentTypeError(f"a tile side is at least 64 pixels, got {side}")
+    return side
+
+
 def _box(text: str) -> list[float]:
     return _numbers(text, (4,), "--box X0,Y0,X1,Y1")
 
@@ -129,7 +138,8 @@ def _load_predictor(args: argparse.Namespace):
     from sam_viz.predictor import Predictor
     from sam_viz.predictor.cache import EmbeddingCache
 
-    cache = EmbeddingCache(directory=args.cache_dir) if getattr(args, "cache_dir", None) else None
+    directory = _cache_directory(args)
+    cache = EmbeddingCache(directory=directory) if directory else None
     return Predictor.from_pretrained(
         args.model,
         model_name=args.model_name,
@@ -137,6 +147,34 @@ def _load_predictor(args: argparse.Namespace):
         cache=cache,
         precision=args.precision,
         backend=args.backend,
+    )
+
+
+def _cache_directory(args: argparse.Namespace) -> str | None:
+    """Where embeddings are kept: ``--cache-dir``, or the store napari shares with
+    ``--shared-cache``."""
+    if getattr(args, "shared_cache", False):
+        from sam_viz.files import shared_store
+
+        if args.cache_dir:
+            raise ValueError("Give --cache-dir or --shared-cache, not both.")
+        return str(shared_store())
+    return getattr(args, "cache_dir", None)
+
+
+def _cache_options(p: argparse.ArgumentParser, required: bool = False) -> None:
+    """``--cache-dir`` and ``--shared-cache``: where embeddings are kept on disk."""
+    where = p.add_mutually_exclusive_group(required=required)
+    where.add_argument(
+        "--cache-dir",
+        default=None,
+        help="keep embeddings on disk in this folder (a zarr store when it is named *.zarr)",
+    )
+    where.add_argument(
+        "--shared-cache",
+        action="store_true",
+        help='keep embeddings in the zarr store the napari dock uses with "Keep embeddings '
+        'on disk" (embeddings.zarr in the model cache folder, SAM_VIZ_CACHE_DIR)',
     )
 
 
@@ -313,8 +351,9 @@ def _write_overlay(path: Path, image: np.ndarray, labels: np.ndarray, prompts) -
 def cmd_embed(args: argparse.Namespace) -> int:
     from sam_viz.io import read_image
 
-    if not writable_directory(args.cache_dir):
-        raise PermissionError(13, "Cannot write embeddings into the cache folder", args.cache_dir)
+    directory = _cache_directory(args)
+    if not writable_directory(directory):
+        raise PermissionError(13, "Cannot write embeddings into the cache folder", directory)
     predictor = _load_predictor(args)
     failed: list[str] = []
     for source in args.images:
@@ -331,7 +370,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
             bar.close()
         print(
             f"{source}: {count} window{'s' * (count != 1)} ({scaled.scale}, "
-            f"{predictor.spec.name}) cached in {args.cache_dir}"
+            f"{predictor.spec.name}) cached in {directory}"
         )
     if failed:
         print(
@@ -365,7 +404,7 @@ def cmd_everything(args: argparse.Namespace) -> int:
     for output in outputs:
         _check_everything_output(output, args)
     smallest = smallest_diameter(_spec_of(args))
-    loaders = [_image_loader(o.source, args, smallest) for o in outputs]
+    loaders = [_image_loader(o.source, args, smallest, lazy=True) for o in outputs]
     if args.scheduler is not None or args.workers is not None:
         return _everything_on_cluster(outputs, args, smallest, existed)
     if len(loaders) == 1:  # one image is read before the model: a bad file is told at once
@@ -385,9 +424,20 @@ def cmd_everything(args: argparse.Namespace) -> int:
             failed += 1
             continue
         diameter = None if args.diameter is None else args.diameter / downsampling
-        result = _segment_everything(generator, predictor, image, output.source, diameter)
-        _write_everything(output, result, args)
         how = f"{generator.scheme} prompts, {predictor.spec.name}"
+        tile = _tile_side(args.tile, image.shape)
+        if tile:
+            per_image = MaskGenerator(
+                predictor, settings=None, **{**overrides, "diameter": diameter}
+            )
+            result = _segment_in_tiles(per_image, image, output, tile, args)
+            how += f", tiles of {tile} px"
+        else:
+            from sam_viz.io import to_numpy
+
+            image = to_numpy(image)
+            result = _segment_everything(generator, predictor, image, output.source, diameter)
+            _write_everything(output, result, args)
         _report_written(output, result, how, existed)
     return _report_failed(failed, len(outputs))
 
@@ -435,10 +485,20 @@ def _everything_on_cluster(
     """One task per image on dask.distributed; each result is written here as it arrives."""
     from sam_viz.cluster import EverythingOptions, connect, run_everything
 
-    by_source = {o.source: o for o in outputs}
     options = EverythingOptions.from_args(args)
+    tiles = {
+        o.source: _tile_side(args.tile, _lazy_shape(o.source, args, smallest)) for o in outputs
+    }
+    by_source = {o.source: o for o in outputs if not tiles[o.source]}
     failed = 0
     with connect(args.scheduler, args.workers) as client:
+        for output in outputs:  # large images: one task per tile
+            if tiles[output.source]:
+                result = _segment_in_tiles(
+                    None, None, output, tiles[output.source], args, on_cluster=(client, options)
+                )
+                how = f"tiles of {tiles[output.source]} px on dask.distributed"
+                _report_written(output, result, how, existed)
         results = run_everything(list(by_source), client, options, min_diameter=smallest)
         for result in results:
             output = by_source[result.source]
@@ -529,7 +589,7 @@ def _check_everything_output(output: _Output, args: argparse.Namespace) -> None:
     _check_output(output.table, args.overwrite, [output.source])
 
 
-def _image_loader(source: str, args: argparse.Namespace, smallest: float):
+def _image_loader(source: str, args: argparse.Namespace, smallest: float, lazy: bool = False):
     """:func:`sam_viz.io.image_loader` with the command line's options."""
     from sam_viz.io import image_loader
 
@@ -540,7 +600,73 @@ def _image_loader(source: str, args: argparse.Namespace, smallest: float):
         plane=args.plane,
         diameter=args.diameter,
         min_diameter=smallest,
+        lazy=lazy,
     )
+
+
+def _tile_side(option: int | str, shape: Sequence[int]) -> int:
+    """The tile side ``--tile`` asks for this image (0: the whole image at once)."""
+    from sam_viz.automatic.tiled import TILE_SIDE, is_large
+
+    if option == "off":
+        return 0
+    if option == "auto":
+        return TILE_SIDE if is_large(shape) else 0
+    return int(option)
+
+
+def _lazy_shape(source: str, args: argparse.Namespace, smallest: float) -> tuple[int, ...]:
+    """The shape of an image, opened lazily (0 x 0 where it cannot be read: the task says)."""
+    try:
+        return tuple(_image_loader(source, args, smallest, lazy=True)()[0].shape)
+    except (ValueError, OSError):
+        return (0, 0)
+
+
+def _segment_in_tiles(
+    generator, image, output: _Output, tile: int, args: argparse.Namespace, on_cluster=None
+):
+    """Segment a large image tile by tile, its labels streamed through a zarr array on disk
+    into the output, never held whole; returns the segmentation (its table made per tile).
+    ``on_cluster`` (client, options) runs one task per tile instead, reading the image there.
+    """
+    import shutil
+
+    from sam_viz.automatic.tiled import label_store, segment_tiled
+    from sam_viz.files import partial_path
+
+    if not output.into_zarr and output.labels.suffix.lower() == ".png":
+        raise ValueError(
+            f"{output.source} is segmented in tiles: name the label image .tif (a PNG holds "
+            "at most 65,535 objects and is written whole)."
+        )
+    staging = partial_path(output.table.with_name(output.table.stem + "-labels.zarr"))
+    try:
+        if on_cluster is not None:
+            from sam_viz.cluster import segment_tiled_on_cluster
+            from sam_viz.ome import smallest_diameter
+
+            client, options = on_cluster
+            shape = _lazy_shape(output.source, args, smallest_diameter(_spec_of(args)))
+            result = segment_tiled_on_cluster(
+                output.source,
+                client,
+                options,
+                label_store(staging, shape[:2]),
+                tile_side=tile,
+                min_diameter=smallest_diameter(_spec_of(args)),
+            )
+        else:
+            labels = label_store(staging, tuple(image.shape[:2]))
+            bar = _Progress(f"segmenting {Path(output.source).name} in tiles of {tile} px")
+            try:
+                result = segment_tiled(generator, image, labels, tile_side=tile, progress=bar)
+            finally:
+                bar.close()
+        _write_everything(output, result, args)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return result
 
 
 def _segment_everything(generator, predictor, image: np.ndarray, source: str, diameter):
@@ -565,6 +691,12 @@ def _write_everything(output: _Output, result, args: argparse.Namespace) -> None
 
 def _write_labels(path: Path, labels: np.ndarray) -> None:
     """Write a label image in the format its suffix names, replacing ``path`` once complete."""
+    if not isinstance(labels, np.ndarray):  # a tiled run's labels on disk: copied tile by tile
+        from sam_viz.automatic.tiled import write_tiff_tiles
+
+        with atomic_path(path) as partial:
+            write_tiff_tiles(partial, labels)
+        return
     if path.suffix.lower() == ".png":
         from imageio.v3 import imwrite
 
@@ -732,7 +864,7 @@ def _add_segment(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     seg.add_argument("-o", "--output", required=True, help="output directory")
     _overwrite_option(seg)
-    seg.add_argument("--cache-dir", default=None, help="keep embeddings on disk here")
+    _cache_options(seg)
     _diameter_option(seg)
     _model_options(seg)
     seg.set_defaults(func=cmd_segment)
@@ -742,7 +874,7 @@ def _add_embed(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     """The ``embed`` subcommand: embeddings precomputed into a cache directory."""
     emb = sub.add_parser("embed", help="precompute image embeddings into a cache directory")
     emb.add_argument("images", nargs="+", help="image files or sample:NAME")
-    emb.add_argument("--cache-dir", required=True, help="directory for the embeddings")
+    _cache_options(emb, required=True)
     _diameter_option(emb)
     _model_options(emb)
     emb.set_defaults(func=cmd_embed)
@@ -803,7 +935,15 @@ def _add_everything(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="how objects are found (auto: seeds found in the image, outlined by the model; "
         "boxes or points: SAM's prompt grid)",
     )
-    every.add_argument("--cache-dir", default=None, help="keep embeddings on disk here")
+    _cache_options(every)
+    every.add_argument(
+        "--tile",
+        type=_tile,
+        default="auto",
+        metavar="SIDE|auto|off",
+        help="segment in tiles of SIDE pixels, reading the image and writing the labels one "
+        "tile at a time (auto, the default: for images over 4096x4096 px, tiles of 2048)",
+    )
     _diameter_option(every)
     _model_options(every)
     _cluster_options(every)

@@ -36,6 +36,7 @@ from sam_viz.models.registry import DEFAULT_MODEL, MODELS
 
 if TYPE_CHECKING:
     from sam_viz.automatic.results import Segmentation
+    from sam_viz.automatic.tiled import Overview, Tile, TileResult
     from sam_viz.predictor import Predictor
 
 CLUSTER_EXTRA = "pip install 'sam-viz[cluster]'"
@@ -61,7 +62,12 @@ class EverythingOptions:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> EverythingOptions:
         """The options of a parsed ``sam-viz everything`` command line."""
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+        values = {f.name: getattr(args, f.name) for f in fields(cls)}
+        if getattr(args, "shared_cache", False):
+            from sam_viz.files import shared_store
+
+            values["cache_dir"] = str(shared_store())
+        return cls(**values)
 
     def model_key(self) -> tuple[object, ...]:
         """What identifies the loaded model: images with equal keys share it."""
@@ -239,6 +245,83 @@ def run_everything(
         bar.close()
 
 
+def segment_tiled_on_cluster(
+    source: str,
+    client: Client,
+    options: EverythingOptions,
+    labels: object,
+    *,
+    tile_side: int,
+    min_diameter: float,
+    progress: bool = True,
+) -> Segmentation:
+    """Segment one large image with one task per tile
+    (:mod:`sam_viz.automatic.tiled`); the labels are painted here, into ``labels`` (an
+    (H, W) array taking slice assignment, e.g. a zarr array on disk), in tile order.
+
+    The survey (contrast, diameter, seed levels) is made here from a strided pass and the
+    busiest crops; each worker reads only its tiles. A tile on a worker that dies is run
+    again on another.
+    """
+    from sam_viz.automatic.tiled import TileAssembler, plan_tiles, survey
+    from sam_viz.io import image_loader
+
+    image, downsampling = image_loader(
+        source,
+        level=options.level,
+        channel=options.channel,
+        plane=options.plane,
+        diameter=options.diameter,
+        min_diameter=min_diameter,
+        lazy=True,
+    )()
+    diameter = None if options.diameter is None else options.diameter / downsampling
+    overview = survey(image, diameter=diameter)
+    tiles = plan_tiles(tuple(image.shape[:2]), tile_side, overview.margin)
+    _ensure_model_cache(client)
+    path = _as_seen_by_workers(source)
+    futures = [
+        client.submit(_tile_on_worker, path, options, min_diameter, tile, overview, pure=False)
+        for tile in tiles
+    ]
+    assembler = TileAssembler(labels)
+    bar = _progress_bar(len(futures), progress, unit="tile")
+    try:
+        for future in as_completed(futures):
+            assembler.add(future.result())
+            bar.update(1)
+    finally:
+        client.cancel([f for f in futures if not f.done()])
+        bar.close()
+    return assembler.segmentation()
+
+
+def _tile_on_worker(
+    path: str, options: EverythingOptions, min_diameter: float, tile: Tile, overview: Overview
+) -> TileResult:
+    """The task: read one tile of the image at ``path`` and keep the objects it owns."""
+    import dask
+
+    from sam_viz.automatic.everything import MaskGenerator
+    from sam_viz.automatic.tiled import segment_tile
+    from sam_viz.io import image_loader
+
+    cache = cast(ModelCache, get_worker().plugins[ModelCache.name])
+    with cache.model(options) as predictor, dask.config.set(scheduler="synchronous"):
+        image, _ = image_loader(
+            path,
+            level=options.level,
+            channel=options.channel,
+            plane=options.plane,
+            diameter=options.diameter,
+            min_diameter=min_diameter,
+            lazy=True,
+        )()
+        prompts = {} if options.prompts is None else {"prompts": options.prompts}
+        generator = MaskGenerator(predictor, diameter=overview.diameter, **prompts)
+        return segment_tile(generator, image, tile, overview)
+
+
 def _ensure_model_cache(client: Client) -> None:
     """Register :class:`ModelCache` unless it is (asked of the scheduler: workers that join
     later, as a scaled cluster's do, get its plugins)."""
@@ -256,10 +339,10 @@ def _as_seen_by_workers(source: str) -> str:
     return source if source.startswith(SAMPLE_PREFIX) else os.path.abspath(source)
 
 
-def _progress_bar(total: int, show: bool):
+def _progress_bar(total: int, show: bool, unit: str = "image"):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="segmenting", unit="image", disable=not show)
+    return tqdm(total=total, desc="segmenting", unit=unit, disable=not show)
 
 
 def _segment_on_worker(

@@ -23,6 +23,8 @@ from pathlib import Path
 PARTIAL_SUFFIX = ".partial"
 # A partial file this old is stale whoever wrote it (a writer on another host of a shared disk).
 STALE_AFTER_S = 24 * 3600
+CACHE_ENV = "SAM_VIZ_CACHE_DIR"
+SHARED_STORE = "embeddings.zarr"
 # Metadata files that make a folder a zarr group (zarr v3, zarr v2).
 ZARR_GROUP_FILES = ("zarr.json", ".zgroup")
 
@@ -127,6 +129,25 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:  # alive, owned by someone else
         return True
     return True
+
+
+def cache_dir() -> Path:
+    """Directory where downloaded checkpoints (and the shared embedding store) are kept.
+
+    ``$SAM_VIZ_CACHE_DIR`` overrides the platform's user cache directory.
+    """
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("sam_viz")) / "checkpoints"
+
+
+def shared_store() -> Path:
+    """The zarr store of window embeddings the command line (``--shared-cache``) and the
+    napari dock ("Keep embeddings on disk") share, in :func:`cache_dir`."""
+    return cache_dir() / SHARED_STORE
 
 
 def writable_directory(directory: str | os.PathLike[str]) -> bool:

@@ -263,6 +263,14 @@ def _unreadable(path: Path) -> ValueError:
     )
 
 
+def to_numpy(array: object) -> np.ndarray:
+    """An array read into memory; a dask array is computed by threads in this process (a
+    distributed client made elsewhere in the process is not asked)."""
+    if hasattr(array, "compute") and hasattr(array, "chunks"):
+        return np.asarray(array.compute(scheduler="threads"))  # type: ignore[attr-defined]
+    return np.asarray(array)
+
+
 def image_loader(
     source: str,
     *,
@@ -271,9 +279,15 @@ def image_loader(
     plane: int | Sequence[int] | None = None,
     diameter: float | None = None,
     min_diameter: float | None = None,
-) -> Callable[[], tuple[np.ndarray, float]]:
+    lazy: bool = False,
+) -> Callable[[], tuple[np.ndarray | da.Array, float]]:
     """Check ``source`` and the level, channel and plane asked for now; return what reads
     the pixels later, as ``(image, full-resolution pixels per image pixel)``.
+
+    With ``lazy``, OME-Zarr images, and TIFFs too large to hold (over
+    :data:`~sam_viz.automatic.tiled.TILED_ABOVE` pixels), come as dask arrays that read only
+    the chunks used (:mod:`sam_viz.automatic.tiled`); other images, and every image without
+    it, are read whole as NumPy arrays.
 
     Raises:
         ValueError: For a channel, plane or ``level="auto"`` asked of an image that is not
@@ -290,10 +304,31 @@ def image_loader(
             diameter=diameter,
             min_diameter=min_diameter,
         )
-        return lambda: (np.asarray(found.data), found.downsampling)
+        return lambda: (found.data if lazy else to_numpy(found.data), found.downsampling)
     if channel is not None or plane is not None or level == "auto":
         raise ValueError(
             f"{source} is not an OME-Zarr image: --channel, --plane and --level auto apply "
             "to OME-Zarr images only."
         )
+    if lazy and _large_tiff(source, level):
+        return lambda: (open_image(source, level=level), 1.0)
     return lambda: (read_image(source, level=level), 1.0)
+
+
+def _large_tiff(source: str, level: int | str) -> bool:
+    """Whether ``source`` is a TIFF whose level is large enough to go tile by tile (read
+    lazily then; smaller ones are read whole, without dask)."""
+    from sam_viz.automatic.tiled import is_large
+
+    path = Path(source)
+    if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
+        return False
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            levels = tiff.series[0].levels
+            shape = levels[min(_level(level), len(levels) - 1)].shape
+    except Exception:  # an unreadable file is reported when it is read
+        return False
+    return len(shape) >= 2 and is_large(shape[-2:] if shape[-1] > 4 else shape[-3:-1])

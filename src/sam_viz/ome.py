@@ -286,7 +286,8 @@ def write_labels(
         image_path: The image group (``IMAGE.zarr``).
         labels: Integer labels, 0 for background, on the grid of any resolution level of the
             image (upsampled to full resolution, nearest): either (H, W), when the image has
-            one plane, or the image's shape without its channel axis.
+            one plane, or the image's shape without its channel axis. A zarr or dask array
+            is copied chunk by chunk, never held whole (labels of a tiled run).
         name: The label group's name.
         overwrite: Replace an existing label group of that name.
 
@@ -303,7 +304,7 @@ def write_labels(
     target = check_label_target(image_path, name, overwrite)
     image = open_multiscale(image_path)
     keep = [i for i, axis in enumerate(image.axis_names) if axis != "c"]
-    pyramid = _label_pyramid(image, keep, np.asarray(labels))
+    pyramid = _label_pyramid(image, keep, _array(labels))
     fmt = check_format(zarr.open_group(str(image.path), mode="r"))
     staging = partial_path(target)
     try:
@@ -323,6 +324,19 @@ def write_labels(
         shutil.rmtree(staging, ignore_errors=True)
     _list_label(target.parent, name, fmt)
     return target
+
+
+def _array(labels: object) -> np.ndarray | da.Array:
+    """NumPy labels as they are; a zarr array as a dask array over its chunks."""
+    import zarr
+
+    if isinstance(labels, zarr.Array):
+        import dask.array as da
+
+        return da.from_zarr(labels)
+    return (
+        labels if hasattr(labels, "chunks") and hasattr(labels, "compute") else np.asarray(labels)
+    )
 
 
 def _label_pyramid(image: Multiscale, keep: list[int], labels: np.ndarray) -> list[np.ndarray]:
@@ -345,11 +359,11 @@ def _label_pyramid(image: Multiscale, keep: list[int], labels: np.ndarray) -> li
 
 def _nearest(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """``array`` resampled to ``shape`` by nearest neighbour (pixel centres)."""
-    index = [
-        np.minimum(((np.arange(n) + 0.5) * (old / n)).astype(np.int64), old - 1)
-        for old, n in zip(array.shape, shape, strict=True)
-    ]
-    return array[np.ix_(*index)]
+    for axis, (old, n) in enumerate(zip(array.shape, shape, strict=True)):
+        if old != n:  # one axis at a time: dask arrays take one index array per call
+            index = np.minimum(((np.arange(n) + 0.5) * (old / n)).astype(np.int64), old - 1)
+            array = np.take(array, index, axis=axis)
+    return array
 
 
 def _ensure_labels_group(labels_dir: Path, fmt) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sam_viz._napari._slicing import Plane, plane_data
+from sam_viz._napari._slicing import Plane
 from sam_viz.automatic.results import Segmentation
 from sam_viz.automatic.stacks import Propagation, StackImages, propagate
 from sam_viz.predictor import ProgressCallback
@@ -48,9 +48,12 @@ def segment_plane(
             windows), or None to prepare it here.
         progress: Called as ``progress(done, total)``.
         cancel: Set it to stop; :class:`~sam_viz.predictor.Cancelled` is raised.
+
+    A large plane goes tile by tile, read a tile at a time from lazy data
+    (:meth:`~sam_viz.automatic.everything.MaskGenerator.segment`).
     """
-    pixels = plane_data(data, plane)
-    return generator.generate(pixels, progress=progress, cancel=cancel, scaled=scaled)
+    pixels = data[plane] if plane else data  # type: ignore[index]
+    return generator.segment(pixels, progress=progress, cancel=cancel, scaled=scaled)
 
 
 @dataclass(frozen=True)

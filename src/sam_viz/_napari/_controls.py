@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from sam_viz.files import shared_store
 from sam_viz.prompts import CANDIDATE_NAMES
 
 # Characters a combo box shows before eliding: long model, image or checkpoint names must
@@ -54,7 +55,16 @@ class Controls(QWidget):
         self.embed_all_button.setToolTip(
             "Precompute the embedding of every window of the image (of every plane of a stack)."
         )
-        layout.addWidget(self.embed_all_button)
+        self.disk_cache_check = QCheckBox("Keep embeddings on disk")
+        self.disk_cache_check.setToolTip(
+            f"Keep window embeddings in {shared_store()} and read them back: a reopened "
+            "image needs no encoding. `sam-viz embed IMAGE --shared-cache` fills the same "
+            "store, so embedding once serves both."
+        )
+        embed_row = QHBoxLayout()
+        embed_row.addWidget(self.embed_all_button)
+        embed_row.addWidget(self.disk_cache_check)
+        layout.addLayout(embed_row)
         layout.addWidget(self._candidates_box())
         layout.addLayout(self._commit_form())
         layout.addLayout(self._commit_row())

@@ -61,6 +61,7 @@ from sam_viz._napari._slicing import (
 )
 from sam_viz._napari._tasks import LongTasks, Target
 from sam_viz._napari._workers import Failed, SerialWorker, WorkerPool
+from sam_viz.files import shared_store
 from sam_viz.progress import Cancelled
 from sam_viz.prompts import CANDIDATE_NAMES, PromptSet, prompt_guide
 
@@ -182,6 +183,7 @@ class SamWidget(QWidget):
         c.points_button.clicked.connect(self.start_points)
         c.negative_check.toggled.connect(self._apply_point_mode)
         c.embed_all_button.clicked.connect(self.embed_all_planes)
+        c.disk_cache_check.toggled.connect(self._apply_disk_cache)
         self._embedding.ready.connect(self._on_embedded)
         self._embedding.failed.connect(self._on_embedding_failed)
         self._embedding.diameter_changed.connect(self._on_diameter_changed)
@@ -406,6 +408,7 @@ class SamWidget(QWidget):
         self._on_prompts_changed()
 
     def _on_model_loaded(self, predictor: Predictor) -> None:
+        self._apply_disk_cache()
         self._set_progress(0, "embedding: not computed")
         self._update_guide()
         self._say(f"Model {predictor.spec.title} ready.", notify=False)
@@ -413,6 +416,13 @@ class SamWidget(QWidget):
         for action in waiting:
             action()
         self._update()
+
+    def _apply_disk_cache(self, *_: object) -> None:
+        """Keep embeddings in the shared store on disk, or in memory only, as ticked."""
+        predictor = self._model.predictor
+        if predictor is not None:
+            keep = self.controls.disk_cache_check.isChecked()
+            predictor.cache.use_directory(shared_store() if keep else None)
 
     def _on_model_failed(self, error: Exception) -> None:
         self._after_load.clear()

@@ -223,6 +223,44 @@ class MaskGenerator:
             proposals = self._grid(scaled, self.scheme, progress, cancel)
         return to_segmentation(proposals, scaled.shape, self.settings.min_visible_fraction)
 
+    def segment(
+        self,
+        image: object,
+        *,
+        scaled: ScaledImage | None = None,
+        contrast: Contrast = "auto",
+        percentiles: tuple[float, float] = (0.5, 99.5),
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Segmentation:
+        """:meth:`generate` for an image of any size: one over
+        :data:`~sam_viz.automatic.tiled.TILED_ABOVE` pixels (read lazily where it is a dask
+        or zarr array) goes tile by tile (:func:`~sam_viz.automatic.tiled.segment_tiled`),
+        sharing contrast and diameter, without ever converting it whole; ``scaled`` is then
+        not used.
+        """
+        from sam_viz.automatic.tiled import is_large, segment_tiled
+
+        if is_large(np.shape(image)) and not self.settings.whole_image:
+            return segment_tiled(
+                self,
+                image,
+                contrast=contrast,
+                percentiles=percentiles,
+                progress=progress,
+                cancel=cancel,
+            )
+        from sam_viz.io import to_numpy
+
+        return self.generate(
+            to_numpy(image),
+            contrast=contrast,
+            percentiles=percentiles,
+            progress=progress,
+            cancel=cancel,
+            scaled=scaled,
+        )
+
     def _seeded(
         self,
         image: object,
@@ -233,7 +271,12 @@ class MaskGenerator:
         # Seeds and regions from the image (one step), then the model, window by window.
         ticker = Ticker(1, progress, cancel)
         ticker.check()
-        seeds = find_seeds(np.asarray(image), scaled.diameter, polarity=scaled.polarity)
+        seeds = find_seeds(
+            np.asarray(image),
+            scaled.diameter,
+            polarity=scaled.polarity,
+            levels=scaled.seed_levels,
+        )
 
         def windows(done: int, total: int) -> None:
             ticker.total = total + 1

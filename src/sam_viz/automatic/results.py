@@ -135,6 +135,8 @@ class Segmentation:
         prompts: (K, 4) the prompt of each mask (a box, or a point as (x, y, x, y)).
         mask_labels: (K,) the label each mask has in :attr:`labels`, 0 where it was left out
             (mostly hidden under smaller objects).
+        rows: The table, when it was made as the labels were written (a tiled run, whose
+            labels may be an array on disk); computed from :attr:`labels` when None.
     """
 
     labels: np.ndarray
@@ -143,6 +145,7 @@ class Segmentation:
     stability_score: np.ndarray
     prompts: np.ndarray
     mask_labels: np.ndarray
+    rows: list[dict[str, float | int]] | None = None
 
     @property
     def num_objects(self) -> int:
@@ -158,6 +161,8 @@ class Segmentation:
         """
         from scipy import ndimage
 
+        if self.rows is not None:
+            return list(self.rows)
         count = int(self.labels.max()) if self.labels.size else 0
         if count == 0:
             return []

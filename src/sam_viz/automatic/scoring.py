@@ -115,3 +115,53 @@ def otsu_watershed(image: np.ndarray, *, bright: bool = True) -> np.ndarray:
     markers = np.zeros(gray.shape, dtype=np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     return watershed(-distance, markers, mask=foreground).astype(np.int32)
+
+
+@dataclass(frozen=True)
+class CutObjects:
+    """How the true objects that tile borders cut came out: each should be one object.
+
+    Attributes:
+        once: Cut objects covered by exactly one predicted object.
+        split: Cut objects covered by two or more predicted objects (found twice, or cut).
+        missed: Cut objects no predicted object covers.
+    """
+
+    once: int
+    split: int
+    missed: int
+
+    @property
+    def total(self) -> int:
+        return self.once + self.split + self.missed
+
+
+def cut_objects(
+    truth: np.ndarray, predicted: np.ndarray, borders_x: list[int], borders_y: list[int]
+) -> CutObjects:
+    """Score the true objects crossing the given tile borders (image columns and rows).
+
+    A predicted object *covers* a true one when it holds at least a fifth of its pixels.
+    """
+    slices = ndimage.find_objects(truth)
+    once = split = missed = 0
+    for label, where in enumerate(slices, start=1):
+        if where is None:
+            continue
+        rows, cols = where
+        crosses = any(cols.start < b < cols.stop for b in borders_x) or any(
+            rows.start < b < rows.stop for b in borders_y
+        )
+        if not crosses:
+            continue
+        mine = truth[where] == label
+        found = predicted[where][mine]
+        counts = np.bincount(found[found > 0].astype(np.int64))
+        covering = int(np.count_nonzero(counts >= 0.2 * mine.sum()))
+        if covering == 1:
+            once += 1
+        elif covering == 0:
+            missed += 1
+        else:
+            split += 1
+    return CutObjects(once, split, missed)

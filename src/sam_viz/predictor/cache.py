@@ -4,6 +4,13 @@ An embedding is keyed by the image's content hash and the model it came from, so
 plugin and the Jupyter widget showing the same image through one predictor share it, and a
 file on disk is never used for another image or model.
 
+On disk, a cache directory named ``*.zarr`` is a zarr store: one group per model, one per
+image, and one array per window embedding, named by its window and zoom
+(``MODEL/IMAGE/w{x0}-{y0}-{x1}-{y1}-s{side}.zarr``, its values in the array's attributes).
+:func:`sam_viz.files.shared_store` is the one the command line (``--shared-cache``) and the
+napari dock ("Keep embeddings on disk") share, so embedding once serves both. Any other
+directory holds one ``.pt`` file per embedding.
+
 A file on disk never gives a wrong answer: it holds a SHA-256 digest of its features and
 frame, checked on reading, and is written whole or not at all (:mod:`sam_viz.files`). A
 damaged file is recomputed and replaced; a cache directory that cannot be written (a shared,
@@ -23,7 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sam_viz.files import atomic_path, remove_stale_partials
+from sam_viz.files import (
+    ZARR_GROUP_FILES,
+    atomic_directory,
+    atomic_path,
+    remove_stale_partials,
+)
 from sam_viz.predictor.transforms import ImageFrame
 
 # 2: the frame's zoom is stored (windows of large images); 3: a digest of the contents.
@@ -38,6 +50,9 @@ _KEYS = (
     "image_key",
     "model_key",
 )
+
+
+ZARR_SUFFIX = ".zarr"
 
 
 class StaleEmbeddingError(ValueError):
@@ -62,7 +77,8 @@ class ImageEmbedding:
     model_key: str
 
     def save(self, path: str | Path) -> Path:
-        """Write the embedding to ``path`` (a ``.pt`` file holding tensors and plain values).
+        """Write the embedding to ``path``: a ``.pt`` file holding tensors and plain values,
+        or for a ``.zarr`` path a zarr array with the values as its attributes.
 
         The file appears whole or not at all, so concurrent writers and readers are safe.
 
@@ -82,6 +98,9 @@ class ImageEmbedding:
             "model_key": self.model_key,
         }
         data["digest"] = _digest(data)
+        if path.suffix == ZARR_SUFFIX:
+            _save_zarr(path, data)
+            return path
         with atomic_path(path) as partial, partial.open("wb") as file:
             # A Python file object, so a failed write raises OSError (torch's own raises
             # RuntimeError).
@@ -115,7 +134,10 @@ class ImageEmbedding:
         """
         path = Path(path)
         try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            if path.suffix == ZARR_SUFFIX:
+                data = _load_zarr(path)
+            else:
+                data = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
             raise ValueError(f"{path} is not a readable sam_viz embedding file: {err}") from err
         if not isinstance(data, dict) or "version" not in data:
@@ -157,6 +179,29 @@ class ImageEmbedding:
         height, width = data["original_size"]
         frame = ImageFrame((height, width), data["image_size"], data["zoom"])
         return cls(features, frame, data["image_key"], data["model_key"])
+
+
+def _save_zarr(path: Path, data: dict) -> None:
+    """One embedding as a zarr array (one chunk) with its values as attributes, appearing
+    whole or not at all."""
+    import zarr
+
+    features = data["features"].numpy()
+    with atomic_directory(path) as partial:
+        array = zarr.create_array(
+            store=str(partial), shape=features.shape, chunks=features.shape, dtype="<f4"
+        )
+        array[...] = features
+        array.attrs.update({k: data[k] for k in _KEYS if k != "features"})
+
+
+def _load_zarr(path: Path) -> dict:
+    import zarr
+
+    array = zarr.open_array(str(path), mode="r")
+    data = dict(array.attrs.asdict())
+    data["features"] = torch.from_numpy(np.ascontiguousarray(array[...], dtype=np.float32))
+    return data
 
 
 def _digest(data: dict) -> str:
@@ -221,10 +266,37 @@ class EmbeddingCache:
         if self.directory is not None:
             remove_stale_partials(self.directory, recursive=True)  # left by killed writers
 
+    def use_directory(self, directory: str | Path | None) -> None:
+        """Read and write embeddings in ``directory`` from now on (None: memory only)."""
+        path = Path(directory) if directory is not None else None
+        if path is not None:
+            remove_stale_partials(path, recursive=True)
+        with self._lock:
+            self.directory = path
+            self._refused.clear()
+            self._saving = True
+
     def _file(self, model_key: str, image_key: str) -> Path:
         assert self.directory is not None
         safe_model = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_key)
-        return self.directory / safe_model / f"{image_key}.pt"
+        if self.directory.suffix != ZARR_SUFFIX:
+            return self.directory / safe_model / f"{image_key}.pt"
+        # A window's key is its image's key, then "-w" and the window: one group per image.
+        image, _, window = image_key.partition("-w")
+        name = f"w{window}" if window else "image"
+        return self.directory / safe_model / image / f"{name}{ZARR_SUFFIX}"
+
+    def _make_groups(self, path: Path) -> None:
+        """Group metadata from the store's root down to ``path``'s folder, so zarr tools
+        walk the store (written once per folder)."""
+        import zarr
+
+        assert self.directory is not None
+        parts = path.parent.relative_to(self.directory).parts
+        for depth in range(len(parts) + 1):
+            group = self.directory.joinpath(*parts[:depth])
+            if not any((group / name).is_file() for name in ZARR_GROUP_FILES):
+                zarr.open_group(str(group), mode="a", zarr_format=3)
 
     def get(
         self, model_key: str, image_key: str, *, expected_shape: tuple[int, ...] | None = None
@@ -286,6 +358,8 @@ class EmbeddingCache:
             return
         path = self._file(embedding.model_key, embedding.image_key)
         try:
+            if path.suffix == ZARR_SUFFIX:
+                self._make_groups(path)
             embedding.save(path)
         except OSError as err:
             with self._lock:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sam_viz.image import Contrast, image_key, to_rgb01, validate_image
+from sam_viz.image import Contrast, contrast_limits, image_key, to_rgb01, validate_image
 from sam_viz.masks import InstanceMask
 from sam_viz.predictor.candidates import BoxesPrediction, Candidates, Prediction
 from sam_viz.progress import ProgressCallback, check_cancel
@@ -41,6 +41,7 @@ from sam_viz.windows.scale import (
 )
 
 if TYPE_CHECKING:  # the predictor's modules import torch: not imported with this module
+    from sam_viz.automatic.seeds import SeedLevels
     from sam_viz.predictor.cache import ImageEmbedding
     from sam_viz.predictor.predictor import Predictor
     from sam_viz.predictor.transforms import ImageFrame
@@ -113,14 +114,21 @@ class ScaledImage:
         self.fraction = fraction
         self.predictor = predictor
         self.shape: tuple[int, int] = (int(array.shape[0]), int(array.shape[1]))
+        if limits is None:
+            # The rule as numbers: the CLI and napari (which passes a stack's limits) then
+            # convert one image alike and share its cached window embeddings.
+            values = array[..., :3] if array.ndim == 3 else array
+            limits = contrast_limits(values, contrast=contrast, percentiles=percentiles)
         if limits is not None:
             self.rgb01 = _limits_rgb01(array, limits)
             self.key = image_key(array, contrast=f"limits{limits}")
         else:
-            self.rgb01 = to_rgb01(array, contrast=contrast, percentiles=percentiles)
-            self.key = image_key(array, contrast=contrast, percentiles=percentiles)
+            self.rgb01 = to_rgb01(array, contrast="none")
+            self.key = image_key(array, contrast="none")
         # Whether objects are brighter than their surroundings, when it was estimated.
         self.polarity: Polarity | None = None
+        # Seed-finding levels of the large image this is a tile of (sam_viz.automatic.tiled).
+        self.seed_levels: SeedLevels | None = None
         if diameter is None:
             diameter, self.diameter_source = self._estimate(array)
         else:
