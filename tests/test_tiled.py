@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from slide_fixtures import DIAMETER, SIDE, SLIDE, TILE
 
+import sam_viz.image
 from sam_viz.automatic import tiled
 from sam_viz.automatic.everything import MaskGenerator
 from sam_viz.automatic.scoring import cut_objects, score_instances
@@ -203,7 +204,7 @@ def test_the_command_line_streams_tiles_into_ome_zarr_labels_and_a_tiff(
     from sam_viz import cli
 
     path = _slide_zarr(tmp_path / "slide.zarr")
-    monkeypatch.setattr(tiled, "TILED_ABOVE", 512 * 512)  # "auto" tiles this image
+    monkeypatch.setattr(sam_viz.image, "TILED_ABOVE", 512 * 512)  # "auto" tiles this image
     monkeypatch.setattr(tiled, "TILE_SIDE", TILE)
     assert cli.main(["everything", str(path), "--device", "cpu"]) == 0
     said = capsys.readouterr().out
@@ -263,7 +264,7 @@ def test_the_jupyter_widget_segments_a_large_image_tile_by_tile(lite_predictor, 
 
 def _spy_tiles(monkeypatch) -> list:
     """Make every image "large", tiles of TILE; returns the tiled runs' results."""
-    monkeypatch.setattr(tiled, "TILED_ABOVE", 512 * 512)
+    monkeypatch.setattr(sam_viz.image, "TILED_ABOVE", 512 * 512)
     seen = []
     real = tiled.segment_tiled
 

@@ -606,7 +606,8 @@ def _image_loader(source: str, args: argparse.Namespace, smallest: float, lazy: 
 
 def _tile_side(option: int | str, shape: Sequence[int]) -> int:
     """The tile side ``--tile`` asks for this image (0: the whole image at once)."""
-    from sam_viz.automatic.tiled import TILE_SIDE, is_large
+    from sam_viz.automatic.tiled import TILE_SIDE
+    from sam_viz.image import is_large
 
     if option == "off":
         return 0

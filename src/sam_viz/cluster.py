@@ -69,6 +69,21 @@ class EverythingOptions:
             values["cache_dir"] = str(shared_store())
         return cls(**values)
 
+    def loader(self, source: str, min_diameter: float, *, lazy: bool = False):
+        """:func:`sam_viz.io.image_loader` of ``source`` with these options' level, channel,
+        plane and diameter."""
+        from sam_viz.io import image_loader
+
+        return image_loader(
+            source,
+            level=self.level,
+            channel=self.channel,
+            plane=self.plane,
+            diameter=self.diameter,
+            min_diameter=min_diameter,
+            lazy=lazy,
+        )
+
     def model_key(self) -> tuple[object, ...]:
         """What identifies the loaded model: images with equal keys share it."""
         return (self.model, self.model_name, self.device, self.precision, self.backend)
@@ -264,17 +279,8 @@ def segment_tiled_on_cluster(
     again on another.
     """
     from sam_viz.automatic.tiled import TileAssembler, plan_tiles, survey
-    from sam_viz.io import image_loader
 
-    image, downsampling = image_loader(
-        source,
-        level=options.level,
-        channel=options.channel,
-        plane=options.plane,
-        diameter=options.diameter,
-        min_diameter=min_diameter,
-        lazy=True,
-    )()
+    image, downsampling = options.loader(source, min_diameter, lazy=True)()
     diameter = None if options.diameter is None else options.diameter / downsampling
     overview = survey(image, diameter=diameter)
     tiles = plan_tiles(tuple(image.shape[:2]), tile_side, overview.margin)
@@ -304,19 +310,10 @@ def _tile_on_worker(
 
     from sam_viz.automatic.everything import MaskGenerator
     from sam_viz.automatic.tiled import segment_tile
-    from sam_viz.io import image_loader
 
     cache = cast(ModelCache, get_worker().plugins[ModelCache.name])
     with cache.model(options) as predictor, dask.config.set(scheduler="synchronous"):
-        image, _ = image_loader(
-            path,
-            level=options.level,
-            channel=options.channel,
-            plane=options.plane,
-            diameter=options.diameter,
-            min_diameter=min_diameter,
-            lazy=True,
-        )()
+        image, _ = options.loader(path, min_diameter, lazy=True)()
         prompts = {} if options.prompts is None else {"prompts": options.prompts}
         generator = MaskGenerator(predictor, diameter=overview.diameter, **prompts)
         return segment_tile(generator, image, tile, overview)
@@ -361,7 +358,6 @@ def _segment_with(
     import dask
 
     from sam_viz.automatic.everything import MaskGenerator
-    from sam_viz.io import image_loader
     from sam_viz.windows.scaled import ScaledImage
 
     overrides: dict[str, object] = {"diameter": options.diameter}
@@ -372,15 +368,7 @@ def _segment_with(
     try:
         # A lazy OME-Zarr plane is read here, in this task, not as tasks of its own.
         with dask.config.set(scheduler="synchronous"):
-            read = image_loader(
-                path,
-                level=options.level,
-                channel=options.channel,
-                plane=options.plane,
-                diameter=options.diameter,
-                min_diameter=min_diameter,
-            )
-            image, downsampling = read()
+            image, downsampling = options.loader(path, min_diameter)()
     except (ValueError, OSError) as err:
         return ClusterResult(source, None, str(err), generator.scheme, model)
     diameter = None if options.diameter is None else options.diameter / downsampling

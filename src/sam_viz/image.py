@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -182,3 +183,14 @@ def image_key(
     digest.update(f"{array.shape}|{array.dtype.str}|{contrast}|{percentiles}".encode())
     digest.update(array.data.cast("B"))
     return digest.hexdigest()
+
+
+# Images with more pixels than this are read lazily and segmented tile by tile
+# (sam_viz.automatic.tiled): converting one whole would take 12 bytes a pixel.
+TILED_ABOVE = 4096 * 4096
+
+
+def is_large(shape: Sequence[int]) -> bool:
+    """Whether an image of this (H, W, ...) shape goes tile by tile."""
+    height, width = list(shape)[:2]
+    return int(height) * int(width) > TILED_ABOVE

@@ -285,7 +285,7 @@ def image_loader(
     the pixels later, as ``(image, full-resolution pixels per image pixel)``.
 
     With ``lazy``, OME-Zarr images, and TIFFs too large to hold (over
-    :data:`~sam_viz.automatic.tiled.TILED_ABOVE` pixels), come as dask arrays that read only
+    :data:`~sam_viz.image.TILED_ABOVE` pixels), come as dask arrays that read only
     the chunks used (:mod:`sam_viz.automatic.tiled`); other images, and every image without
     it, are read whole as NumPy arrays.
 
@@ -318,7 +318,7 @@ def image_loader(
 def _large_tiff(source: str, level: int | str) -> bool:
     """Whether ``source`` is a TIFF whose level is large enough to go tile by tile (read
     lazily then; smaller ones are read whole, without dask)."""
-    from sam_viz.automatic.tiled import is_large
+    from sam_viz.image import is_large
 
     path = Path(source)
     if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():

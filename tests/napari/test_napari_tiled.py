@@ -7,6 +7,7 @@ import pytest
 from napari_test_helpers import wait_idle
 from slide_fixtures import SIDE, SLIDE, TILE
 
+import sam_viz.image
 from sam_viz.automatic import tiled
 from sam_viz.automatic.scoring import cut_objects
 
@@ -18,7 +19,7 @@ def test_a_large_lazy_image_is_segmented_tile_by_tile(
 ):
     import dask.array as da
 
-    monkeypatch.setattr(tiled, "TILED_ABOVE", 512 * 512)
+    monkeypatch.setattr(sam_viz.image, "TILED_ABOVE", 512 * 512)
     seen, reads = [], []
     real = tiled.segment_tiled
 

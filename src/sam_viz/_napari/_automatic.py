@@ -17,6 +17,7 @@ import numpy as np
 from sam_viz._napari._slicing import Plane
 from sam_viz.automatic.results import Segmentation
 from sam_viz.automatic.stacks import Propagation, StackImages, propagate
+from sam_viz.automatic.tiled import segment_image
 from sam_viz.predictor import ProgressCallback
 from sam_viz.windows.scaled import ScaledImage
 
@@ -50,10 +51,10 @@ def segment_plane(
         cancel: Set it to stop; :class:`~sam_viz.predictor.Cancelled` is raised.
 
     A large plane goes tile by tile, read a tile at a time from lazy data
-    (:meth:`~sam_viz.automatic.everything.MaskGenerator.segment`).
+    (:func:`~sam_viz.automatic.tiled.segment_image`).
     """
     pixels = data[plane] if plane else data  # type: ignore[index]
-    return generator.segment(pixels, progress=progress, cancel=cancel, scaled=scaled)
+    return segment_image(generator, pixels, progress=progress, cancel=cancel, scaled=scaled)
 
 
 @dataclass(frozen=True)

@@ -223,44 +223,6 @@ class MaskGenerator:
             proposals = self._grid(scaled, self.scheme, progress, cancel)
         return to_segmentation(proposals, scaled.shape, self.settings.min_visible_fraction)
 
-    def segment(
-        self,
-        image: object,
-        *,
-        scaled: ScaledImage | None = None,
-        contrast: Contrast = "auto",
-        percentiles: tuple[float, float] = (0.5, 99.5),
-        progress: ProgressCallback | None = None,
-        cancel: threading.Event | None = None,
-    ) -> Segmentation:
-        """:meth:`generate` for an image of any size: one over
-        :data:`~sam_viz.automatic.tiled.TILED_ABOVE` pixels (read lazily where it is a dask
-        or zarr array) goes tile by tile (:func:`~sam_viz.automatic.tiled.segment_tiled`),
-        sharing contrast and diameter, without ever converting it whole; ``scaled`` is then
-        not used.
-        """
-        from sam_viz.automatic.tiled import is_large, segment_tiled
-
-        if is_large(np.shape(image)) and not self.settings.whole_image:
-            return segment_tiled(
-                self,
-                image,
-                contrast=contrast,
-                percentiles=percentiles,
-                progress=progress,
-                cancel=cancel,
-            )
-        from sam_viz.io import to_numpy
-
-        return self.generate(
-            to_numpy(image),
-            contrast=contrast,
-            percentiles=percentiles,
-            progress=progress,
-            cancel=cancel,
-            scaled=scaled,
-        )
-
     def _seeded(
         self,
         image: object,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +33,7 @@ from scipy import ndimage
 
 from sam_viz.automatic.results import Segmentation
 from sam_viz.automatic.seeds import SeedLevels, seed_levels
-from sam_viz.image import Contrast, contrast_limits, validate_image
+from sam_viz.image import Contrast, contrast_limits, is_large, validate_image
 from sam_viz.io import to_numpy
 from sam_viz.masks import InstanceMask, paint_labels
 from sam_viz.progress import ProgressCallback, check_cancel
@@ -42,9 +42,8 @@ from sam_viz.windows.geometry import Window
 if TYPE_CHECKING:
     from sam_viz.automatic.everything import MaskGenerator
     from sam_viz.automatic.seeds import Polarity
+    from sam_viz.windows.scaled import ScaledImage
 
-# Images with more pixels than this go tile by tile (the front ends' switch).
-TILED_ABOVE = 4096 * 4096
 TILE_SIDE = 2048
 # Each tile sees this many object diameters past its core: an object cut by the core's
 # border lies whole in the tile owning its centre as long as it is no larger.
@@ -514,10 +513,38 @@ def segment_tiled(
     return assembler.segmentation()
 
 
-def is_large(shape: Iterable[int]) -> bool:
-    """Whether an image of this shape is segmented tile by tile by the front ends."""
-    height, width = list(shape)[:2]
-    return int(height) * int(width) > TILED_ABOVE
+def segment_image(
+    generator: MaskGenerator,
+    image: Any,
+    *,
+    scaled: ScaledImage | None = None,
+    contrast: Contrast = "auto",
+    percentiles: tuple[float, float] = (0.5, 99.5),
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> Segmentation:
+    """Segment everything in an image of any size, as every front end does: one over
+    :data:`~sam_viz.image.TILED_ABOVE` pixels (read lazily where it is a dask or zarr array)
+    goes tile by tile (:func:`segment_tiled`; ``scaled`` is then not used), others through
+    :meth:`MaskGenerator.generate`.
+    """
+    if is_large(np.shape(image)) and not generator.settings.whole_image:
+        return segment_tiled(
+            generator,
+            image,
+            contrast=contrast,
+            percentiles=percentiles,
+            progress=progress,
+            cancel=cancel,
+        )
+    return generator.generate(
+        to_numpy(image),
+        contrast=contrast,
+        percentiles=percentiles,
+        progress=progress,
+        cancel=cancel,
+        scaled=scaled,
+    )
 
 
 def chunk_windows(shape_hw: tuple[int, int], side: int) -> Iterator[Window]:

@@ -25,6 +25,7 @@ from ipycanvas import hold_canvas
 
 from sam_viz.automatic.everything import EverythingSettings, MaskGenerator
 from sam_viz.automatic.results import Segmentation
+from sam_viz.automatic.tiled import segment_image
 from sam_viz.image import Contrast, to_rgb01, validate_image
 from sam_viz.jupyter.canvas import CANDIDATE, PROMPTS, PromptCanvas
 from sam_viz.jupyter.controls import WidgetControls
@@ -526,8 +527,10 @@ class SamWidget(widgets.VBox):
         generator = MaskGenerator(
             self._predictor, self._everything_settings, diameter=scaled.diameter
         )
-        # A large image goes tile by tile (MaskGenerator.segment), not through its windows.
-        return generator.segment(self._image, progress=progress, cancel=cancel, scaled=scaled)
+        # A large image goes tile by tile (segment_image), not through its windows.
+        return segment_image(
+            generator, self._image, progress=progress, cancel=cancel, scaled=scaled
+        )
 
     def _predict(self, prompts: PromptSet) -> Candidates:
         self.wait()
