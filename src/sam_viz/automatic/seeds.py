@@ -78,13 +78,14 @@ class SeedLevels:
     Attributes:
         low: The object channel's value stretched to 0.
         high: Its value stretched to 1.
-        level: The foreground's Otsu level on the smoothed, background-free channel.
+        floor: The lowest foreground level a tile may take (its own Otsu level otherwise):
+            above the noise of the image's empty parts, 0 where it has none.
         direction: For RGB images, the colour direction of the object channel.
     """
 
     low: float
     high: float
-    level: float
+    floor: float
     direction: tuple[float, ...] | None = None
 
 
@@ -94,10 +95,10 @@ def seed_levels(
     polarity: Polarity,
     empty: np.ndarray | None = None,
 ) -> SeedLevels:
-    """The levels of an image from crops of it that hold objects (the busiest ones) and,
-    where it has one, a crop without objects: its noise must stay below the foreground
-    level (crops packed with objects set a level that empty slide would pass)."""
-    from skimage.filters import threshold_otsu
+    """The levels of an image: the stretch from crops of it that hold objects (the busiest
+    ones) and, where it has one, the floor from a crop without objects, so that its noise
+    is never foreground. Each tile still takes its own Otsu level above the floor: one
+    level for the whole image would lose a region stained more faintly than the busiest."""
 
     direction = _colour_direction(np.concatenate([_rgb_rows(c) for c in crops]))
     values = [_projected(validate_image(c), direction) for c in crops]
@@ -108,13 +109,12 @@ def seed_levels(
         flat = gray - _background(gray, diameter)
         return ndimage.gaussian_filter(flat, max(0.7, diameter / 10)).ravel()
 
-    joined = np.concatenate([smoothed(value) for value in values])
-    level = threshold_otsu(joined) if np.ptp(joined) > 0 else np.inf
+    floor = 0.0
     if empty is not None:
         noise = smoothed(_projected(validate_image(empty), direction))
-        level = max(level, float(np.percentile(noise, EMPTY_PERCENTILE)) / FOREGROUND_LEVEL)
+        floor = float(np.percentile(noise, EMPTY_PERCENTILE)) / FOREGROUND_LEVEL
     as_tuple = None if direction is None else tuple(float(v) for v in direction)
-    return SeedLevels(float(low), float(high), float(level), as_tuple)
+    return SeedLevels(float(low), float(high), floor, as_tuple)
 
 
 def object_channel(
@@ -225,10 +225,9 @@ def find_seeds(
     # Remove the background, then smooth away pixel noise (a tenth of the diameter).
     flat = gray - _background(gray, diameter)
     smooth = ndimage.gaussian_filter(flat, max(0.7, diameter / 10))
+    level = threshold_otsu(smooth) if np.ptp(smooth) > 0 else np.inf
     if levels is not None:
-        level = levels.level
-    else:
-        level = threshold_otsu(smooth) if np.ptp(smooth) > 0 else np.inf
+        level = max(level, levels.floor)
     foreground = smooth > FOREGROUND_LEVEL * level
     foreground = ndimage.binary_opening(foreground, iterations=max(1, int(diameter / 12)))
 

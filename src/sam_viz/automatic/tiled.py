@@ -56,6 +56,10 @@ ESTIMATE_CROP_SIDE = 1024
 MIN_ESTIMATE_OBJECTS = 5
 # Noise is measured on a crop of this side with nothing in it (see seeds.seed_levels).
 EMPTY_CROP_SIDE = 256
+# A tile keeps objects whose centre lies this many diameters past its core's edge too.
+OWNER_SLACK = 0.25
+# Overview pixels this many noise deviations above its median are content.
+CONTENT_NOISE = 6.0
 # A tile whose overview has fewer foreground pixels than this is left empty.
 MIN_CONTENT_PIXELS = 2
 STEPS_PER_TILE = 100
@@ -184,7 +188,9 @@ def survey(
         polarity = polarity or estimate.polarity
     signed = smooth if polarity == "bright" else -smooth
     level = threshold_otsu(signed) if np.ptp(signed) > 0 else np.inf
-    foreground = signed > level
+    # Or clearly above the background's noise: a faint region a bright one sets Otsu above.
+    spread = 1.4826 * float(np.median(np.abs(signed - np.median(signed))))
+    foreground = signed > min(level, float(np.median(signed)) + CONTENT_NOISE * spread)
     empty = _empty_crop(image, smooth, foreground, step)
     return Overview(
         (height, width),
@@ -304,11 +310,14 @@ def segment_tile(
     else:
         index = found.mask_labels[kept]
         centres = np.array(ndimage.center_of_mass(np.ones_like(labels), labels, index))
+    # Two tiles may place an object's centre a little apart: with some slack both may keep
+    # it (painting keeps the first), and never neither.
+    slack = OWNER_SLACK * overview.diameter
     cx0, cy0, cx1, cy1 = tile.core
     owned = [
         k
         for k, (cy, cx) in zip(kept, centres.reshape(-1, 2), strict=True)
-        if cx0 <= cx + x0 < cx1 and cy0 <= cy + y0 < cy1
+        if cx0 - slack <= cx + x0 < cx1 + slack and cy0 - slack <= cy + y0 < cy1 + slack
     ]
     owned.sort(key=lambda k: -found.masks[k].area)
     return TileResult(
