@@ -10,8 +10,13 @@ fields, the coins (objects at IoU >= 0.8), and the time and peak memory per fiel
 with the model's scores, then the thresholds of ``SeededThresholds`` that maximise the mean
 mSA, and how the score depends on each: what ``sam_viz.models.registry`` holds.
 
+``--ome-zarr``: each field is also written as an OME-Zarr image and segmented from it, read
+lazily as the command line reads it; the table is scored on those labels, and the count of
+label images equal to the in-memory run's is printed (``--no-large`` skips the 2048^2 case).
+
     python benchmarks/eval_everything.py --fields 10
     python benchmarks/eval_everything.py --tune --fields 8
+    python benchmarks/eval_everything.py --ome-zarr --no-large --fields 3
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import resource
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -46,6 +53,37 @@ def run(predictor: Predictor, image: np.ndarray) -> tuple[np.ndarray, float]:
     return labels, time.perf_counter() - start
 
 
+class ZarrCopies:
+    """Segments each field from an OME-Zarr copy too, and counts equal label images."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp())
+        self.equal = self.total = self.rgb = 0
+
+    def run(self, predictor: Predictor, image: np.ndarray) -> tuple[np.ndarray, float]:
+        import zarr
+        from ome_zarr.format import FormatV05
+        from ome_zarr.writer import write_image
+
+        from sam_viz.automatic.tiled import segment_image
+        from sam_viz.io import open_image
+
+        expected, elapsed = run(predictor, image)
+        if image.ndim == 3:  # RGB (H&E): an OME-Zarr image holds it as three channels
+            self.rgb += 1
+            return expected, elapsed
+        path = self.folder / f"field{self.total}.zarr"
+        group = zarr.open_group(str(path), mode="w", zarr_format=3)
+        write_image(image, group, scale_factors=(2,), axes="yx", fmt=FormatV05())
+        predictor.cache._items.clear()  # the copy is embedded again, not read from memory
+        start = time.perf_counter()
+        labels = segment_image(MaskGenerator(predictor), open_image(path)).labels
+        elapsed = time.perf_counter() - start
+        self.total += 1
+        self.equal += bool(np.array_equal(labels, expected))
+        return labels, elapsed
+
+
 def row(name: str, ours: list, base: list, seconds: list[float], target: str) -> str:
     f1 = np.mean([s.f1() for s in ours])
     msa = np.mean([s.msa for s in ours])
@@ -57,7 +95,10 @@ def row(name: str, ours: list, base: list, seconds: list[float], target: str) ->
     )
 
 
-def acceptance(predictor: Predictor, count: int) -> None:
+def acceptance(
+    predictor: Predictor, count: int, copies: ZarrCopies | None = None, large: bool = True
+) -> None:
+    segment = run if copies is None else copies.run
     print(f"{'fields':<34} {'F1':>6} {'mSA':>6} | {'base F1':>7} {'mSA':>6} | time   target")
     cases = [
         ("nuclei 512^2", "nuclei", 1, count, "F1 >= 0.90, mSA >= 0.60"),
@@ -67,13 +108,15 @@ def acceptance(predictor: Predictor, count: int) -> None:
         ("cells, bright field 512^2", "cells_brightfield", 1, count, ""),
         ("H&E nuclei 512^2", "histology", 1, count, ""),
     ]
+    if not large:
+        cases = [case for case in cases if case[2] == 1]
     for name, kind, reps, fields, target in cases:
         ours, base, seconds = [], [], []
         for seed in HELD_OUT_SEEDS[:fields]:
             field = make_field(kind, seed)
             if reps > 1:
                 field = tiled(field, (reps, reps))
-            labels, elapsed = run(predictor, field.image)
+            labels, elapsed = segment(predictor, field.image)
             seconds.append(elapsed)
             ours.append(score_instances(labels, field.labels))
             baseline = otsu_watershed(field.image, bright=BRIGHT.get(kind, False))
@@ -86,10 +129,16 @@ def acceptance(predictor: Predictor, count: int) -> None:
     from sam_viz.training.evaluate import coins_reference
 
     coins = skimage.data.coins()
-    labels, elapsed = run(predictor, coins)
+    labels, elapsed = segment(predictor, coins)
     scores = score_instances(labels, coins_reference(coins))
     found = int(np.count_nonzero(scores.matched_ious >= 0.8))
     print(f"{'coins: objects at IoU >= 0.8':<34} {found:>6} of {scores.n_true}  {elapsed:.1f} s")
+    if copies is not None:
+        print(
+            f"OME-Zarr copies: {copies.equal} of {copies.total} label images equal to the "
+            "in-memory run's"
+        )
+        return
 
     field = tiled(make_field("nuclei", HELD_OUT_SEEDS[0]), (8, 8))
     before = peak_rss_gib()
@@ -184,12 +233,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fields", type=int, default=10, help="fields per kind")
     parser.add_argument("--tune", action="store_true", help="thresholds' statistics")
+    parser.add_argument("--ome-zarr", action="store_true", help="segment OME-Zarr copies")
+    parser.add_argument("--no-large", action="store_true", help="skip the 2048^2 fields")
     args = parser.parse_args()
     predictor = Predictor.from_pretrained(device="cpu", progress=False)
     if args.tune:
         tune(predictor, args.fields)
     else:
-        acceptance(predictor, args.fields)
+        copies = ZarrCopies() if args.ome_zarr else None
+        acceptance(predictor, args.fields, copies, large=not args.no_large)
 
 
 if __name__ == "__main__":
