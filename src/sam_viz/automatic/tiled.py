@@ -8,10 +8,13 @@ takes slice assignment (a zarr array on disk, or a NumPy array for the front end
 
 1. :func:`survey`: one strided pass over the image gives what every tile must share:
    contrast limits, the object diameter (estimated on the crops with the most objects) and
-   polarity, and a coarse map of where there is anything to segment.
+   polarity, the seed stretch and a floor for the seed level (from an empty crop: a tile
+   of mostly empty slide must not take its noise for objects), and a coarse map of where
+   there is anything to segment.
 2. Each tile is segmented with a margin of :data:`MARGIN_DIAMETERS` object diameters
-   (:func:`segment_tile`). A tile *owns* the objects whose centre lies in its core, so an
-   object cut by a tile border is whole in the tile that owns it and is found once.
+   (:func:`segment_tile`). A tile *owns* the objects whose centre lies in its core (with
+   :data:`OWNER_SLACK`), so an object cut by a tile border is whole in the tile that owns
+   it and is found once.
 3. :func:`paint_tile` writes a tile's objects where no earlier tile's object lies, in tile
    order, so the result does not depend on which worker finished first.
 
@@ -113,7 +116,8 @@ class Overview:
         polarity: Whether objects are brighter or darker than their surroundings.
         foreground: Where the overview has something to segment, one pixel per ``step``.
         step: The overview's stride in image pixels.
-        seed_levels: Seed-finding levels every tile uses, from the busiest crops.
+        seed_levels: The seed stretch (busiest crops) and level floor (an empty crop)
+            every tile uses.
     """
 
     shape: tuple[int, int]
