@@ -11,7 +11,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +26,9 @@ from sam_viz.files import (
 )
 from sam_viz.models.registry import DEFAULT_MODEL, MODELS
 from sam_viz.ome import DEFAULT_LABEL_NAME
+
+if TYPE_CHECKING:
+    from sam_viz.automatic.results import Segmentation
 
 LABEL_SUFFIXES = (".tif", ".tiff", ".png")
 # overlay.png is a preview: a full-size RGB picture of a whole slide would be 3x the image.
@@ -430,7 +435,9 @@ def cmd_everything(args: argparse.Namespace) -> int:
             per_image = MaskGenerator(
                 predictor, settings=None, **{**overrides, "diameter": diameter}
             )
-            result = _segment_in_tiles(per_image, image, output, tile, args)
+            result = _segment_in_tiles(
+                output, image.shape, args, partial(_tiles_here, per_image, image, output, tile)
+            )
             how += f", tiles of {tile} px"
         else:
             from sam_viz.io import to_numpy
@@ -483,20 +490,25 @@ def _everything_on_cluster(
     existed: dict[Path, bool],
 ) -> int:
     """One task per image on dask.distributed; each result is written here as it arrives."""
-    from sam_viz.cluster import EverythingOptions, connect, run_everything
+    from sam_viz.cluster import EverythingOptions, connect, run_everything, segment_tiled_on_cluster
 
     options = EverythingOptions.from_args(args)
-    tiles = {
-        o.source: _tile_side(args.tile, _lazy_shape(o.source, args, smallest)) for o in outputs
-    }
+    shapes = {o.source: _lazy_shape(o.source, args, smallest) for o in outputs}
+    tiles = {source: _tile_side(args.tile, shape) for source, shape in shapes.items()}
     by_source = {o.source: o for o in outputs if not tiles[o.source]}
     failed = 0
     with connect(args.scheduler, args.workers) as client:
         for output in outputs:  # large images: one task per tile
             if tiles[output.source]:
-                result = _segment_in_tiles(
-                    None, None, output, tiles[output.source], args, on_cluster=(client, options)
+                on_workers = partial(
+                    segment_tiled_on_cluster,
+                    output.source,
+                    client,
+                    options,
+                    tile_side=tiles[output.source],
+                    min_diameter=smallest,
                 )
+                result = _segment_in_tiles(output, shapes[output.source], args, on_workers)
                 how = f"tiles of {tiles[output.source]} px on dask.distributed"
                 _report_written(output, result, how, existed)
         results = run_everything(list(by_source), client, options, min_diameter=smallest)
@@ -625,15 +637,14 @@ def _lazy_shape(source: str, args: argparse.Namespace, smallest: float) -> tuple
 
 
 def _segment_in_tiles(
-    generator, image, output: _Output, tile: int, args: argparse.Namespace, on_cluster=None
-):
-    """Segment a large image tile by tile, its labels streamed through a zarr array on disk
-    into the output, never held whole; returns the segmentation (its table made per tile).
-    ``on_cluster`` (client, options) runs one task per tile instead, reading the image there.
-    """
+    output: _Output, shape: Sequence[int], args: argparse.Namespace, segment
+) -> Segmentation:
+    """Segment a large image tile by tile with ``segment(labels)``, its labels streamed
+    through a zarr array on disk into the output, never held whole; returns the
+    segmentation (its table made per tile)."""
     import shutil
 
-    from sam_viz.automatic.tiled import label_store, segment_tiled
+    from sam_viz.automatic.tiled import label_store
     from sam_viz.files import partial_path
 
     if not output.into_zarr and output.labels.suffix.lower() == ".png":
@@ -643,31 +654,22 @@ def _segment_in_tiles(
         )
     staging = partial_path(output.table.with_name(output.table.stem + "-labels.zarr"))
     try:
-        if on_cluster is not None:
-            from sam_viz.cluster import segment_tiled_on_cluster
-            from sam_viz.ome import smallest_diameter
-
-            client, options = on_cluster
-            shape = _lazy_shape(output.source, args, smallest_diameter(_spec_of(args)))
-            result = segment_tiled_on_cluster(
-                output.source,
-                client,
-                options,
-                label_store(staging, shape[:2]),
-                tile_side=tile,
-                min_diameter=smallest_diameter(_spec_of(args)),
-            )
-        else:
-            labels = label_store(staging, tuple(image.shape[:2]))
-            bar = _Progress(f"segmenting {Path(output.source).name} in tiles of {tile} px")
-            try:
-                result = segment_tiled(generator, image, labels, tile_side=tile, progress=bar)
-            finally:
-                bar.close()
+        result = segment(label_store(staging, tuple(shape[:2])))
         _write_everything(output, result, args)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def _tiles_here(generator, image, output: _Output, tile: int, labels) -> Segmentation:
+    """Segment ``image`` tile by tile in this process into ``labels``, with a progress bar."""
+    from sam_viz.automatic.tiled import segment_tiled
+
+    bar = _Progress(f"segmenting {Path(output.source).name} in tiles of {tile} px")
+    try:
+        return segment_tiled(generator, image, labels, tile_side=tile, progress=bar)
+    finally:
+        bar.close()
 
 
 def _segment_everything(generator, predictor, image: np.ndarray, source: str, diameter):

@@ -89,18 +89,19 @@ def plan_tiles(shape_hw: tuple[int, int], side: int, margin: int) -> list[Tile]:
     if margin < 0:
         raise ValueError(f"The tile margin must be >= 0, got {margin}.")
     height, width = shape_hw
-    tiles = []
-    for y0 in range(0, height, side):
-        for x0 in range(0, width, side):
-            x1, y1 = min(width, x0 + side), min(height, y0 + side)
-            outer = (
+    return [
+        Tile(
+            index,
+            (x0, y0, x1, y1),
+            (
                 max(0, x0 - margin),
                 max(0, y0 - margin),
                 min(width, x1 + margin),
                 min(height, y1 + margin),
-            )
-            tiles.append(Tile(len(tiles), (x0, y0, x1, y1), outer))
-    return tiles
+            ),
+        )
+        for index, (x0, y0, x1, y1) in enumerate(chunk_windows(shape_hw, side))
+    ]
 
 
 @dataclass(frozen=True)
